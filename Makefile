@@ -1,0 +1,44 @@
+# slotsweep: `make demo` trains on the built-in shapes dataset, `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch/torchvision are pinned here (this build machine serves these from disk); pyproject stays loose.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help setup demo test lint format bench wandb-sync clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install torch + slotsweep[dev] (quick when already done)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	touch $(STAMP)
+
+demo: setup  ## short training on shapes: prints FG-ARI/mBO, writes mask pictures
+	$(PY) src/train.py experiment=demo
+
+test: setup  ## run the test suite (starts the local SLURM cluster when its packages exist)
+	$(PY) -m pytest -q
+
+lint: setup  ## ruff check + format check
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: setup  ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks
+
+bench: setup  ## run the speed benchmarks, tables into benchmarks/results/
+	$(PY) benchmarks/run_all.py
+
+wandb-sync: setup  ## upload offline W&B runs (needs WANDB_API_KEY and network)
+	$(VENV)/bin/wandb sync --sync-all
+
+clean:  ## remove runs, caches and generated data (keeps .venv)
+	rm -rf runs multirun outputs data/shapes .pytest_cache
