@@ -1,0 +1,1 @@
+"""Model parts. `models/` knows nothing of Lightning, Hydra or W&B."""

@@ -1,0 +1,116 @@
+"""Frozen timm ViT returning block-N tokens (pre-norm) and block-N attention keys (§2.1-2.2)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from slotsweep.errors import SlotsweepError
+
+__all__ = ["EncoderOutput", "ViTEncoder"]
+
+
+@dataclass
+class EncoderOutput:
+    """Per-patch encoder outputs, prefix (CLS/register) tokens removed.
+
+    features: (..., P, D_feat) output tokens of block N, before the final norm: the slot-attention
+        input and the reconstruction target.
+    keys: (..., P, D_feat) attention keys of block N, all heads concatenated: the similarity target.
+    """
+
+    features: Tensor
+    keys: Tensor
+
+
+class ViTEncoder(nn.Module):
+    """A timm ViT cut after block N. Weights come from the hub, a local file, or a seeded random init.
+
+    Args:
+        model_name: timm model name, e.g. `vit_base_patch8_224.dino`, `vit_base_patch14_dinov2.lvd142m`.
+        img_size: input resolution H = W in pixels.
+        block: 1-based index N of the block whose tokens and keys are returned; None = last block.
+        pretrained: load timm's pretrained weights (needs the hub, or `weights`).
+        weights: local weights file (.safetensors/.pth/.npz) for offline nodes; implies pretrained.
+        frozen: no gradients and always in eval mode (the reference setting).
+        pos_embed_size: [Q] size of the stored position table when it differs from img_size; the table
+            is then resampled on every forward (reference COCO: DINOv2 518-px table at 224 px, §2.1).
+        init_seed: seed of the random init when not pretrained, so every run gets the same encoder.
+        model_kwargs: extra timm constructor arguments (e.g. patch_size, depth for a small encoder).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        img_size: int,
+        block: int | None = None,
+        pretrained: bool = True,
+        weights: str | None = None,
+        frozen: bool = True,
+        pos_embed_size: int | None = None,
+        init_seed: int = 0,
+        model_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if weights is not None and not Path(weights).is_file():
+            raise SlotsweepError(
+                f"encoder.weights={weights} does not exist: give the path of a local weights file "
+                "(.safetensors/.pth) or set encoder.weights=null"
+            )
+        kwargs = dict(model_kwargs or {}, num_classes=0, img_size=pos_embed_size or img_size)
+        if pos_embed_size not in (None, img_size):
+            kwargs["dynamic_img_size"] = True
+        if weights is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(init_seed)
+                model = timm.create_model(model_name, pretrained=pretrained or bool(weights), **kwargs)
+        except RuntimeError as e:
+            if "Unknown model" in str(e):
+                raise SlotsweepError(f"encoder.model_name={model_name} is not a timm model") from e
+            raise
+        except OSError as e:  # hub unreachable: never fall back to random weights silently
+            raise SlotsweepError(
+                f"could not fetch pretrained weights for encoder.model_name={model_name} ({e}); "
+                "on an offline node pass encoder.weights=/path/to/file.safetensors"
+            ) from e
+        depth = len(model.blocks)
+        block = depth if block is None else block
+        if not 1 <= block <= depth:
+            raise SlotsweepError(f"encoder.block={block} must be in [1, {depth}] for {model_name}")
+        model.prune_intermediate_layers(block - 1, prune_norm=True, prune_head=True)
+        self.model = model
+        self.img_size = img_size
+        self.feat_dim: int = model.embed_dim
+        patch = model.patch_embed.patch_size[0]
+        if img_size % patch != 0:
+            raise SlotsweepError(f"encoder.img_size={img_size} must be a multiple of the patch size {patch}")
+        self.grid_size = (img_size // patch, img_size // patch)
+        self.frozen = frozen
+        self._keys: Tensor | None = None
+        model.blocks[-1].attn.qkv.register_forward_hook(self._capture_keys)
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _capture_keys(self, module: nn.Module, inputs: tuple, qkv: Tensor) -> None:
+        B, N, _ = qkv.shape
+        self._keys = qkv.view(B, N, 3, self.feat_dim)[:, :, 1]  # keys of all heads, (B, N, D)
+
+    def train(self, mode: bool = True) -> "ViTEncoder":
+        return super().train(mode and not self.frozen)  # a frozen backbone stays in eval mode
+
+    def forward(self, images: Tensor) -> EncoderOutput:
+        """images: (B, 3, H, W) normalised -> EncoderOutput with (B, P, D_feat) tensors."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            tokens = self.model.forward_features(images)  # norm pruned: block-N output
+        n_prefix = self.model.num_prefix_tokens
+        keys, self._keys = self._keys, None
+        return EncoderOutput(features=tokens[:, n_prefix:], keys=keys[:, n_prefix:])

@@ -1,0 +1,133 @@
+"""Slot initialisation and slot attention (videosaur.md §2.1 step 3, §2.3)."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RandomInit", "SlotAttention", "mlp"]
+
+
+def mlp(inp_dim: int, hidden_dims: list[int], outp_dim: int, final_relu: bool = False) -> nn.Sequential:
+    """Linear/ReLU stack with zero biases and default weights (reference `networks.MLP`)."""
+    dims = [inp_dim, *hidden_dims, outp_dim]
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        linear = nn.Linear(d_in, d_out)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if i < len(dims) - 2 or final_relu:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class RandomInit(nn.Module):
+    """Learned Gaussian slot initialisation, shared by all slots, sampled fresh on every call.
+
+    Args:
+        n_slots: default number of slots S (can be overridden per call, e.g. at inference).
+        dim: slot width D.
+    """
+
+    def __init__(self, n_slots: int, dim: int) -> None:
+        super().__init__()
+        self.n_slots = n_slots
+        self.mean = nn.Parameter(torch.zeros(1, 1, dim))
+        self.log_std = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
+
+    def forward(
+        self, batch_size: int, n_slots: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Returns (B, S, D) initial slots; `generator` makes evaluation repeatable."""
+        shape = (batch_size, n_slots or self.n_slots, self.mean.shape[-1])
+        noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * noise
+
+
+class SlotAttention(nn.Module):
+    """Slot attention with the reference's details, plus the slot initializer it starts from.
+
+    Args:
+        n_slots: number of slots S (>= 1); an inference-time override is `forward(..., n_slots=k)`.
+        slot_dim: slot width D; the encoder features are projected to this width.
+        n_iters: iterations on every frame after the first.
+        n_iters_first: iterations on the first frame (the reference uses 3, later frames 2).
+        inp_dim: input feature width; defaults to slot_dim (the model projects features to it).
+        kvq_dim: attention width; defaults to slot_dim.
+        use_mlp: residual MLP after the GRU (DINOSAUR/COCO on, VideoSAUR off).
+        mlp_hidden_dim: hidden width of that MLP; defaults to 4 * slot_dim.
+        eps: added to the attention before renormalising over tokens.
+        gru_on_normed_slots: [Q] the reference feeds LN(slots) as the GRU hidden state instead of
+            the raw slots (videosaur.md §2.3, §10.2); needed for released checkpoints.
+    """
+
+    def __init__(
+        self,
+        n_slots: int,
+        slot_dim: int,
+        n_iters: int = 2,
+        n_iters_first: int | None = None,
+        inp_dim: int | None = None,
+        kvq_dim: int | None = None,
+        use_mlp: bool = False,
+        mlp_hidden_dim: int | None = None,
+        eps: float = 1e-8,
+        gru_on_normed_slots: bool = True,
+    ) -> None:
+        super().__init__()
+        for key, value in (("n_slots", n_slots), ("slot_dim", slot_dim), ("n_iters", n_iters)):
+            if value < 1:
+                raise ValueError(f"grouper.{key}={value} must be >= 1")
+        if n_iters_first is not None and n_iters_first < 1:
+            raise ValueError(f"grouper.n_iters_first={n_iters_first} must be >= 1 (or null)")
+        inp_dim, kvq_dim = inp_dim or slot_dim, kvq_dim or slot_dim
+        self.slot_dim = slot_dim
+        self.n_iters = n_iters
+        self.n_iters_first = n_iters_first or n_iters
+        self.eps = eps
+        self.gru_on_normed_slots = gru_on_normed_slots
+        self.scale = kvq_dim**-0.5
+        self.initializer = RandomInit(n_slots, slot_dim)
+        self.norm_features = nn.LayerNorm(inp_dim)
+        self.norm_slots = nn.LayerNorm(slot_dim)
+        self.to_q = nn.Linear(slot_dim, kvq_dim, bias=False)
+        self.to_k = nn.Linear(inp_dim, kvq_dim, bias=False)
+        self.to_v = nn.Linear(inp_dim, slot_dim, bias=False)
+        self.gru = nn.GRUCell(slot_dim, slot_dim)
+        self.mlp = None
+        if use_mlp:
+            hidden = mlp_hidden_dim or 4 * slot_dim
+            self.mlp = nn.Sequential(nn.LayerNorm(slot_dim), *mlp(slot_dim, [hidden], slot_dim))
+
+    @property
+    def n_slots(self) -> int:
+        return self.initializer.n_slots
+
+    def forward(
+        self, features: Tensor, slots: Tensor, n_iters: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Group one frame's tokens into slots.
+
+        Args:
+            features: (B, P, D_in) projected encoder tokens.
+            slots: (B, S, D) initial slots (from the initializer or the predictor).
+            n_iters: iterations; defaults to `self.n_iters`.
+        Returns:
+            slots (B, S, D) and masks (B, S, P): the last iteration's attention, softmaxed over slots.
+        """
+        B, S, D = slots.shape
+        x = self.norm_features(features)
+        k, v = self.to_k(x), self.to_v(x)  # (B, P, kvq), (B, P, D)
+        masks = slots.new_empty(0)
+        for _ in range(n_iters or self.n_iters):
+            normed = self.norm_slots(slots)
+            logits = self.to_q(normed) @ k.transpose(1, 2) * self.scale  # (B, S, P)
+            masks = logits.softmax(dim=1)  # slots compete for each token
+            weights = masks + self.eps
+            weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
+            updates = weights @ v  # (B, S, D)
+            hidden = normed if self.gru_on_normed_slots else slots
+            slots = self.gru(updates.reshape(B * S, D), hidden.reshape(B * S, D)).view(B, S, D)
+            if self.mlp is not None:
+                slots = slots + self.mlp(slots)
+        return slots, masks

@@ -1,0 +1,116 @@
+"""The assembled model: encoder -> projection -> slot attention over time -> predictor -> decoder."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from slotsweep.models.encoder import EncoderOutput, ViTEncoder
+from slotsweep.models.grouper import SlotAttention, mlp
+
+__all__ = ["ModelOutput", "ObjectCentricModel", "feature_projection"]
+
+
+@dataclass
+class ModelOutput:
+    """Everything the losses, metrics and pictures read. Images are clips with T = 1.
+
+    encoder: EncoderOutput with (B, T, P, D_feat) tensors (the loss targets).
+    slots: (B, T, S, D) slots after grouping frame t: what is decoded.
+    slots_predicted: (B, T, S, D) predictor output: the initial slots of frame t + 1.
+    grouping_masks: (B, T, S, P) slot-attention weights of the last iteration.
+    reconstruction: (B, T, P, C) decoder output, channels split among the losses.
+    decoder_masks: (B, T, S, P) decoder mixing weights: the evaluation masks.
+    """
+
+    encoder: EncoderOutput
+    slots: Tensor
+    slots_predicted: Tensor
+    grouping_masks: Tensor
+    reconstruction: Tensor
+    decoder_masks: Tensor
+
+
+def feature_projection(feat_dim: int, slot_dim: int) -> nn.Sequential:
+    """LN -> Linear(F, 2F) -> ReLU -> Linear(2F, D): the reference encoder `output_transform`."""
+    return nn.Sequential(nn.LayerNorm(feat_dim), *mlp(feat_dim, [2 * feat_dim], slot_dim))
+
+
+def fold_time(x: Tensor) -> Tensor:
+    """(B, T, ...) -> (B·T, ...): frames processed independently share the batch axis."""
+    return x.flatten(0, 1)
+
+
+class ObjectCentricModel(nn.Module):
+    """VideoSAUR (T > 1, with a predictor) or DINOSAUR (T = 1) from built parts.
+
+    Args:
+        encoder: frozen ViT giving features and keys.
+        grouper: slot attention (owns the slot initializer and the slot width D).
+        predictor: called as predictor(dim=D): maps frame-t slots to frame t+1's initial slots.
+        decoder: called as decoder(inp_dim=D, outp_dim=C, n_patches=P).
+        decoder_channels: C, the output channels the losses need (set by the task builder).
+    """
+
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        grouper: SlotAttention,
+        predictor: Callable[..., nn.Module],
+        decoder: Callable[..., nn.Module],
+        decoder_channels: int,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projection = feature_projection(encoder.feat_dim, grouper.slot_dim)
+        self.grouper = grouper
+        self.predictor = predictor(dim=grouper.slot_dim)
+        self.decoder = decoder(
+            inp_dim=grouper.slot_dim, outp_dim=decoder_channels, n_patches=encoder.n_patches
+        )
+
+    def encode(self, video: Tensor) -> EncoderOutput:
+        """video (B, T, 3, H, W) -> EncoderOutput of (B, T, P, D_feat) tensors."""
+        B, T = video.shape[:2]
+        out = self.encoder(fold_time(video))
+        return EncoderOutput(*(x.unflatten(0, (B, T)) for x in (out.features, out.keys)))
+
+    def forward(
+        self,
+        video: Tensor | None = None,
+        features: EncoderOutput | None = None,
+        initial_slots: Tensor | None = None,
+        n_slots: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ModelOutput:
+        """Run one clip. Pass `video` (B, T, 3, H, W) or precomputed `features` (a feature cache).
+
+        initial_slots: (B, S, D) slots carried over from a previous chunk of the same video (then
+            frame 0 is not a first frame and gets the later-frame iteration count); None samples
+            fresh slots (n_slots of them, drawn with `generator` for repeatable evaluation).
+        """
+        if features is None:
+            features = self.encode(video)
+        B, T, P, _ = features.features.shape
+        x = self.projection(features.features)  # (B, T, P, D)
+        state = initial_slots
+        if state is None:
+            state = self.grouper.initializer(B, n_slots, generator)
+        slots, predicted, masks = [], [], []
+        for t in range(T):
+            first = t == 0 and initial_slots is None
+            n_iters = self.grouper.n_iters_first if first else self.grouper.n_iters
+            s, m = self.grouper(x[:, t], state, n_iters)
+            state = self.predictor(s)
+            slots.append(s), predicted.append(state), masks.append(m)
+        slots_t = torch.stack(slots, dim=1)  # (B, T, S, D)
+        reconstruction, decoder_masks = self.decoder(fold_time(slots_t))
+        return ModelOutput(
+            encoder=features,
+            slots=slots_t,
+            slots_predicted=torch.stack(predicted, dim=1),
+            grouping_masks=torch.stack(masks, dim=1),
+            reconstruction=reconstruction.unflatten(0, (B, T)),
+            decoder_masks=decoder_masks.unflatten(0, (B, T)),
+        )
