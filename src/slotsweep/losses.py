@@ -85,10 +85,8 @@ class TemporalSimilarityLoss(nn.Module):
     def forward(self, prediction: Tensor, target: EncoderOutput) -> Tensor:
         """prediction: (B, T, P, P) logits; the last `offset` frames have no target and are dropped."""
         T = prediction.shape[1]
-        if T <= self.offset:
-            raise ValueError(
-                f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)"
-            )
+        if self.offset >= T:
+            raise ValueError(f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)")
         with torch.no_grad():
             probs = feature_time_similarity(
                 target.keys.detach(), self.offset, self.temperature, self.threshold

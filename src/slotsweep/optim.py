@@ -54,7 +54,5 @@ class AdamWarmupDecay:
         self, params: Iterable[torch.nn.Parameter], total_batch_size: int
     ) -> tuple[torch.optim.Optimizer, LambdaLR]:
         optimizer = torch.optim.Adam(params, lr=self.lr(total_batch_size), **self.adam_kwargs)
-        schedule = LambdaLR(
-            optimizer, lambda s: warmup_exp_decay(s, self.warmup_steps, self.decay_steps)
-        )
+        schedule = LambdaLR(optimizer, lambda s: warmup_exp_decay(s, self.warmup_steps, self.decay_steps))
         return optimizer, schedule

@@ -103,9 +103,7 @@ class SlotAttention(nn.Module):
     def n_slots(self) -> int:
         return self.initializer.n_slots
 
-    def forward(
-        self, features: Tensor, slots: Tensor, n_iters: int | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, slots: Tensor, n_iters: int | None = None) -> tuple[Tensor, Tensor]:
         """Group one frame's tokens into slots.
 
         Args:

@@ -134,4 +134,3 @@ class TransformerEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, memory)
         return x
-
