@@ -1,0 +1,67 @@
+"""Top-level config schema (unknown keys fail at compose time) and checks across config groups.
+
+Each group's own invariants live in its constructor; what spans groups is checked here, before
+anything heavy is built, so a bad sweep trial fails in milliseconds rather than after a ViT loads.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from slotsweep.errors import SlotsweepError
+
+__all__ = ["TrainConfig", "check_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Keys of conf/train.yaml. Groups are free-form here: their `_target_` classes validate them."""
+
+    exp_name: str = MISSING  # first part of the experiment id and of the run dir
+    seed: int = 0  # seed=0 is a seed like any other
+    objective: list[str] = field(default_factory=lambda: ["val/video_fg_ari"])  # returned to sweepers
+    checkpoint_every_n_steps: int = 500  # a checkpoint also lands at the end of training
+    eval_seed: int = 0  # seed of the slot initialisation at validation (reference: unseeded, §10.9)
+    run_dir: str | None = None  # null: <paths.runs_dir>/<exp_id>/seed<k>
+    force: bool = False  # re-run even if results.json says completed
+    load_weights: str | None = None  # initial weights (this project's or reference checkpoint)
+    sweep: str | None = None  # name of the sweep this run belongs to (tags, aggregation)
+    visualize: Any = None  # pictures written at the end (demo)
+    paths: Any = MISSING
+    encoder: Any = MISSING
+    grouper: Any = MISSING
+    predictor: Any = MISSING
+    decoder: Any = MISSING
+    loss: Any = MISSING
+    dataset: Any = MISSING
+    optim: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise SlotsweepError for inconsistencies between groups (one line: key, value, fix)."""
+    weights = {name: loss.get("weight", 1.0) for name, loss in cfg.loss.items()}
+    for name, weight in weights.items():
+        if not weight >= 0:
+            raise SlotsweepError(f"loss.{name}.weight={weight} must be >= 0 (0 disables the loss)")
+    if not any(w > 0 for w in weights.values()):
+        raise SlotsweepError(f"all loss weights are 0 ({weights}): at least one must be > 0")
+    if cfg.grouper.n_slots < 1:
+        raise SlotsweepError(f"grouper.n_slots={cfg.grouper.n_slots} must be >= 1")
+    n_frames = cfg.dataset.train_clip_frames
+    timesim = cfg.loss.get("timesim")
+    if timesim is not None and timesim.weight > 0 and not 1 <= timesim.offset < n_frames:
+        raise SlotsweepError(
+            f"loss.timesim.offset={timesim.offset} must be in [1, {n_frames - 1}] "
+            f"(dataset.train_clip_frames={n_frames}); use loss=dinosaur for single images"
+        )
+    if cfg.checkpoint_every_n_steps < 1:
+        raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
+    if not cfg.objective:
+        raise SlotsweepError("objective=[] must name at least one metric, e.g. [val/video_fg_ari]")

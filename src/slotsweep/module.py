@@ -1,0 +1,129 @@
+"""The LightningModule: built parts in, weighted losses and FG-ARI/mBO out."""
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from slotsweep.masks import hard_masks, resize_patch_masks
+from slotsweep.metrics import FGARI, MBO
+from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
+from slotsweep.optim import AdamWarmupDecay
+
+__all__ = ["NonFiniteLossError", "ObjectCentricModule", "METRIC_NAMES"]
+
+# Metric name -> (class, video?). Logged as val/<name> on the decoder masks (the official ones).
+METRIC_NAMES = {
+    "video_fg_ari": (FGARI, True),
+    "video_mbo": (MBO, True),
+    "image_fg_ari": (FGARI, False),
+    "image_mbo": (MBO, False),
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf: training stops, the last good checkpoint stays as it is."""
+
+
+class ObjectCentricModule(L.LightningModule):
+    """Trains an ObjectCentricModel with a weighted sum of losses; validates with FG-ARI and mBO.
+
+    Args:
+        model: the assembled model; its decoder output holds the losses' channels in dict order.
+        losses: {name: loss}; each has `weight` and `n_channels(feat_dim, n_patches)`.
+        optim: builds Adam and its schedule.
+        total_batch_size: batch over all devices (for the lr scaling rule).
+        ignore_background, ignore_overlaps: the dataset's mask conventions, for the metrics.
+        eval_seed: seed of the slot initialisation at validation, so metrics are repeatable.
+    """
+
+    def __init__(
+        self,
+        model: ObjectCentricModel,
+        losses: dict[str, nn.Module],
+        optim: AdamWarmupDecay,
+        total_batch_size: int,
+        ignore_background: bool,
+        ignore_overlaps: bool,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.losses = nn.ModuleDict(losses)
+        encoder = model.encoder
+        self.loss_channels = [
+            loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values()
+        ]
+        self.optim = optim
+        self.total_batch_size = total_batch_size
+        self.eval_seed = eval_seed
+        metric_kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
+        self.metrics = nn.ModuleDict(
+            {name: cls(video=video, **metric_kwargs) for name, (cls, video) in METRIC_NAMES.items()}
+        )
+        self.best_metrics: dict[str, float] = {}
+        self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
+        self._session_start = time.monotonic()
+
+    def compute_losses(self, out: ModelOutput) -> dict[str, Tensor]:
+        """{name: unweighted loss} plus "loss", the weighted total."""
+        predictions = out.reconstruction.split(self.loss_channels, dim=-1)
+        values = {
+            name: loss(pred, out.encoder) for (name, loss), pred in zip(self.losses.items(), predictions)
+        }
+        values["loss"] = sum(self.losses[name].weight * value for name, value in values.items())
+        return values
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        values = self.compute_losses(self.model(video=batch["video"]))
+        if not torch.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"training loss is {values['loss'].item()} at step {self.global_step} "
+                f"({ {k: v.item() for k, v in values.items()} }); the last good checkpoint is kept. "
+                "Lower optim.base_lr or raise trainer.gradient_clip_val"
+            )
+        self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
+        self.log("loss", values["loss"], prog_bar=True, logger=False)
+        return values["loss"]
+
+    def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
+        """Model output and hard decoder masks (B, T, S, H, W) at the GT mask resolution."""
+        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
+        out = self.model(video=batch["video"], generator=generator)
+        size = tuple(batch["masks"].shape[-2:])
+        return out, hard_masks(resize_patch_masks(out.decoder_masks, size))
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        out, pred = self.predict_masks(batch, batch_idx)
+        values = self.compute_losses(out)
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=len(batch["video"]))
+        for metric in self.metrics.values():
+            metric.update(batch["masks"], pred)
+
+    def on_validation_epoch_end(self) -> None:
+        for name, metric in self.metrics.items():
+            value = metric.compute().item()
+            metric.reset()
+            self.log(f"val/{name}", value, prog_bar=name.startswith("video"))
+            key = f"val/{name}"
+            if not math.isnan(value) and value > self.best_metrics.get(key, -math.inf):
+                self.best_metrics[key] = value
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer, schedule = self.optim.build(params, self.total_batch_size)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def elapsed_s(self) -> float:
+        return self.wall_time_s + time.monotonic() - self._session_start
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["slotsweep"] = {"best_metrics": self.best_metrics, "wall_time_s": self.elapsed_s()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("slotsweep", {})
+        self.best_metrics = dict(state.get("best_metrics", {}))
+        self.wall_time_s = state.get("wall_time_s", 0.0)
+        self._session_start = time.monotonic()

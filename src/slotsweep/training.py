@@ -1,0 +1,161 @@
+"""The task function: config -> built parts -> Lightning fit -> results.json -> objective(s).
+
+`run(cfg)` is what `src/train.py`, the tests and the sweepers call. It owns the run directory:
+a finished run is skipped, an unfinished one resumes from its last checkpoint, and every outcome
+(completed or failed) is written to results.json.
+"""
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, OmegaConf
+
+from slotsweep import tracking
+from slotsweep.checkpoints import load_model_weights
+from slotsweep.config import check_config
+from slotsweep.errors import SlotsweepError
+from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.module import ObjectCentricModule
+
+__all__ = ["build_model", "build_task", "run", "LAST_CHECKPOINT"]
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn.Module]]:
+    """The model and its {name: loss} dict; losses with weight 0 are dropped with their channels."""
+    log.info(f"Instantiating encoder <{cfg.encoder._target_}>")
+    encoder = instantiate(cfg.encoder)
+    losses = {name: instantiate(loss_cfg) for name, loss_cfg in cfg.loss.items()}
+    losses = {name: loss for name, loss in losses.items() if loss.weight > 0}
+    channels = sum(loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values())
+    model = ObjectCentricModel(
+        encoder=encoder,
+        grouper=instantiate(cfg.grouper),
+        predictor=instantiate(cfg.predictor),
+        decoder=instantiate(cfg.decoder),
+        decoder_channels=channels,
+    )
+    return model, losses
+
+
+def build_task(cfg: DictConfig) -> tuple[L.LightningDataModule, ObjectCentricModule]:
+    """Datamodule and LightningModule from a composed config (checked first, built second)."""
+    check_config(cfg)
+    log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
+    datamodule = instantiate(cfg.dataset)
+    model, losses = build_model(cfg)
+    if cfg.load_weights is not None:
+        load_model_weights(model, cfg.load_weights)
+    module = ObjectCentricModule(
+        model=model,
+        losses=losses,
+        optim=instantiate(cfg.optim),
+        total_batch_size=cfg.dataset.batch_size * _n_devices(cfg),
+        ignore_background=datamodule.ignore_background,
+        ignore_overlaps=datamodule.ignore_overlaps,
+        eval_seed=cfg.eval_seed,
+    )
+    return datamodule, module
+
+
+def _n_devices(cfg: DictConfig) -> int:
+    devices = cfg.trainer.get("devices", 1)
+    n = devices if isinstance(devices, int) and devices > 0 else 1
+    return n * cfg.trainer.get("num_nodes", 1)
+
+
+def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
+    checkpoints = ModelCheckpoint(
+        dirpath=directory / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=1,  # monitor=None: keeps only the newest step checkpoint, as the reference
+        save_last=True,
+    )
+    # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    return instantiate(cfg.trainer)(
+        default_root_dir=directory,
+        callbacks=[checkpoints],
+        logger=instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory)),
+        plugins=plugins,
+    )
+
+
+def run(cfg: DictConfig) -> float | tuple[float, ...]:
+    """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
+    check_config(cfg)
+    exp_id = tracking.experiment_id(cfg)
+    directory = tracking.run_dir(cfg, exp_id)
+    previous = tracking.read_results(directory)
+    if previous is not None and previous["status"] == "completed" and not cfg.force:
+        log.info(f"{directory} already completed (force=true re-runs it); returning its results")
+        return _objective(cfg, previous["metrics"])
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    results: dict[str, Any] = {
+        "exp_id": exp_id,
+        "exp_name": cfg.exp_name,
+        "seed": cfg.seed,
+        "run_dir": str(directory),
+        "max_steps": cfg.trainer.max_steps,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    start = time.monotonic()
+    module = None
+    try:
+        datamodule, module = build_task(cfg)
+        trainer = build_trainer(cfg, exp_id, directory)
+        last = directory / LAST_CHECKPOINT
+        if last.is_file():
+            log.info(f"Resuming from {last}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+        trainer.save_checkpoint(last)
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    except BaseException as error:
+        results.update(
+            status="failed",
+            error=f"{type(error).__name__}: {error}",
+            step=module.global_step if module is not None and module._trainer is not None else 0,
+            wall_time_s=time.monotonic() - start,
+            metrics={},
+            best_metrics=module.best_metrics if module is not None else {},
+        )
+        tracking.write_results(directory, results)
+        raise
+    results.update(
+        status="completed",
+        error=None,
+        step=trainer.global_step,
+        wall_time_s=module.elapsed_s(),
+        metrics={k: float(v) for k, v in metrics.items()},
+        best_metrics=module.best_metrics,
+    )
+    tracking.write_results(directory, results)
+    log.info(f"results: {directory / tracking.RESULTS_FILE}")
+    return _objective(cfg, results["metrics"])
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
+    missing = [key for key in cfg.objective if key not in metrics]
+    if missing:
+        raise SlotsweepError(
+            f"objective={list(cfg.objective)}: {missing} not among the metrics {sorted(metrics)}"
+        )
+    values = tuple(float(metrics[key]) for key in cfg.objective)
+    if any(math.isnan(v) for v in values):
+        log.warning(f"objective {list(cfg.objective)} is NaN: no validation sample had objects to score")
+    return values[0] if len(values) == 1 else values
