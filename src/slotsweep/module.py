@@ -71,7 +71,8 @@ class ObjectCentricModule(L.LightningModule):
         """{name: unweighted loss} plus "loss", the weighted total."""
         predictions = out.reconstruction.split(self.loss_channels, dim=-1)
         values = {
-            name: loss(pred, out.encoder) for (name, loss), pred in zip(self.losses.items(), predictions)
+            name: loss(pred, out.encoder)
+            for (name, loss), pred in zip(self.losses.items(), predictions, strict=True)
         }
         values["loss"] = sum(self.losses[name].weight * value for name, value in values.items())
         return values
