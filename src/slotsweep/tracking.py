@@ -5,11 +5,20 @@ re-submitted job finds its own checkpoints (DESIGN.md "Experiment identity").
 """
 
 import hashlib
+import inspect
 import json
+import logging
+import netrc
 import os
+import re
+import socket
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
@@ -19,7 +28,17 @@ __all__ = [
     "read_results",
     "write_results",
     "RESULTS_FILE",
+    "BEST_SUMMARY_KEYS",
+    "define_best_summaries",
+    "finish_wandb",
+    "log_media",
+    "logger_kwargs",
+    "no_logger",
+    "wandb_mode",
+    "wandb_run_kwargs",
 ]
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 
@@ -83,3 +102,229 @@ def read_results(directory: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loggers and W&B. `conf/logger/<option>.yaml` names the logger class by `_target_` (with
+# `_partial_: true`); training fills the run-specific arguments from `logger_kwargs`.
+
+# Validation metrics whose best value (max) W&B keeps in the run summary, beside the last one.
+BEST_SUMMARY_KEYS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
+WANDB_MODES = ("online", "offline", "disabled")
+_DEFAULT_WANDB_URL = "https://api.wandb.ai"
+# Config keys holding any of these words are dropped before the config goes to W&B.
+_SECRET_WORDS = ("api_key", "apikey", "token", "password", "secret")
+
+
+def no_logger() -> bool:
+    """`logger=none`: Lightning's Trainer reads `logger=False` as "log nothing"."""
+    return False
+
+
+def _wandb_host() -> tuple[str, int]:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", _DEFAULT_WANDB_URL))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def _has_api_key(host: str) -> bool:
+    """WANDB_API_KEY or a ~/.netrc entry (what `wandb login` writes); the key itself is never read."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if not path.is_file():
+        return False
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (netrc.NetrcParseError, OSError) as error:
+        log.warning(f"W&B: cannot read {path} ({error}); treating it as holding no API key")
+        return False
+
+
+def _reachable(host: str, port: int, timeout_s: float) -> bool:
+    """TCP connect within timeout_s; the DNS lookup is bounded too (it ignores socket timeouts)."""
+    outcome: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(outcome) and outcome[0]
+
+
+def wandb_mode(requested: str | None = None, timeout_s: float = 2.0) -> str:
+    """The W&B mode a run uses: never one that can fail or hang the run.
+
+    Order: `requested` (`logger.mode`), else WANDB_MODE, else "offline" when no API key is
+    configured or the W&B host does not answer within timeout_s, else "online".
+    """
+    if requested is not None:
+        if requested not in WANDB_MODES:
+            raise ValueError(f"logger.mode={requested} is not one of {list(WANDB_MODES)} (null: automatic)")
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    host, port = _wandb_host()
+    if not _has_api_key(host):
+        log.warning(
+            f"W&B: offline (no API key: WANDB_API_KEY unset and no {host} entry in ~/.netrc); "
+            "upload later with `make wandb-sync`"
+        )
+        return "offline"
+    if not _reachable(host, port, timeout_s):
+        log.warning(
+            f"W&B: offline ({host}:{port} unreachable within {timeout_s} s); "
+            "upload later with `make wandb-sync`"
+        )
+        return "offline"
+    return "online"
+
+
+def _without_secrets(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {
+            key: _without_secrets(value)
+            for key, value in tree.items()
+            if not any(word in str(key).lower() for word in _SECRET_WORDS)
+        }
+    if isinstance(tree, list):
+        return [_without_secrets(value) for value in tree]
+    return tree
+
+
+def _choices(*groups: str) -> list[str]:
+    """The options picked for these config groups (`dataset=shapes`), when Hydra composed the run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    return [str(choices[group]) for group in groups if choices.get(group) is not None]
+
+
+def _job_type(cfg: DictConfig) -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return "sweep-trial" if cfg.get("sweep") is not None or multirun else "train"
+
+
+def wandb_run_kwargs(
+    cfg: DictConfig, exp_id: str, run_dir: Path, job_type: str | None = None
+) -> dict[str, Any]:
+    """`wandb.init` arguments of one seed: W&B groups the seeds of an experiment by `group`.
+
+    The id is stable (`<exp_id>-s<seed>`) and resume is allowed, so a requeued job continues its
+    own W&B run. job_type defaults to "sweep-trial" in a sweep or multirun, else "train".
+    """
+    tags = [cfg.exp_name, *_choices("dataset", "encoder")]
+    if cfg.get("sweep") is not None:
+        tags.append(str(cfg.sweep))
+    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{exp_id}-s{cfg.seed}")  # W&B ids allow no other characters
+    return {
+        "project": cfg.logger.project,  # as in conf/logger/wandb.yaml, for a bare wandb.init
+        "entity": cfg.logger.entity,
+        "name": run_id,
+        "group": exp_id,
+        "id": run_id,
+        "resume": "allow",
+        "job_type": job_type or _job_type(cfg),
+        "tags": list(dict.fromkeys(tags)),  # unique, in order
+        "config": _without_secrets(OmegaConf.to_container(cfg, resolve=True)),
+        "dir": str(Path(run_dir) / "logs"),
+        "mode": wandb_mode(cfg.logger.mode),
+    }
+
+
+def logger_kwargs(cfg: DictConfig, exp_id: str, run_dir: Path) -> dict[str, Any]:
+    """Run-specific arguments for the logger class that `cfg.logger._target_` names.
+
+    WandbLogger gets `wandb_run_kwargs` (its `dir` as Lightning's `save_dir`); another Lightning
+    logger gets `save_dir=<run_dir>/logs`; a target without a `save_dir` argument gets nothing.
+    """
+    from hydra.utils import get_object
+    from lightning.pytorch.loggers import WandbLogger
+
+    target = get_object(cfg.logger._target_)
+    if isinstance(target, type) and issubclass(target, WandbLogger):
+        kwargs = wandb_run_kwargs(cfg, exp_id, run_dir)
+        kwargs["save_dir"] = kwargs.pop("dir")
+        return kwargs
+    if "save_dir" in inspect.signature(target).parameters:
+        return {"save_dir": str(Path(run_dir) / "logs")}
+    return {}
+
+
+def _wandb_run(logger: Any) -> Any:
+    """The logger's wandb run (created on first use), or None when it is not a W&B logger."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return logger.experiment if isinstance(logger, WandbLogger) else None
+
+
+def define_best_summaries(logger: Any, keys: tuple[str, ...] = BEST_SUMMARY_KEYS) -> None:
+    """Keep the best (max) and last value of each validation metric in the W&B summary.
+
+    The runs table then shows `val/video_fg_ari.max` and `.last`; no-op for other loggers.
+    """
+    run = _wandb_run(logger)
+    if run is None:
+        return
+    for key in keys:
+        run.define_metric(key, summary="max,last")
+
+
+def finish_wandb(logger: Any, exit_code: int = 0) -> None:
+    """End the W&B run, so the next run in this process (a Hydra multirun) starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    # `_experiment`, not `.experiment`: the property would start a run only to end it.
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger._experiment.finish(exit_code=exit_code)
+
+
+def log_media(logger: Any, images: dict[str, np.ndarray | str | Path], step: int, fps: float = 4.0) -> None:
+    """Log pictures to W&B at a trainer step; no-op for other loggers.
+
+    Args:
+        logger: the trainer's logger.
+        images: {W&B key: picture}. A picture is a uint8 RGB array, (H, W, 3) for an image or
+            (T, H, W, 3) for a clip (logged as a GIF at `fps`), or a path to a .png/.jpg image or
+            a .gif/.mp4 video.
+        step: trainer global step (W&B's x axis for every key, see WandbLogger).
+    """
+    run = _wandb_run(logger)
+    if run is None:
+        return
+    import wandb
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:  # wandb copies logged files into the run dir
+        media = {}
+        for key, picture in images.items():
+            if isinstance(picture, (str, Path)):
+                path = Path(picture)
+                if not path.is_file():
+                    raise FileNotFoundError(f"log_media: {key!r} names {path}, which does not exist")
+                is_video = path.suffix.lower() in (".gif", ".mp4", ".webm")
+                media[key] = wandb.Video(str(path)) if is_video else wandb.Image(str(path))
+                continue
+            if picture.dtype != np.uint8 or picture.ndim not in (3, 4) or picture.shape[-1] != 3:
+                raise ValueError(
+                    f"log_media: {key!r} is {picture.dtype} {tuple(picture.shape)}; expected uint8 RGB "
+                    "(H, W, 3) or (T, H, W, 3)"
+                )
+            if picture.ndim == 3:
+                media[key] = wandb.Image(picture)
+                continue
+            gif = Path(tmp) / f"{len(media)}.gif"
+            frames = [Image.fromarray(frame) for frame in picture]
+            frames[0].save(gif, save_all=True, append_images=frames[1:], duration=1000 / fps, loop=0)
+            media[key] = wandb.Video(str(gif), format="gif")
+        run.log({**media, "trainer/global_step": step})
