@@ -22,8 +22,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -351,7 +352,7 @@ def generate_split(params: ShapesParams, split: str, n_clips: int) -> tuple[np.n
     return frames, masks
 
 
-def _save_atomic(path: Path, write) -> None:
+def _save_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write via a temporary file in the same directory, then rename, so no reader sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
