@@ -5,6 +5,7 @@ anything heavy is built, so a bad sweep trial fails in milliseconds rather than 
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -60,6 +61,10 @@ def check_config(cfg: DictConfig) -> None:
         raise SlotsweepError(
             f"loss.timesim.offset={timesim.offset} must be in [1, {n_frames - 1}] "
             f"(dataset.train_clip_frames={n_frames}); use loss=dinosaur for single images"
+        )
+    if cfg.load_weights is not None and not Path(cfg.load_weights).is_file():
+        raise SlotsweepError(
+            f"load_weights={cfg.load_weights} does not exist: give a checkpoint file or null"
         )
     if cfg.checkpoint_every_n_steps < 1:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")

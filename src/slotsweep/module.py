@@ -37,6 +37,7 @@ class ObjectCentricModule(L.LightningModule):
         total_batch_size: batch over all devices (for the lr scaling rule).
         ignore_background, ignore_overlaps: the dataset's mask conventions, for the metrics.
         eval_seed: seed of the slot initialisation at validation, so metrics are repeatable.
+        eval_n_slots: number of slots at validation; None = the grouper's (training) count.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class ObjectCentricModule(L.LightningModule):
         ignore_background: bool,
         ignore_overlaps: bool,
         eval_seed: int = 0,
+        eval_n_slots: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -59,6 +61,7 @@ class ObjectCentricModule(L.LightningModule):
         self.optim = optim
         self.total_batch_size = total_batch_size
         self.eval_seed = eval_seed
+        self.eval_n_slots = eval_n_slots
         metric_kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
         self.metrics = nn.ModuleDict(
             {name: cls(video=video, **metric_kwargs) for name, (cls, video) in METRIC_NAMES.items()}
@@ -92,7 +95,7 @@ class ObjectCentricModule(L.LightningModule):
     def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
         """Model output and hard decoder masks (B, T, S, H, W) at the GT mask resolution."""
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
-        out = self.model(video=batch["video"], generator=generator)
+        out = self.model(video=batch["video"], n_slots=self.eval_n_slots, generator=generator)
         size = tuple(batch["masks"].shape[-2:])
         return out, hard_masks(resize_patch_masks(out.decoder_masks, size))
 

@@ -5,6 +5,7 @@ a finished run is skipped, an unfinished one resumes from its last checkpoint, a
 (completed or failed) is written to results.json.
 """
 
+import json
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 
-__all__ = ["build_model", "build_task", "run", "LAST_CHECKPOINT"]
+__all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
@@ -159,3 +160,30 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[floa
     if any(math.isnan(v) for v in values):
         log.warning(f"objective {list(cfg.objective)} is NaN: no validation sample had objects to score")
     return values[0] if len(values) == 1 else values
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Validate a checkpoint with its run's config (conf/eval.yaml); writes eval/<name>.json beside it."""
+    ckpt = Path(cfg.ckpt)
+    config_path = Path(cfg.config) if cfg.config is not None else ckpt.parent.parent / "config.yaml"
+    if not ckpt.is_file():
+        raise SlotsweepError(
+            f"ckpt={ckpt} does not exist: pass a checkpoint file, e.g. <run_dir>/{LAST_CHECKPOINT}"
+        )
+    if not config_path.is_file():
+        raise SlotsweepError(f"config={config_path} does not exist: pass config=<the run's config.yaml>")
+    train_cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.from_dotlist(list(cfg.overrides)))
+    train_cfg.load_weights = None
+    datamodule, module = build_task(train_cfg)
+    load_model_weights(module.model, ckpt)
+    module.eval_seed, module.eval_n_slots = cfg.eval_seed, cfg.n_slots
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, limit_val_batches=cfg.limit_batches
+    )
+    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
+    suffix = "" if cfg.n_slots is None else f"-n_slots{cfg.n_slots}"
+    out = ckpt.parent.parent / "eval" / f"{ckpt.stem}{suffix}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"ckpt": str(ckpt), "n_slots": cfg.n_slots, "metrics": metrics}, indent=2))
+    log.info(f"wrote {out}")
+    return metrics

@@ -1,0 +1,17 @@
+"""Evaluate a checkpoint: python src/eval.py ckpt=<run_dir>/checkpoints/last.ckpt [n_slots=K]."""
+
+import hydra
+from omegaconf import DictConfig
+
+from slotsweep import training
+from slotsweep.cli import report_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_errors
+def main(cfg: DictConfig) -> dict[str, float]:
+    return training.evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
