@@ -37,8 +37,11 @@ format: setup  ## apply ruff fixes and formatting
 bench: setup  ## run the speed benchmarks, tables into benchmarks/results/
 	$(PY) benchmarks/run_all.py
 
-wandb-sync: setup  ## upload offline W&B runs (needs WANDB_API_KEY and network)
-	$(VENV)/bin/wandb sync --sync-all
+RUNS_DIR ?= $(or $(SLOTSWEEP_RUNS_DIR),runs)
+wandb-sync: setup  ## upload offline W&B runs under RUNS_DIR (needs an API key and network)
+	@runs=$$(find $(RUNS_DIR) -type d -name 'offline-run-*' -path '*/logs/wandb/*' 2>/dev/null | sort); \
+	if [ -z "$$runs" ]; then echo "no offline W&B runs under $(RUNS_DIR)/*/seed*/logs/wandb/"; \
+	else $(VENV)/bin/wandb sync --yes $$runs; fi
 
 clean:  ## remove runs, caches and generated data (keeps .venv)
 	rm -rf runs multirun outputs data/shapes .pytest_cache
