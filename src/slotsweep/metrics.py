@@ -1,16 +1,17 @@
 """FG-ARI and mBO with the reference's options and quirks (videosaur.md §6).
 
-Two layers:
-- pure, batched functions on flattened points, ``true`` (B, N, C) and ``pred`` (B, N, S):
-  :func:`adjusted_rand_index`, :func:`pairwise_iou`, :func:`per_object_iou`, :func:`matched_iou`;
-- ``torchmetrics`` classes :class:`FGARI` and :class:`MBO`, updated with ground truth
-  (B, T, K, H, W) and one-hot predictions (B, T, S, H, W). A video metric clusters the T·H·W points
-  of a clip at once; an image metric scores each frame as its own sample. States are a float64 sum
-  and a sample count reduced with ``sum``, so the DDP average is over all samples of all ranks.
-
-Everything counts pixels through one contingency table N[c, s] = Σ_n true[n, c]·pred[n, s], built
-by a float64 batched matmul: no Python loop over samples or objects (except scipy's Hungarian
-solver, which only takes one matrix at a time).
+Both metrics only need the contingency table N[c, s]: how many points GT object c shares with slot s.
+Two ways compute it, with the same formulas on top (as timm keeps a fused and a plain path):
+- pure functions on flattened points, ``true`` (B, N, C) and ``pred`` (B, N, S), with a float64
+  einsum: :func:`adjusted_rand_index`, :func:`pairwise_iou`, :func:`per_object_iou`,
+  :func:`matched_iou`. Any binary masks, no checks; the plain path the tests trust.
+- ``torchmetrics`` classes :class:`FGARI` and :class:`MBO`, updated with GT (B, T, K, H, W) and
+  one-hot predictions (B, T, S, H, W). They check the inputs, count each frame with one batched
+  matmul on the unflattened layout (no copy of the masks into a points layout), then
+  :func:`fold_frames` turns frame counts into clip counts (video) or frame samples (image). States
+  are a float64 sum and a sample count reduced with ``sum``, so the DDP average is over all samples
+  of all ranks.
+Nothing loops over samples or objects in Python, except scipy's Hungarian solver (one matrix a call).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "MBO",
     "adjusted_rand_index",
     "contingency_table",
-    "fold_points",
+    "fold_frames",
     "matched_iou",
     "pairwise_iou",
     "per_object_iou",
@@ -39,37 +40,15 @@ __all__ = [
 MATCHINGS = ("overlap", "hungarian", "none")
 
 
-def contingency_table(true: Tensor, pred: Tensor) -> Tensor:
-    """Pixel counts shared by each GT channel and each slot.
-
-    Args:
-        true: (B, N, C) ground-truth masks over N points (bool or float).
-        pred: (B, N, S) predicted masks over the same points.
-    Returns:
-        (B, C, S) float64, N[b, c, s] = Σ_n true[b, n, c]·pred[b, n, s].
-    """
-    # float64: exact integer counts far beyond float32's 2^24 points (long videos at 224²)
-    return torch.einsum("bnc,bns->bcs", true.to(torch.float64), pred.to(torch.float64))
+# ---- formulas on contingency tables, shared by both paths ----------------------------------------
 
 
-def adjusted_rand_index(true: Tensor, pred: Tensor) -> Tensor:
-    """Adjusted Rand index per sample, SAVi's formula as ported by the reference.
-
-    Points whose ``true`` row is all zero enter no count, so passing foreground channels only gives
-    FG-ARI. When the index is undefined (denominator 0, e.g. a single cluster on both sides or no
-    labelled point at all) it is 1.0, as in the reference.
-
-    Args:
-        true: (B, N, C) ground-truth masks (binary; a point may be in no channel).
-        pred: (B, N, S) one-hot predicted masks.
-    Returns:
-        (B,) float64 ARI in [-1, 1] (can dip slightly below 0 for worse-than-chance partitions).
-    """
-    counts = contingency_table(true, pred)  # (B, C, S)
-    true_sizes = counts.sum(2)  # (B, C)
-    pred_sizes = counts.sum(1)  # (B, S)
+def _ari_from_table(table: Tensor) -> Tensor:
+    """SAVi's ARI from a (B, C, S) float64 contingency table; 1.0 where the denominator is 0."""
+    true_sizes = table.sum(2)  # (B, C)
+    pred_sizes = table.sum(1)  # (B, S)
     n_points = true_sizes.sum(1)  # (B,)
-    rand_index = (counts * (counts - 1)).sum((1, 2))
+    rand_index = (table * (table - 1)).sum((1, 2))
     true_pairs = (true_sizes * (true_sizes - 1)).sum(1)
     pred_pairs = (pred_sizes * (pred_sizes - 1)).sum(1)
     expected = true_pairs * pred_pairs / (n_points * (n_points - 1)).clamp(min=1)
@@ -80,21 +59,11 @@ def adjusted_rand_index(true: Tensor, pred: Tensor) -> Tensor:
     return torch.where(undefined, 1.0, ari)
 
 
-def pairwise_iou(true: Tensor, pred: Tensor) -> Tensor:
-    """IoU of every GT channel with every slot, 0 where the union is empty.
-
-    Args:
-        true: (B, N, C) ground-truth masks.
-        pred: (B, N, S) predicted masks.
-    Returns:
-        (B, C, S) float64 IoU = TP / (TP + FP + FN).
-    """
-    intersection = contingency_table(true, pred)  # (B, C, S)
-    true_sizes = true.sum(1, dtype=torch.float64)  # (B, C)
-    pred_sizes = pred.sum(1, dtype=torch.float64)  # (B, S): every point, labelled or not
-    union = true_sizes[:, :, None] + pred_sizes[:, None, :] - intersection  # (B, C, S)
+def _iou_from_table(table: Tensor, true_sizes: Tensor, pred_sizes: Tensor) -> Tensor:
+    """(B, C, S) IoU from intersections (B, C, S) and mask sizes (B, C), (B, S); 0 if union is 0."""
+    union = true_sizes[:, :, None] + pred_sizes[:, None, :] - table  # (B, C, S)
     empty = union == 0
-    return torch.where(empty, 0.0, intersection / torch.where(empty, 1.0, union))
+    return torch.where(empty, 0.0, table / torch.where(empty, 1.0, union))
 
 
 def _match(iou: Tensor, matching: str) -> Tensor:
@@ -114,29 +83,80 @@ def _match(iou: Tensor, matching: str) -> Tensor:
         diagonal = iou.diagonal(dim1=1, dim2=2)  # (B, min(C, S))
         return F.pad(diagonal, (0, C - diagonal.shape[1]))
     if matching == "hungarian":
-        # scipy solves one assignment at a time; C, S are small, so this loop costs microseconds
-        rows, cols = zip(
-            *(linear_sum_assignment(m, maximize=True) for m in iou.detach().cpu().numpy()),
-            strict=True,
-        )
-        batch = np.repeat(np.arange(B), [len(r) for r in rows])
-        rows_t, cols_t = (torch.from_numpy(np.concatenate(x)).to(iou.device) for x in (rows, cols))
-        batch_t = torch.from_numpy(batch).to(iou.device)
+        # scipy solves one assignment at a time; C and S are small, so this loop is cheap
+        solutions = [linear_sum_assignment(m, maximize=True) for m in iou.detach().cpu().numpy()]
+        batch = np.repeat(np.arange(B), [len(rows) for rows, _ in solutions])
+        rows = np.concatenate([rows for rows, _ in solutions])
+        cols = np.concatenate([cols for _, cols in solutions])
+        batch, rows, cols = (torch.from_numpy(x).to(iou.device) for x in (batch, rows, cols))
         matched = torch.zeros(B, C, dtype=iou.dtype, device=iou.device)
-        matched[batch_t, rows_t] = iou[batch_t, rows_t, cols_t]
+        matched[batch, rows] = iou[batch, rows, cols]
         return matched
     raise ValueError(f"matching={matching!r} is not a matching; valid values are {MATCHINGS}")
 
 
-def per_object_iou(true: Tensor, pred: Tensor, matching: str = "overlap") -> Tensor:
-    """IoU of each GT channel with its matched slot (see :func:`_match` for the matchings).
+def _mean_over_objects(per_object: Tensor, true_sizes: Tensor) -> Tensor:
+    """(B,) mean of (B, C) per-object scores over non-empty objects; NaN without any object."""
+    n_objects = (true_sizes > 0).sum(1)  # (B,): empty channels are padding, not objects
+    mean = per_object.sum(1) / n_objects.clamp(min=1)
+    return torch.where(n_objects > 0, mean, torch.nan)
+
+
+# ---- plain path: pure functions on flattened points -----------------------------------------------
+
+
+def contingency_table(true: Tensor, pred: Tensor) -> Tensor:
+    """Points shared by each GT channel and each slot.
+
+    Args:
+        true: (B, N, C) ground-truth masks over N points (bool or float).
+        pred: (B, N, S) predicted masks over the same points.
+    Returns:
+        (B, C, S) float64, N[b, c, s] = Σ_n true[b, n, c]·pred[b, n, s].
+    """
+    return torch.einsum("bnc,bns->bcs", true.to(torch.float64), pred.to(torch.float64))
+
+
+def adjusted_rand_index(true: Tensor, pred: Tensor) -> Tensor:
+    """Adjusted Rand index per sample, SAVi's formula as ported by the reference.
+
+    Points whose ``true`` row is all zero enter no count, so passing foreground channels only gives
+    FG-ARI. Where the index is undefined (denominator 0: one cluster on both sides, or no labelled
+    point at all) it is 1.0, as in the reference.
+
+    Args:
+        true: (B, N, C) binary ground-truth masks (a point may be in no channel).
+        pred: (B, N, S) one-hot predicted masks.
+    Returns:
+        (B,) float64 ARI, at most 1 (slightly below 0 for worse-than-chance partitions).
+    """
+    return _ari_from_table(contingency_table(true, pred))
+
+
+def pairwise_iou(true: Tensor, pred: Tensor) -> Tensor:
+    """IoU of every GT channel with every slot, 0 where the union is empty.
 
     Args:
         true: (B, N, C) ground-truth masks.
         pred: (B, N, S) predicted masks.
-        matching: one of :data:`MATCHINGS`.
     Returns:
-        (B, C) float64; empty GT channels get 0.
+        (B, C, S) float64 IoU = TP / (TP + FP + FN).
+    """
+    true_sizes = true.sum(1, dtype=torch.float64)  # (B, C)
+    pred_sizes = pred.sum(1, dtype=torch.float64)  # (B, S): every point, labelled or not
+    return _iou_from_table(contingency_table(true, pred), true_sizes, pred_sizes)
+
+
+def per_object_iou(true: Tensor, pred: Tensor, matching: str = "overlap") -> Tensor:
+    """IoU of each GT channel with its matched slot.
+
+    Args:
+        true: (B, N, C) ground-truth masks.
+        pred: (B, N, S) predicted masks.
+        matching: "overlap" (best slot per object, slots may be shared), "hungarian" (one-to-one,
+            scipy ``linear_sum_assignment`` maximising the total IoU) or "none" (channel c, slot c).
+    Returns:
+        (B, C) float64; empty GT channels and unmatched ones get 0.
     """
     if matching not in MATCHINGS:
         raise ValueError(f"matching={matching!r} is not a matching; valid values are {MATCHINGS}")
@@ -149,37 +169,37 @@ def matched_iou(true: Tensor, pred: Tensor, matching: str = "overlap") -> Tensor
     Args:
         true: (B, N, C) ground-truth masks; all-zero channels are padding and are not averaged.
         pred: (B, N, S) predicted masks.
-        matching: one of :data:`MATCHINGS`.
+        matching: see :func:`per_object_iou`.
     Returns:
         (B,) float64, NaN for a sample without any non-empty GT channel (nothing to score).
     """
-    n_objects = true.any(1).sum(1)  # (B,)
-    total = per_object_iou(true, pred, matching).sum(1)
-    return torch.where(n_objects > 0, total / n_objects.clamp(min=1), torch.nan)
+    true_sizes = true.sum(1, dtype=torch.float64)  # (B, C)
+    return _mean_over_objects(per_object_iou(true, pred, matching), true_sizes)
 
 
-def fold_points(masks: Tensor, video: bool) -> Tensor:
-    """Flatten masks into the points one clustering is scored on.
+# ---- metric classes: checked inputs, counted per frame -------------------------------------------
+
+
+def fold_frames(per_frame: Tensor, video: bool) -> Tensor:
+    """Turn per-frame counts into per-sample counts.
 
     Args:
-        masks: (B, T, C, H, W).
-        video: one clustering per clip over its T·H·W points; otherwise every frame is a sample.
+        per_frame: (B, T, ...) counts of each frame.
+        video: one sample per clip (counts add over T: the clip is one spatio-temporal clustering);
+            otherwise every frame is its own sample.
     Returns:
-        (B, T·H·W, C) if ``video`` else (B·T, H·W, C). The image layout is a view (no copy).
+        (B, ...) if ``video`` else (B·T, ...).
     """
-    B, T, C, H, W = masks.shape
-    if video:
-        return masks.transpose(1, 2).reshape(B, C, T * H * W).transpose(1, 2)  # (B, T·H·W, C)
-    return masks.reshape(B * T, C, H * W).transpose(1, 2)  # (B·T, H·W, C)
+    return per_frame.sum(1) if video else per_frame.flatten(0, 1)
 
 
-class _Points(NamedTuple):
-    true: Tensor  # (B', N, K') GT after the options, background dropped
-    pred: Tensor  # (B', N, S)
-    labelled: Tensor  # (B',) bool: any labelled point before the background was dropped
+class _Counts(NamedTuple):
+    table: Tensor  # (B', K', S) float64 points of GT object k in slot s (no background/overlaps)
+    pred_sizes: Tensor  # (B', S) float64 points of slot s, overlap pixels left out
+    labelled: Tensor  # (B',) bool: any labelled pixel, tested before dropping background/overlaps
 
 
-def _prepare(
+def _count(
     metric: str,
     true: Tensor,
     pred: Tensor,
@@ -187,16 +207,18 @@ def _prepare(
     video: bool,
     ignore_background: bool,
     ignore_overlaps: bool,
-    zero_pred_at_overlaps: bool,
-) -> _Points:
-    """Check the inputs, apply the reference's options and fold frames (videosaur.md §6).
+) -> _Counts:
+    """Check the inputs, apply the reference's options and count (videosaur.md §6).
+
+    Once checked, every pixel has one slot and at most one GT channel (or is an overlap), so the
+    contingency table is a histogram of (GT label, slot) pairs: one ``bincount`` over label maps,
+    much cheaper on CPU than a matmul that first converts the bool GT to float.
 
     Args:
         metric: the calling class's name, for error messages.
         true: (B, T, K, H, W) binary ground truth (bool or 0/1).
         pred: (B, T, S, H, W) one-hot predictions.
         video, ignore_background, ignore_overlaps: as in :class:`FGARI`.
-        zero_pred_at_overlaps: also zero the prediction where GT overlaps (IoU does, ARI doesn't).
     """
     if true.ndim != 5 or pred.ndim != 5:
         raise ValueError(
@@ -204,7 +226,9 @@ def _prepare(
             f"shapes {tuple(true.shape)} and {tuple(pred.shape)} (images are 1-frame videos: "
             f"unsqueeze(1))"
         )
-    if true.shape[:2] != pred.shape[:2] or true.shape[3:] != pred.shape[3:]:
+    B, T, K, H, W = true.shape
+    S = pred.shape[2]
+    if pred.shape != (B, T, S, H, W):
         raise ValueError(
             f"{metric}.update: true {tuple(true.shape)} and pred {tuple(pred.shape)} differ in "
             f"B, T, H or W; resize the predicted masks to the GT resolution first"
@@ -213,37 +237,60 @@ def _prepare(
         if not ((true == 0) | (true == 1)).all():
             raise ValueError(f"{metric}.update: true masks must be binary (0/1 or bool)")
         true = true.bool()
-    if not (((pred == 0) | (pred == 1)).all() and (pred.sum(2) == 1).all()):
+    if pred.dtype not in (torch.float32, torch.float64):
+        pred = pred.to(torch.float32)
+    # one pass gives each pixel's slot mass and, for one-hot pixels, its slot index Σ_s s·pred[s]
+    weights = torch.stack([torch.ones(S), torch.arange(S)]).to(pred)  # (2, S)
+    mass, slot = (weights @ pred.reshape(B * T, S, H * W)).unbind(1)  # (B·T, H·W) each
+    low, high = torch.aminmax(pred)
+    # values in [0, 1], mass 1 and exactly one nonzero per pixel <=> one-hot
+    if not (low >= 0 and high <= 1 and (mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
         raise ValueError(
             f"{metric}.update: pred masks must be one-hot over slots (axis 2); convert soft masks "
             f"with slotsweep.masks.hard_masks"
         )
-    n_labels = true.sum(2, keepdim=True)  # (B, T, 1, H, W)
+    # uint8 sums are exact below 255 channels and far faster on CPU than int32/int64 ones
+    small = torch.uint8 if K < 255 else torch.int32
+    channels = true.view(torch.uint8)  # (B, T, K, H, W), a free view of the bools
+    n_labels = channels.sum(2, dtype=small)  # (B, T, H, W)
     if ignore_background and not (n_labels == 1).all():
         raise ValueError(
             f"{metric}(ignore_background=True) needs every pixel in exactly one GT channel, "
             f"channel 0 being the background (MOVi style); this GT has pixels in 0 or several "
             f"channels: use ignore_background=False for datasets without a background channel"
         )
-    # [Q] the skip test comes before the background is dropped: in MOVi every sample counts
-    labelled = fold_points(true, video).any(2).any(1)  # (B',)
-    overlaps = n_labels > 1
-    if ignore_overlaps:
-        true = true & ~overlaps
-        if zero_pred_at_overlaps:
-            pred = pred * ~overlaps
-    elif overlaps.any():
+    overlaps = n_labels > 1  # (B, T, H, W)
+    has_overlaps = bool(overlaps.any())
+    if has_overlaps and not ignore_overlaps:
         raise ValueError(
             f"{metric}(ignore_overlaps=False): GT masks overlap at {int(overlaps.sum())} pixels; "
             f"use ignore_overlaps=True (COCO style) to leave overlapping pixels out"
         )
-    if ignore_background:
-        true = true[:, :, 1:]
-    return _Points(fold_points(true, video), fold_points(pred, video), labelled)
+    # label 0: unlabelled, c + 1: channel c, K + 1: overlap (kept apart from unlabelled pixels
+    # because they still count for the skip test and must leave the predicted areas, as in §6)
+    label_of_channel = torch.arange(1, K + 1, dtype=small, device=true.device).view(K, 1, 1)
+    labels = (channels * label_of_channel).sum(2, dtype=small)  # (B, T, H, W)
+    if has_overlaps:
+        labels.masked_fill_(overlaps, K + 1)
+    n_bins = (K + 2) * S
+    pair = torch.addcmul(slot, labels.view(B * T, H * W).to(slot), torch.tensor(float(S)))
+    offsets = torch.arange(B * T, device=pair.device).mul_(n_bins).view(B * T, 1)
+    index = pair.long().add_(offsets)  # (B·T, H·W) bin of (frame, GT label, slot)
+    per_frame = torch.bincount(index.flatten(), minlength=B * T * n_bins)
+    per_frame = per_frame.view(B, T, K + 2, S).to(torch.float64)  # (B, T, K+2, S)
+    counts = fold_frames(per_frame, video)  # (B', K+2, S)
+    first = 2 if ignore_background else 1
+    return _Counts(
+        table=counts[:, first : K + 1],
+        pred_sizes=counts[:, : K + 1].sum(1),  # overlap pixels (last row) leave the prediction
+        # [Q] tested before dropping background and overlaps: every MOVi sample counts, and a COCO
+        # image whose annotations all overlap counts too (videosaur.md §6, fixtures README (a))
+        labelled=counts[:, 1:].sum((1, 2)) > 0,
+    )
 
 
 def _mean(values: Tensor, total: Tensor) -> Tensor:
-    # an empty average is undefined, not 0: a 0 would read as a real (terrible) score in sweeps
+    # an empty average is undefined, not 0: a 0 would read as a real (terrible) score in a sweep
     return values / total if total > 0 else torch.full_like(values, torch.nan)
 
 
@@ -255,7 +302,7 @@ class FGARI(Metric):
             as a sample (``ImageARI`` with ``video_input``).
         ignore_background: GT channel 0 is background (MOVi): every pixel must be in exactly one
             channel, and channel 0 is dropped, so only foreground pixels are clustered.
-        ignore_overlaps: pixels in several GT channels (COCO) are unlabelled instead of an error.
+        ignore_overlaps: pixels in several GT channels (COCO) become unlabelled instead of an error.
         count_background_only_samples: [Q] True as the reference: the "nothing to score" skip is
             tested before dropping the background, so a MOVi clip or frame with only background
             counts with ARI = 1.0 (videosaur.md §6, §10.11). False skips it like any empty sample.
@@ -288,19 +335,18 @@ class FGARI(Metric):
             true: (B, T, K, H, W) binary GT masks.
             pred: (B, T, S, H, W) one-hot predicted masks.
         """
-        points = _prepare(
+        counts = _count(
             type(self).__name__,
             true,
             pred,
             video=self.video,
             ignore_background=self.ignore_background,
             ignore_overlaps=self.ignore_overlaps,
-            zero_pred_at_overlaps=False,
         )
-        scored = points.labelled
+        scored = counts.labelled
         if not self.count_background_only_samples:
-            scored = scored & points.true.any(2).any(1)
-        ari = adjusted_rand_index(points.true, points.pred)  # (B',)
+            scored = scored & (counts.table.sum((1, 2)) > 0)
+        ari = _ari_from_table(counts.table)  # (B',)
         self.values += ari[scored].sum()
         self.total += scored.sum()
 
@@ -319,7 +365,7 @@ class MBO(Metric):
     Args:
         video: spatio-temporal tubes per clip (``VideoIoU``); False scores each frame as a sample.
         ignore_background: as in :class:`FGARI`; channel 0 is dropped.
-        ignore_overlaps: zero GT *and* prediction at pixels in several GT channels.
+        ignore_overlaps: leave pixels in several GT channels out of both GT and prediction.
         matching: "overlap" (best slot per object: mBO), "hungarian" (one-to-one) or "none".
     """
 
@@ -352,18 +398,19 @@ class MBO(Metric):
             true: (B, T, K, H, W) binary GT masks.
             pred: (B, T, S, H, W) one-hot predicted masks.
         """
-        points = _prepare(
+        counts = _count(
             type(self).__name__,
             true,
             pred,
             video=self.video,
             ignore_background=self.ignore_background,
             ignore_overlaps=self.ignore_overlaps,
-            zero_pred_at_overlaps=True,
         )
-        iou = matched_iou(points.true, points.pred, self.matching)  # (B',), NaN: nothing to score
-        scored = ~iou.isnan()
-        self.values += iou[scored].sum()
+        true_sizes = counts.table.sum(2)  # (B', K'): each labelled pixel is in exactly one slot
+        iou = _iou_from_table(counts.table, true_sizes, counts.pred_sizes)
+        mbo = _mean_over_objects(_match(iou, self.matching), true_sizes)  # (B',) NaN: skipped
+        scored = ~mbo.isnan()
+        self.values += mbo[scored].sum()
         self.total += scored.sum()
 
     def compute(self) -> Tensor:
