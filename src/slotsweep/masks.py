@@ -20,7 +20,7 @@ def patch_grid(n_patches: int, size: tuple[int, int]) -> tuple[int, int]:
     """Patch-grid shape (h, w) with h·w = n_patches and the aspect ratio of ``size`` = (H, W).
 
     Raises:
-        ValueError: when no such grid exists (e.g. 12 patches for a square target).
+        ValueError: when no such grid exists (e.g. 10 patches for a square target).
     """
     H, W = size
     h = round(math.sqrt(n_patches * H / W))
