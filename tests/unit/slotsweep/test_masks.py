@@ -1,21 +1,17 @@
 """Patch masks -> pixel masks -> hard masks, against the reference's Resizer/SoftToHardMask."""
 
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 
 from slotsweep.masks import hard_masks, patch_grid, resize_patch_masks
 
-FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "fixtures"
 
-
-@pytest.fixture(scope="module")
-def mask_resize() -> dict:
-    path = FIXTURES / "modules.pt"
-    if not path.exists():
-        pytest.skip(f"reference fixtures not found at {path} (shared/reference/fixtures)")
-    return torch.load(path, weights_only=True)["mask_resize"]
+@pytest.fixture
+def mask_resize(reference: Callable[[str], Any]) -> dict:
+    return reference("modules.pt")["mask_resize"]
 
 
 def test_resize_matches_reference(mask_resize: dict) -> None:

@@ -1,7 +1,8 @@
 """FG-ARI and mBO: parity with the reference fixtures, and independent references (sklearn, loops)."""
 
 import itertools
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,32 +20,44 @@ from slotsweep.metrics import (
     per_object_iou,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "fixtures"
-METRICS_PT = FIXTURES / "metrics.pt"
-MISSING = f"reference fixtures not found at {METRICS_PT} (shared/reference/fixtures)"
 TOL = {"rtol": 0.0, "atol": 1e-6}
+
+# every metric stored in shared/reference/fixtures/metrics.pt (J&F is DAVIS-only and not built)
+REFERENCE_METRICS = {
+    "movi": [
+        "video_ari",
+        "image_ari",
+        "video_mbo",
+        "image_mbo",
+        "video_iou_hungarian",
+        "video_ari_with_bg",
+        "video_mbo_with_bg",
+    ],
+    "ytvis": [
+        "video_ari",
+        "image_ari",
+        "video_mbo",
+        "image_mbo",
+        "video_iou_hungarian",
+        "image_iou_hungarian",
+    ],
+    "coco": ["image_ari", "image_mbo", "image_iou_hungarian"],
+}
+NOT_BUILT = {"video_jandf"}
 
 
 # ---- reference parity ------------------------------------------------------------------------
 
 
-def _reference_cases() -> list:
-    if not METRICS_PT.exists():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=MISSING))]
-    data = torch.load(METRICS_PT, weights_only=True)
-    return [
-        pytest.param(dataset, name, id=f"{dataset}/{name}")
-        for dataset in ("movi", "ytvis", "coco")
-        for name in sorted({key.split(".")[0] for key in data[dataset] if "." in key})
-        if data[dataset][f"{name}.config"]["class"] != "VideoJandF"  # J&F: DAVIS only, not built
-    ]
+@pytest.fixture
+def metrics_pt(reference: Callable[[str], Any]) -> dict:
+    return reference("metrics.pt")
 
 
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not METRICS_PT.exists():
-        pytest.skip(MISSING)
-    return torch.load(METRICS_PT, weights_only=True)
+def test_every_reference_metric_is_checked(metrics_pt: dict) -> None:
+    for dataset, names in REFERENCE_METRICS.items():
+        stored = {key.split(".")[0] for key in metrics_pt[dataset] if "." in key}
+        assert stored - NOT_BUILT == set(names), dataset
 
 
 def _build(config: dict) -> FGARI | MBO:
@@ -64,8 +77,8 @@ def _build(config: dict) -> FGARI | MBO:
     raise AssertionError(f"no mapping for reference metric {kind}")
 
 
-def _inputs(reference: dict, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
-    true, pred = reference[dataset]["true"], reference[dataset]["pred"]
+def _inputs(metrics_pt: dict, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    true, pred = metrics_pt[dataset]["true"], metrics_pt[dataset]["pred"]
     if true.ndim == 4:  # COCO images (B, K, H, W)
         true, pred = true.unsqueeze(1), pred.unsqueeze(1)
     return true, pred
@@ -77,12 +90,14 @@ def _score(config: dict, true: torch.Tensor, pred: torch.Tensor) -> torch.Tensor
     return metric.compute()
 
 
-@pytest.mark.parametrize(("dataset", "name"), _reference_cases())
-def test_matches_reference(reference: dict, dataset: str, name: str) -> None:
-    entries = reference[dataset].items()
+@pytest.mark.parametrize(
+    ("dataset", "name"), [(dataset, name) for dataset, names in REFERENCE_METRICS.items() for name in names]
+)
+def test_matches_reference(metrics_pt: dict, dataset: str, name: str) -> None:
+    entries = metrics_pt[dataset].items()
     expected = {k.split(".", 1)[1]: v for k, v in entries if k.split(".")[0] == name}
     config = expected["config"]
-    true, pred = _inputs(reference, dataset)
+    true, pred = _inputs(metrics_pt, dataset)
     metric = _build(config)
     metric.update(true, pred)
     torch.testing.assert_close(metric.compute(), expected["value"], **TOL)
@@ -104,18 +119,18 @@ def test_matches_reference(reference: dict, dataset: str, name: str) -> None:
         torch.testing.assert_close(per_frame, expected["per_frame"], equal_nan=True, **TOL)
 
 
-def test_functional_matches_reference(reference: dict) -> None:
-    data = reference["functional"]
+def test_functional_matches_reference(metrics_pt: dict) -> None:
+    data = metrics_pt["functional"]
     true, pred = data["true_flat_movi_nobg"], data["pred_flat_movi"]
     torch.testing.assert_close(adjusted_rand_index(true, pred), data["adjusted_rand_index"], **TOL)
     torch.testing.assert_close(pairwise_iou(true, pred), data["pairwise_iou"], **TOL)
     torch.testing.assert_close(per_object_iou(true, pred, "overlap"), data["iou_overlap_matching"], **TOL)
 
 
-def test_background_only_sample_quirk_is_a_flag(reference: dict) -> None:
+def test_background_only_sample_quirk_is_a_flag(metrics_pt: dict) -> None:
     """MOVi s3 is background only: counted with ARI 1.0 by default, skipped when fixed."""
-    true, pred = _inputs(reference, "movi")
-    per_sample = reference["movi"]["video_ari.per_sample"]
+    true, pred = _inputs(metrics_pt, "movi")
+    per_sample = metrics_pt["movi"]["video_ari.per_sample"]
     fixed = FGARI(video=True, ignore_background=True, count_background_only_samples=False)
     fixed.update(true, pred)
     assert int(fixed.total) == 3
