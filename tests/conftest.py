@@ -1,9 +1,12 @@
 """Shared fixtures: the real conf/train.yaml, composed and shrunk for a 2-core CPU."""
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -45,3 +48,20 @@ def compose_train(data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def reference() -> Callable[[str], Any]:
+    """reference(file) -> the original VideoSAUR's outputs (shared/reference/fixtures), or a skip."""
+    loaded: dict[str, Any] = {}
+
+    def _load(name: str) -> Any:
+        path = FIXTURES / name
+        if not path.is_file():
+            pytest.skip(f"reference fixture {path} is absent: parity with VideoSAUR is not checked")
+        if name not in loaded:
+            text = name.endswith(".json")
+            loaded[name] = json.loads(path.read_text()) if text else torch.load(path, weights_only=True)
+        return loaded[name]
+
+    return _load
