@@ -121,20 +121,22 @@ def no_logger() -> bool:
     return False
 
 
-def _wandb_host() -> tuple[str, int]:
+def _wandb_url() -> tuple[str, str, int]:
+    """netloc (what `wandb login` names in ~/.netrc), host and port of the W&B server."""
     url = urlparse(os.environ.get("WANDB_BASE_URL", _DEFAULT_WANDB_URL))
-    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    return url.netloc, url.hostname or url.netloc, port
 
 
-def _has_api_key(host: str) -> bool:
-    """WANDB_API_KEY or a ~/.netrc entry (what `wandb login` writes); the key itself is never read."""
+def _has_api_key(netloc: str) -> bool:
+    """WANDB_API_KEY or a .netrc entry (what `wandb login` writes); only presence is checked."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    path = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
     if not path.is_file():
         return False
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        return netrc.netrc(path).authenticators(netloc) is not None
     except (netrc.NetrcParseError, OSError) as error:
         log.warning(f"W&B: cannot read {path} ({error}); treating it as holding no API key")
         return False
@@ -169,10 +171,10 @@ def wandb_mode(requested: str | None = None, timeout_s: float = 2.0) -> str:
         return requested
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    host, port = _wandb_host()
-    if not _has_api_key(host):
+    netloc, host, port = _wandb_url()
+    if not _has_api_key(netloc):
         log.warning(
-            f"W&B: offline (no API key: WANDB_API_KEY unset and no {host} entry in ~/.netrc); "
+            f"W&B: offline (no API key: WANDB_API_KEY unset and no {netloc} entry in ~/.netrc); "
             "upload later with `make wandb-sync`"
         )
         return "offline"
@@ -253,12 +255,23 @@ def logger_kwargs(cfg: DictConfig, exp_id: str, run_dir: Path) -> dict[str, Any]
 
     target = get_object(cfg.logger._target_)
     if isinstance(target, type) and issubclass(target, WandbLogger):
+        _finish_stale_wandb_run()
         kwargs = wandb_run_kwargs(cfg, exp_id, run_dir)
         kwargs["save_dir"] = kwargs.pop("dir")
         return kwargs
     if "save_dir" in inspect.signature(target).parameters:
         return {"save_dir": str(Path(run_dir) / "logs")}
     return {}
+
+
+def _finish_stale_wandb_run() -> None:
+    """Close a W&B run that an earlier job of this process left open (finish_wandb not called):
+    WandbLogger would otherwise reuse it, and this run's logs would land in the other's."""
+    import wandb
+
+    if wandb.run is not None:
+        log.warning(f"W&B: run {wandb.run.id} of an earlier job in this process was still open; finishing it")
+        wandb.run.finish()
 
 
 def _wandb_run(logger: Any) -> Any:
