@@ -1,0 +1,1 @@
+"""Sweeps: the Optuna sweeper behind the Hydra plugin, and seed aggregation (aggregate.py)."""

@@ -1,0 +1,260 @@
+"""Seed aggregation on results.json files with known metrics: hand-computed means, stds, CIs, counts."""
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from slotsweep import tracking
+from slotsweep.errors import SlotsweepError
+from slotsweep.sweeps import aggregate as agg
+from slotsweep.sweeps.plots import DPI, FIGSIZE_IN, plot_optuna, plot_params
+from slotsweep.sweeps.tables import format_csv, format_latex, format_markdown
+
+PLOT_SIZE = (int(FIGSIZE_IN[0] * DPI), int(FIGSIZE_IN[1] * DPI))
+T_975_DF2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
+T_975_DF1 = 12.706204736174707
+
+
+def _config(n_slots: int, seed: int, weight: float = 0.5) -> dict:
+    """A results.json config: the keys aggregation reads plus some it must ignore."""
+    return {
+        "exp_name": "toy",
+        "seed": seed,
+        "grouper": {"n_slots": n_slots, "n_iters": 3},
+        "loss": {"timesim": {"weight": weight}},
+        "paths": {"runs_dir": "/somewhere", "data_dir": "/data"},
+        "logger": {"project": "slotsweep"},
+        "trainer": {"devices": seed + 1, "max_steps": 10},  # devices: a non-result key, differs per seed
+    }
+
+
+def _write(
+    runs_dir: Path, exp_id: str, seed: int, ari: float | None, mbo: float | None, n_slots: int, **extra
+) -> Path:
+    directory = runs_dir / exp_id / f"seed{seed}"
+    directory.mkdir(parents=True)
+    status = extra.pop("status", "completed")
+    metrics = {} if status == "failed" else {"val/video_fg_ari": ari, "val/video_mbo": mbo}
+    best = {k: v + 0.01 for k, v in metrics.items()}
+    config = _config(n_slots, seed, **extra)
+    results = {
+        "exp_id": exp_id,
+        "exp_name": "toy",
+        "seed": seed,
+        "status": status,
+        "step": 10,
+        "max_steps": 10,
+        "wall_time_s": 1.0,
+        "metrics": metrics,
+        "best_metrics": best,
+        "error": "NonFiniteLossError: training loss is nan at step 7" if status == "failed" else None,
+        "config": config,
+        "run_dir": str(directory),
+    }
+    tracking.write_results(directory, results)
+    return directory
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """Three experiments, seeds 0-2: A complete, B with seed 2 failed, C without seed 2."""
+    runs = tmp_path / "runs"
+    for seed, ari, mbo in [(0, 0.5, 0.30), (1, 0.6, 0.32), (2, 0.7, 0.34)]:
+        _write(runs, "toy-aaaa0001", seed, ari, mbo, n_slots=5)
+    _write(runs, "toy-bbbb0002", 0, 0.4, 0.40, n_slots=7)
+    _write(runs, "toy-bbbb0002", 1, 0.2, 0.50, n_slots=7)
+    _write(runs, "toy-bbbb0002", 2, None, None, n_slots=7, status="failed")
+    _write(runs, "toy-cccc0003", 0, 0.1, 0.20, n_slots=11)
+    _write(runs, "toy-cccc0003", 1, 0.3, 0.20, n_slots=11)
+    return runs
+
+
+def _table(runs_dir: Path, **kwargs) -> agg.Table:
+    runs, planned = agg.load_local(runs_dir)
+    return agg.aggregate(runs, planned_seeds=planned, **kwargs)
+
+
+def test_seed_stat_hand_computed():
+    stat = agg.seed_stat([0.5, 0.6, 0.7])
+    assert stat.n == 3
+    assert stat.mean == pytest.approx(0.6, abs=1e-12)
+    assert stat.std == pytest.approx(0.1, abs=1e-12)  # sample std: sqrt(0.02 / 2)
+    half = T_975_DF2 * 0.1 / math.sqrt(3)
+    assert (stat.ci_low, stat.ci_high) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-9)
+    one = agg.seed_stat([0.25])
+    assert (one.n, one.mean) == (1, 0.25) and math.isnan(one.std) and math.isnan(one.ci_low)
+    assert agg.seed_stat([]).n == 0 and math.isnan(agg.seed_stat([]).mean)
+
+
+def test_groups_by_exp_id_with_exact_stats(runs_dir: Path):
+    table = _table(runs_dir)
+    by_label = {g.label: g for g in table.groups}
+    assert list(by_label) == ["toy-aaaa0001", "toy-bbbb0002", "toy-cccc0003"]  # sorted by n_slots 5, 7, 11
+    assert table.keys == ["grouper.n_slots"]  # seed, paths, logger, trainer.devices left out
+    a, b, c = by_label.values()
+    assert [g.params["grouper.n_slots"] for g in (a, b, c)] == [5, 7, 11]
+
+    assert a.seeds == [0, 1, 2] and a.missing == {}
+    assert a.stats["val/video_fg_ari"].mean == pytest.approx(0.6, abs=1e-12)
+    assert a.stats["val/video_fg_ari"].std == pytest.approx(0.1, abs=1e-12)
+    assert a.stats["val/video_mbo"].mean == pytest.approx(0.32, abs=1e-12)
+    assert a.stats["val/video_mbo"].std == pytest.approx(0.02, abs=1e-12)
+
+    # B: the failed seed is missing, not averaged in: mean of 0.4 and 0.2 only.
+    assert b.seeds == [0, 1] and b.missing == {2: "failed"}
+    ari = b.stats["val/video_fg_ari"]
+    assert (ari.n, ari.mean, ari.std) == (2, pytest.approx(0.3), pytest.approx(math.sqrt(0.02)))
+    half = T_975_DF1 * math.sqrt(0.02) / math.sqrt(2)
+    assert (ari.ci_low, ari.ci_high) == pytest.approx((0.3 - half, 0.3 + half), abs=1e-9)
+
+    # C never ran seed 2: reported against the seeds the other groups have.
+    assert c.seeds == [0, 1] and c.missing == {2: "absent"}
+    assert c.stats["val/video_mbo"].std == pytest.approx(0.0, abs=1e-12)
+
+    assert table.best == {"val/video_fg_ari": "toy-aaaa0001", "val/video_mbo": "toy-bbbb0002"}
+    assert any("toy-bbbb0002 seed 2: failed: NonFiniteLossError" in note for note in table.notes)
+
+
+def test_best_values_and_by_keys(runs_dir: Path):
+    table = _table(runs_dir, use_best=True)
+    assert table.groups[0].stats["val/video_fg_ari"].mean == pytest.approx(0.61, abs=1e-12)
+
+    by = _table(runs_dir, by=["loss.timesim.weight"])  # every group has weight 0.5: one group of 7 runs
+    assert [g.label for g in by.groups] == ["loss.timesim.weight=0.5"]
+    group = by.groups[0]
+    assert len(group.seeds) == 7 and group.missing == {2: "failed"}
+    assert group.stats["val/video_fg_ari"].mean == pytest.approx(
+        (0.5 + 0.6 + 0.7 + 0.4 + 0.2 + 0.1 + 0.3) / 7
+    )
+
+    with pytest.raises(SlotsweepError, match=r"--by grouper\.n_slot: .*close keys: \['grouper\.n_slots'"):
+        _table(runs_dir, by=["grouper.n_slot"])
+    with pytest.raises(SlotsweepError, match=r"--metrics val/video_ari: no run has it"):
+        _table(runs_dir, metrics=["val/video_ari"])
+
+
+def test_nan_metric_and_duplicate_seed_are_left_out_with_a_note(tmp_path: Path):
+    runs = tmp_path / "runs"
+    _write(runs, "toy-aaaa0001", 0, 0.5, 0.3, n_slots=5)
+    _write(runs, "toy-aaaa0001", 1, math.nan, 0.5, n_slots=5)
+    _write(runs / "copies", "toy-aaaa0001", 0, 0.5, 0.3, n_slots=5)  # the same seed, copied
+    table = _table(runs)
+    stats = table.groups[0].stats
+    assert stats["val/video_fg_ari"].n == 1 and stats["val/video_fg_ari"].mean == 0.5
+    assert stats["val/video_mbo"].n == 2 and stats["val/video_mbo"].mean == pytest.approx(0.4)
+    assert any("seed 1: val/video_fg_ari is nan, left out" in note for note in table.notes)
+    assert sum("toy-aaaa0001 seed 0: " in note and "left out" in note for note in table.notes) == 1
+
+
+def test_tables(runs_dir: Path):
+    table = _table(runs_dir)
+    markdown = format_markdown(table)
+    lines = markdown.splitlines()
+    assert lines[0].startswith(
+        "| group | grouper.n_slots | n | missing seeds | val/video_fg_ari (mean ± std)"
+    )
+    assert "| toy-aaaa0001 | 5 | 3 | - | **0.600 ± 0.100** |" in markdown
+    assert "| toy-bbbb0002 | 7 | 2 | 2 (failed) | 0.300 ± 0.141 |" in markdown
+    assert "| toy-cccc0003 | 11 | 2 | 2 | 0.200 ± 0.141 |" in markdown
+    assert "**0.450 ± 0.071**" in markdown  # B's mBO is the best
+    assert "- toy-bbbb0002 seed 2: failed: NonFiniteLossError: training loss is nan at step 7" in markdown
+
+    rows = list(csv.DictReader(io.StringIO(format_csv(table))))
+    assert [r["group"] for r in rows] == ["toy-aaaa0001", "toy-bbbb0002", "toy-cccc0003"]
+    assert float(rows[0]["val/video_fg_ari mean"]) == pytest.approx(0.6, abs=1e-15)
+    assert float(rows[1]["val/video_fg_ari std"]) == pytest.approx(math.sqrt(0.02), abs=1e-15)
+    assert rows[1]["n"] == "2" and rows[1]["seeds"] == "0 1" and rows[1]["missing_seeds"] == "2 (failed)"
+    assert [r["val/video_mbo best"] for r in rows] == ["False", "True", "False"]
+
+    latex = format_latex(table)
+    assert "\\begin{tabular}{llrrrrr}" in latex and latex.rstrip().endswith("\\end{tabular}")
+    assert "group & grouper.n\\_slots & n & val/video\\_fg\\_ari & 95\\% CI" in latex
+    assert "toy-aaaa0001 & 5 & 3 & $\\mathbf{0.600 \\pm 0.100}$ & [0.352, 0.848]" in latex
+
+
+def test_plots_are_pngs_of_the_expected_size(runs_dir: Path, tmp_path: Path):
+    out = tmp_path / "plots"
+    out.mkdir()
+    paths = plot_params(_table(runs_dir), out)
+    assert sorted(p.name for p in paths) == [
+        "val-video_fg_ari__grouper.n_slots.png",
+        "val-video_mbo__grouper.n_slots.png",
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == PLOT_SIZE
+
+
+def _optuna_study(storage, n_trials: int, params: tuple[str, ...]) -> None:
+    study = optuna.create_study(study_name="lossw", storage=storage, direction="maximize")
+    for i in range(n_trials):
+        trial = study.ask()
+        values = [trial.suggest_float(p, 0.0, 1.0) for p in params]
+        study.tell(trial, sum(values) + 0.1 * i)
+
+
+def test_optuna_history_and_importances(tmp_path: Path, capsys: pytest.CaptureFixture):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _optuna_study(f"sqlite:///{sweep / 'optuna.db'}", n_trials=4, params=("loss.weight", "lr"))
+    out = tmp_path / "plots"
+    out.mkdir()
+    paths = plot_optuna(sweep, out)
+    assert sorted(p.name for p in paths) == [
+        "optuna_lossw_history_objective-0.png",
+        "optuna_lossw_importances_objective-0.png",
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == PLOT_SIZE
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    backend = optuna.storages.journal.JournalFileBackend(str(journal / "optuna_journal.log"))
+    _optuna_study(optuna.storages.JournalStorage(backend), n_trials=1, params=("lr",))
+    paths = plot_optuna(journal, out)
+    assert [p.name for p in paths] == ["optuna_lossw_history_objective-0.png"]
+    assert "no importances (1 completed trials, need 2)" in capsys.readouterr().out
+
+
+def test_multirun_dir_selects_the_sweeps_runs_and_planned_seeds(runs_dir: Path):
+    """multirun.yaml (as Hydra writes it) names the sweep: seeds 0-3 planned, n_slots 5 or 7 swept."""
+    sweep = runs_dir / "multirun" / "2026-01-01_00-00-00"
+    sweep.mkdir(parents=True)
+    config = _config(n_slots=5, seed=0)
+    config["hydra"] = {
+        "overrides": {"task": ["seed=0,1,2,3", "grouper.n_slots=5,7", "trainer=debug"]},
+        "runtime": {"choices": {"grouper": "slot_attention", "trainer": "debug"}},
+        "sweeper": {"params": None},
+    }
+    (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    runs, planned = agg.load_local(sweep)
+    assert planned == [0, 1, 2, 3]
+    assert sorted({run.exp_id for run in runs}) == ["toy-aaaa0001", "toy-bbbb0002"]  # not n_slots=11
+    table = agg.aggregate(runs, planned_seeds=planned)
+    assert table.groups[0].missing == {3: "absent"}
+    assert table.groups[1].missing == {2: "failed", 3: "absent"}
+
+
+def test_cli_writes_tables_and_plots(runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "agg"
+    assert agg.main([str(runs_dir), "--out", str(out), "--metrics", "val/video_fg_ari"]) == 0
+    printed = capsys.readouterr().out
+    assert "| toy-aaaa0001 | 5 | 3 | - | **0.600 ± 0.100** |" in printed
+    assert (out / "table.md").read_text() in printed
+    assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "table.tex", "plots"}
+    assert [p.name for p in (out / "plots").iterdir()] == ["val-video_fg_ari__grouper.n_slots.png"]
+
+    assert agg.main([str(tmp_path / "nowhere")]) == 2
+    assert "nowhere is not a directory; pass a runs dir" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert agg.main([str(empty)]) == 2
+    assert "no runs to aggregate (no results.json found)" in capsys.readouterr().err
