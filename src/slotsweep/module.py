@@ -12,7 +12,7 @@ from slotsweep.metrics import FGARI, MBO
 from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
 from slotsweep.optim import AdamWarmupDecay
 
-__all__ = ["NonFiniteLossError", "ObjectCentricModule", "METRIC_NAMES"]
+__all__ = ["METRIC_NAMES", "NonFiniteLossError", "ObjectCentricModule", "make_metrics"]
 
 # Metric name -> (class, video?). Logged as val/<name> on the decoder masks (the official ones).
 METRIC_NAMES = {
@@ -21,6 +21,12 @@ METRIC_NAMES = {
     "image_fg_ari": (FGARI, False),
     "image_mbo": (MBO, False),
 }
+
+
+def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> nn.ModuleDict:
+    """A fresh {name: metric} set for METRIC_NAMES with the dataset's mask conventions."""
+    kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
+    return nn.ModuleDict({name: cls(video=video, **kwargs) for name, (cls, video) in METRIC_NAMES.items()})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,10 +68,7 @@ class ObjectCentricModule(L.LightningModule):
         self.total_batch_size = total_batch_size
         self.eval_seed = eval_seed
         self.eval_n_slots = eval_n_slots
-        metric_kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
-        self.metrics = nn.ModuleDict(
-            {name: cls(video=video, **metric_kwargs) for name, (cls, video) in METRIC_NAMES.items()}
-        )
+        self.metrics = make_metrics(ignore_background, ignore_overlaps)
         self.best_metrics: dict[str, float] = {}
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
         self._session_start = time.monotonic()

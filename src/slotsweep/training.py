@@ -25,6 +25,7 @@ from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
+from slotsweep.report import format_table, mask_report, write_report
 
 __all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
@@ -104,6 +105,9 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
         return _objective(cfg, previous["metrics"])
 
+    if previous is not None and cfg.force:  # start over, but never destroy a finished run
+        kept = _set_aside(directory)
+        log.info(f"force=true: previous run moved to {kept}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -145,9 +149,25 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         metrics={k: float(v) for k, v in metrics.items()},
         best_metrics=module.best_metrics,
     )
+    if cfg.visualize is not None:  # the demo's table of model vs baselines, and pictures
+        report = mask_report(module, datamodule, directory, **cfg.visualize)
+        results["mask_report"] = report
+        summary = write_report(report, directory)
+        pictures = sorted((directory / "masks").glob("clip*.*"))
+        tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
     tracking.write_results(directory, results)
     log.info(f"results: {directory / tracking.RESULTS_FILE}")
+    if cfg.visualize is not None:
+        print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
     return _objective(cfg, results["metrics"])
+
+
+def _set_aside(directory: Path) -> Path:
+    n = 1
+    while (kept := directory.with_name(f"{directory.name}.replaced{n}")).exists():
+        n += 1
+    directory.rename(kept)
+    return kept
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
