@@ -81,7 +81,8 @@ class ViTEncoder(nn.Module):
         block = depth if block is None else block
         if not 1 <= block <= depth:
             raise SlotsweepError(f"encoder.block={block} must be in [1, {depth}] for {model_name}")
-        model.prune_intermediate_layers(block - 1, prune_norm=True, prune_head=True)
+        # a list: timm reads an int as "keep the last n blocks", not as a block index
+        model.prune_intermediate_layers([block - 1], prune_norm=True, prune_head=True)
         self.model = model
         self.img_size = img_size
         self.feat_dim: int = model.embed_dim
