@@ -199,6 +199,59 @@ class _Counts(NamedTuple):
     labelled: Tensor  # (B',) bool: any labelled pixel, tested before dropping background/overlaps
 
 
+def _slot_map(metric: str, pred: Tensor) -> Tensor:
+    """Check that ``pred`` (B, T, S, H, W) is one-hot; return each pixel's slot, (B·T, H·W) float."""
+    B, T, S, H, W = pred.shape
+    if pred.dtype not in (torch.float32, torch.float64):
+        pred = pred.to(torch.float32)
+    # one matmul gives each pixel's slot mass and, where one-hot, its slot index Σ_s s·pred[s]
+    weights = torch.stack([torch.ones(S), torch.arange(S)]).to(pred)  # (2, S)
+    mass, slot = (weights @ pred.reshape(B * T, S, H * W)).unbind(1)  # (B·T, H·W) each
+    low, high = torch.aminmax(pred)
+    # values in [0, 1], mass 1 and exactly one nonzero per pixel <=> one-hot
+    if not (low >= 0 and high <= 1 and (mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
+        raise ValueError(
+            f"{metric}.update: pred masks must be one-hot over slots (axis 2); convert soft masks "
+            f"with slotsweep.masks.hard_masks"
+        )
+    return slot
+
+
+def _label_map(metric: str, true: Tensor, ignore_background: bool, ignore_overlaps: bool) -> Tensor:
+    """Check ``true`` (B, T, K, H, W) against the options; return each pixel's GT label, (B·T, H·W).
+
+    Label 0: unlabelled; c + 1: channel c; K + 1: an overlap (kept apart from unlabelled pixels: they
+    still count for the skip test, and they leave the predicted areas, as in videosaur.md §6).
+    """
+    B, T, K, H, W = true.shape
+    if true.dtype != torch.bool:
+        if not ((true == 0) | (true == 1)).all():
+            raise ValueError(f"{metric}.update: true masks must be binary (0/1 or bool)")
+        true = true.bool()
+    # per pixel (number of channels, Σ_c (c + 1)·true[c]) by one matmul: in uint8 on CPU, a free view
+    # of the bools and exact below 255 channels (far faster than converting K masks to float);
+    # elsewhere in float32 (CUDA has no integer matmul), exact for such small integers
+    small = true.device.type == "cpu" and K < 255
+    channels = true.view(torch.uint8) if small else true.to(torch.float32)
+    weights = torch.stack([torch.ones(K), torch.arange(1, K + 1)]).to(channels)  # (2, K)
+    n_labels, labels = (weights @ channels.reshape(B * T, K, H * W)).unbind(1)  # (B·T, H·W) each
+    if ignore_background and not (n_labels == 1).all():
+        raise ValueError(
+            f"{metric}(ignore_background=True) needs every pixel in exactly one GT channel, "
+            f"channel 0 being the background (MOVi style); this GT has pixels in 0 or several "
+            f"channels: use ignore_background=False for datasets without a background channel"
+        )
+    overlaps = n_labels > 1
+    if overlaps.any():
+        if not ignore_overlaps:
+            raise ValueError(
+                f"{metric}(ignore_overlaps=False): GT masks overlap at {int(overlaps.sum())} pixels; "
+                f"use ignore_overlaps=True (COCO style) to leave overlapping pixels out"
+            )
+        labels = labels.masked_fill(overlaps, K + 1)  # the weighted sum means nothing there
+    return labels
+
+
 def _count(
     metric: str,
     true: Tensor,
@@ -210,9 +263,9 @@ def _count(
 ) -> _Counts:
     """Check the inputs, apply the reference's options and count (videosaur.md §6).
 
-    Once checked, every pixel has one slot and at most one GT channel (or is an overlap), so the
-    contingency table is a histogram of (GT label, slot) pairs: one ``bincount`` over label maps,
-    much cheaper on CPU than a matmul that first converts the bool GT to float.
+    Once checked, every pixel has one slot and one GT label, so the contingency table is a histogram
+    of (frame, GT label, slot) triples: one ``bincount``, much cheaper on CPU than a matmul of float
+    copies of the masks.
 
     Args:
         metric: the calling class's name, for error messages.
@@ -233,49 +286,13 @@ def _count(
             f"{metric}.update: true {tuple(true.shape)} and pred {tuple(pred.shape)} differ in "
             f"B, T, H or W; resize the predicted masks to the GT resolution first"
         )
-    if true.dtype != torch.bool:
-        if not ((true == 0) | (true == 1)).all():
-            raise ValueError(f"{metric}.update: true masks must be binary (0/1 or bool)")
-        true = true.bool()
-    if pred.dtype not in (torch.float32, torch.float64):
-        pred = pred.to(torch.float32)
-    # one pass gives each pixel's slot mass and, for one-hot pixels, its slot index Σ_s s·pred[s]
-    weights = torch.stack([torch.ones(S), torch.arange(S)]).to(pred)  # (2, S)
-    mass, slot = (weights @ pred.reshape(B * T, S, H * W)).unbind(1)  # (B·T, H·W) each
-    low, high = torch.aminmax(pred)
-    # values in [0, 1], mass 1 and exactly one nonzero per pixel <=> one-hot
-    if not (low >= 0 and high <= 1 and (mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
-        raise ValueError(
-            f"{metric}.update: pred masks must be one-hot over slots (axis 2); convert soft masks "
-            f"with slotsweep.masks.hard_masks"
-        )
-    # uint8 sums are exact below 255 channels and far faster on CPU than int32/int64 ones
-    small = torch.uint8 if K < 255 else torch.int32
-    channels = true.view(torch.uint8)  # (B, T, K, H, W), a free view of the bools
-    n_labels = channels.sum(2, dtype=small)  # (B, T, H, W)
-    if ignore_background and not (n_labels == 1).all():
-        raise ValueError(
-            f"{metric}(ignore_background=True) needs every pixel in exactly one GT channel, "
-            f"channel 0 being the background (MOVi style); this GT has pixels in 0 or several "
-            f"channels: use ignore_background=False for datasets without a background channel"
-        )
-    overlaps = n_labels > 1  # (B, T, H, W)
-    has_overlaps = bool(overlaps.any())
-    if has_overlaps and not ignore_overlaps:
-        raise ValueError(
-            f"{metric}(ignore_overlaps=False): GT masks overlap at {int(overlaps.sum())} pixels; "
-            f"use ignore_overlaps=True (COCO style) to leave overlapping pixels out"
-        )
-    # label 0: unlabelled, c + 1: channel c, K + 1: overlap (kept apart from unlabelled pixels
-    # because they still count for the skip test and must leave the predicted areas, as in §6)
-    label_of_channel = torch.arange(1, K + 1, dtype=small, device=true.device).view(K, 1, 1)
-    labels = (channels * label_of_channel).sum(2, dtype=small)  # (B, T, H, W)
-    if has_overlaps:
-        labels.masked_fill_(overlaps, K + 1)
-    n_bins = (K + 2) * S
-    pair = torch.addcmul(slot, labels.view(B * T, H * W).to(slot), torch.tensor(float(S)))
-    offsets = torch.arange(B * T, device=pair.device).mul_(n_bins).view(B * T, 1)
-    index = pair.long().add_(offsets)  # (B·T, H·W) bin of (frame, GT label, slot)
+    slot = _slot_map(metric, pred)  # (B·T, H·W)
+    labels = _label_map(metric, true, ignore_background, ignore_overlaps)  # (B·T, H·W)
+    n_bins = (K + 2) * S  # per frame: labels 0..K+1 x slots
+    # bin numbers as floats are exact below 2^24
+    exact = torch.float32 if B * T * n_bins <= 2**24 else torch.float64
+    frame_offsets = torch.arange(B * T, dtype=exact, device=slot.device).mul_(n_bins).view(B * T, 1)
+    index = labels.to(exact).mul_(S).add_(slot).add_(frame_offsets).long()  # (B·T, H·W)
     per_frame = torch.bincount(index.flatten(), minlength=B * T * n_bins)
     per_frame = per_frame.view(B, T, K + 2, S).to(torch.float64)  # (B, T, K+2, S)
     counts = fold_frames(per_frame, video)  # (B', K+2, S)
