@@ -94,23 +94,36 @@ class ObjectCentricModel(nn.Module):
             features = self.encode(video)
         B, T, P, _ = features.features.shape
         x = self.projection(features.features)  # (B, T, P, D)
-        state = initial_slots
-        if state is None:
-            state = self.grouper.initializer(B, n_slots, generator)
-        slots, predicted, masks = [], [], []
-        for t in range(T):
-            first = t == 0 and initial_slots is None
-            n_iters = self.grouper.n_iters_first if first else self.grouper.n_iters
-            s, m = self.grouper(x[:, t], state, n_iters)
-            state = self.predictor(s)
-            slots.append(s), predicted.append(state), masks.append(m)
-        slots_t = torch.stack(slots, dim=1)  # (B, T, S, D)
+        first_frame = initial_slots is None
+        if first_frame:
+            initial_slots = self.grouper.initializer(B, n_slots, generator)
+        slots_t, predicted, masks = self.scan(x, initial_slots, first_frame)
         reconstruction, decoder_masks = self.decoder(fold_time(slots_t))
         return ModelOutput(
             encoder=features,
             slots=slots_t,
-            slots_predicted=torch.stack(predicted, dim=1),
-            grouping_masks=torch.stack(masks, dim=1),
+            slots_predicted=predicted,
+            grouping_masks=masks,
             reconstruction=reconstruction.unflatten(0, (B, T)),
             decoder_masks=decoder_masks.unflatten(0, (B, T)),
         )
+
+    def scan(self, x: Tensor, slots: Tensor, first_frame: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """Group frame by frame; frame t + 1 starts from the predictor's output for frame t.
+
+        The reference's ScanOverTime(LatentProcessor(corrector, predictor)), videosaur.md §2.1 step 4.
+
+        Args:
+            x: (B, T, P, D) projected features.
+            slots: (B, S, D) initial slots of frame 0.
+            first_frame: frame 0 starts a video and gets `grouper.n_iters_first` iterations.
+        Returns:
+            slots (B, T, S, D), predicted slots (B, T, S, D) and grouping masks (B, T, S, P).
+        """
+        slots_t, predicted, masks = [], [], []
+        for t in range(x.shape[1]):
+            n_iters = self.grouper.n_iters_first if t == 0 and first_frame else self.grouper.n_iters
+            s, m = self.grouper(x[:, t], slots, n_iters)
+            slots = self.predictor(s)
+            slots_t.append(s), predicted.append(slots), masks.append(m)
+        return tuple(torch.stack(seq, dim=1) for seq in (slots_t, predicted, masks))  # (B, T, ...)
