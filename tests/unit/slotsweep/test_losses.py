@@ -1,0 +1,230 @@
+"""Losses against the reference's values and gradients, and the similarity target against a loop."""
+
+import math
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from slotsweep.losses import (
+    FeatureReconstructionLoss,
+    TemporalSimilarityLoss,
+    feature_time_similarity,
+)
+from slotsweep.models.decoder import MLPDecoder
+from slotsweep.models.encoder import EncoderOutput, ViTEncoder
+from slotsweep.models.grouper import SlotAttention
+from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
+from slotsweep.module import ObjectCentricModule
+from slotsweep.optim import AdamWarmupDecay
+
+TEMPERATURES = [0.075, 0.25]
+KEYS = ["keys", "keys_edge"]
+
+
+def naive_similarity(keys: torch.Tensor, offset: int, temperature: float, threshold: float):
+    """The target written out patch by patch, in float64: (B, T - offset, P, P)."""
+    B, T, P, _ = keys.shape
+    out = torch.zeros(B, T - offset, P, P, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T - offset):
+            for p in range(P):
+                row = []
+                for q in range(P):
+                    u, v = keys[b, t, p].double(), keys[b, t + offset, q].double()
+                    cos = (u @ v / (u.norm() * v.norm())).item()
+                    row.append(-math.inf if cos < threshold else cos / temperature)
+                if all(r == -math.inf for r in row):
+                    out[b, t, p] = 1 / P  # nothing similar enough: uniform
+                    continue
+                top = max(row)
+                exps = [math.exp(r - top) for r in row]
+                out[b, t, p] = torch.tensor(exps, dtype=torch.float64) / sum(exps)
+    return out
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("keys", KEYS)
+def test_similarity_target_matches_reference(reference, keys: str, temperature: float) -> None:
+    data = reference("losses.pt")
+    target = feature_time_similarity(data["inputs"][keys], 1, temperature, 0.0)
+    assert target.shape == (2, 3, 16, 16)
+    assert_close(target, data[f"similarity.{keys}.temp{temperature}"], rtol=1e-5, atol=1e-7)
+    canonical = data[f"movi.{keys}.temp{temperature}.target_canonical"]  # row = t * P + p
+    assert_close(target.flatten(1, 2), canonical, rtol=1e-5, atol=1e-7)
+
+
+def test_all_negative_row_becomes_uniform(reference) -> None:
+    """keys_edge: token (b=1, t=1, p=5) has a negative cosine with every token of frame 2."""
+    data = reference("losses.pt")
+    for temperature in TEMPERATURES:
+        row = feature_time_similarity(data["inputs"]["keys_edge"], 1, temperature, 0.0)[1, 1, 5]
+        assert torch.equal(row, torch.full((16,), 1 / 16))
+
+
+def test_cosine_matches_reference(reference) -> None:
+    """No threshold (every cosine >= -1) and tau = 1: the target is softmax(raw cosine)."""
+    data = reference("losses.pt")
+    target = feature_time_similarity(data["inputs"]["keys"], 1, temperature=1.0, threshold=-2.0)
+    expected = data["similarity.keys.raw_cosine"].softmax(dim=-1)
+    assert_close(target, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("keys", KEYS)
+def test_temporal_similarity_loss_and_grad_match_reference(reference, keys: str, temperature: float) -> None:
+    data = reference("losses.pt")
+    inputs, prefix = data["inputs"], f"movi.{keys}.temp{temperature}."
+    assert data[prefix + "config"]["target_transform"]["temperature"] == temperature
+    logits = inputs["logits_movi"].clone().requires_grad_(True)  # (B, T, P, P): all channels
+    loss = TemporalSimilarityLoss(weight=0.1, temperature=temperature)
+    value = loss(logits, EncoderOutput(features=inputs["backbone_features"], keys=inputs[keys]))
+    value.backward()
+    assert_close(value.detach(), data[prefix + "loss_timesim"], rtol=1e-5, atol=0)
+    assert_close(logits.grad, data[prefix + "grad_logits"], rtol=1e-5, atol=1e-9)
+    assert torch.count_nonzero(logits.grad[:, -1]) == 0  # the last frame has no next frame
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_videosaur_losses_through_the_module_match_reference(reference, temperature) -> None:
+    """featrec on channels [0, 24), timesim on [24, 40), total = 1.0 featrec + 0.1 timesim."""
+    data = reference("losses.pt")
+    inputs, prefix = data["inputs"], f"ytvis.temp{temperature}."
+    reference_losses = data[prefix + "config"]["losses"]
+    assert reference_losses["loss_featrec"]["pred_dims"] == [0, 24]
+    assert reference_losses["loss_timesim"]["pred_dims"] == [24, 40]
+    module = module_with_losses(
+        featrec=FeatureReconstructionLoss(weight=1.0),
+        timesim=TemporalSimilarityLoss(weight=0.1, temperature=temperature),
+    )
+    logits = inputs["logits_ytvis"].clone().requires_grad_(True)
+    values = module.compute_losses(model_output(inputs, logits))
+    values["loss"].backward()
+    assert_close(values["featrec"].detach(), data[prefix + "loss_featrec"], rtol=1e-5, atol=0)
+    assert_close(values["timesim"].detach(), data[prefix + "loss_timesim"], rtol=1e-5, atol=0)
+    assert_close(values["loss"].detach(), data[prefix + "loss_total"], rtol=1e-5, atol=0)
+    assert_close(logits.grad, data[prefix + "grad_logits_total"], rtol=1e-5, atol=1e-9)
+
+
+def module_with_losses(**losses: torch.nn.Module) -> ObjectCentricModule:
+    """A module whose decoder output is split as the fixture's: 24 feature + 16 patch channels."""
+    encoder = ViTEncoder(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        pretrained=False,
+        model_kwargs=dict(patch_size=4, embed_dim=24, num_heads=2, depth=1),
+    )
+    model = ObjectCentricModel(
+        encoder, SlotAttention(4, 8), torch.nn.Identity, partial(MLPDecoder, hidden_dims=(8,)), 40
+    )
+    return ObjectCentricModule(
+        model,
+        losses,
+        AdamWarmupDecay(),
+        total_batch_size=32,
+        ignore_background=False,
+        ignore_overlaps=False,
+    )
+
+
+def model_output(inputs: dict, reconstruction: torch.Tensor) -> ModelOutput:
+    unused = torch.empty(0)  # the losses read only the encoder outputs and the reconstruction
+    return ModelOutput(
+        encoder=EncoderOutput(features=inputs["backbone_features"], keys=inputs["keys"]),
+        slots=unused,
+        slots_predicted=unused,
+        grouping_masks=unused,
+        reconstruction=reconstruction,
+        decoder_masks=unused,
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "temperature", "threshold"),
+    [(1, 0.1, 0.0), (1, 0.5, 0.3), (2, 0.075, 0.0), (1, 1.0, -1.5)],
+)
+def test_similarity_matches_naive_loop(offset: int, temperature: float, threshold: float) -> None:
+    torch.manual_seed(0)
+    keys = torch.randn(2, 4, 6, 5)
+    keys[1, 1 + offset] = -keys[1, 1, 2]  # every cosine of (b=1, t=1, p=2) is -1: a uniform row
+    target = feature_time_similarity(keys, offset, temperature, threshold)
+    expected = naive_similarity(keys, offset, temperature, threshold)
+    assert target.shape == (2, 4 - offset, 6, 6)
+    assert_close(target.double(), expected, rtol=1e-5, atol=1e-7)
+    if threshold > -1:
+        assert torch.equal(target[1, 1, 2], torch.full((6,), 1 / 6))
+
+
+def test_loss_matches_naive_cross_entropy() -> None:
+    torch.manual_seed(1)
+    keys, logits = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 5)
+    loss = TemporalSimilarityLoss(temperature=0.2)
+    target = naive_similarity(keys, 1, 0.2, 0.0)
+    expected = sum(
+        -(target[b, t, p] * logits[b, t, p].double().log_softmax(-1)).sum()
+        for b in range(2)
+        for t in range(2)
+        for p in range(5)
+    ) / (2 * 2 * 5)
+    value = loss(logits, EncoderOutput(features=torch.empty(0), keys=keys))
+    assert_close(value.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_threshold_zeroes_dissimilar_patches() -> None:
+    torch.manual_seed(2)
+    keys = torch.randn(1, 2, 12, 6)
+    cos = torch.einsum("pd,qd->pq", F.normalize(keys[0, 0], dim=-1), F.normalize(keys[0, 1], dim=-1))
+    target = feature_time_similarity(keys, threshold=0.2)[0, 0]
+    below = cos < 0.2
+    has_similar = ~below.all(dim=-1)
+    assert torch.equal(target[has_similar] == 0, below[has_similar])
+    assert_close(target.sum(-1), torch.ones(12))
+
+
+def test_lower_temperature_sharpens_the_target() -> None:
+    torch.manual_seed(3)
+    keys = torch.randn(2, 3, 10, 6)
+    entropy = []
+    for temperature in (0.05, 0.25, 5.0):
+        target = feature_time_similarity(keys, temperature=temperature, threshold=-2.0)
+        entropy.append(-(target * target.clamp_min(1e-30).log()).sum(-1).mean().item())
+    assert entropy[0] < entropy[1] < entropy[2] < math.log(10)
+
+
+def test_featrec_is_mse_to_detached_features() -> None:
+    torch.manual_seed(4)
+    features = torch.randn(2, 3, 5, 7, requires_grad=True)
+    prediction = torch.randn(2, 3, 5, 7, requires_grad=True)
+    value = FeatureReconstructionLoss()(prediction, EncoderOutput(features, features))
+    assert_close(value, ((prediction - features) ** 2).mean())
+    value.backward()
+    assert features.grad is None and prediction.grad is not None
+
+
+def test_channel_counts() -> None:
+    assert FeatureReconstructionLoss().n_channels(feat_dim=768, n_patches=196) == 768
+    assert TemporalSimilarityLoss().n_channels(feat_dim=768, n_patches=196) == 196
+
+
+@pytest.mark.parametrize(
+    ("build", "key"),
+    [
+        (lambda: FeatureReconstructionLoss(weight=-1.0), "loss.featrec.weight=-1.0"),
+        (lambda: FeatureReconstructionLoss(weight=math.nan), "loss.featrec.weight=nan"),
+        (lambda: TemporalSimilarityLoss(weight=-0.1), "loss.timesim.weight=-0.1"),
+        (lambda: TemporalSimilarityLoss(temperature=0.0), "loss.timesim.temperature=0.0"),
+        (lambda: TemporalSimilarityLoss(offset=0), "loss.timesim.offset=0"),
+    ],
+)
+def test_bad_config_names_the_key(build, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        build()
+
+
+def test_offset_must_be_shorter_than_the_clip() -> None:
+    loss = TemporalSimilarityLoss(offset=3)
+    keys = torch.randn(1, 3, 4, 5)
+    with pytest.raises(ValueError, match=r"loss.timesim.offset=3 .*\(3 frames\)"):
+        loss(torch.randn(1, 3, 4, 4), EncoderOutput(features=keys, keys=keys))
