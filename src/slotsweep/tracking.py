@@ -112,8 +112,8 @@ def read_results(directory: Path) -> dict[str, Any] | None:
 BEST_SUMMARY_KEYS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
 WANDB_MODES = ("online", "offline", "disabled")
 _DEFAULT_WANDB_URL = "https://api.wandb.ai"
-# Config keys holding any of these words are dropped before the config goes to W&B.
-_SECRET_WORDS = ("api_key", "apikey", "token", "password", "secret")
+# Config keys named like credentials (`api_key`, `hub_token`, not `n_tokens`) never go to W&B.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|token|password|secret)$", re.IGNORECASE)
 
 
 def no_logger() -> bool:
@@ -190,9 +190,7 @@ def wandb_mode(requested: str | None = None, timeout_s: float = 2.0) -> str:
 def _without_secrets(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {
-            key: _without_secrets(value)
-            for key, value in tree.items()
-            if not any(word in str(key).lower() for word in _SECRET_WORDS)
+            key: _without_secrets(value) for key, value in tree.items() if not _SECRET_KEY.search(str(key))
         }
     if isinstance(tree, list):
         return [_without_secrets(value) for value in tree]

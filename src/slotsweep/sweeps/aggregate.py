@@ -136,14 +136,28 @@ def load_local(source: Path) -> tuple[list[Run], list[int]]:
     if not (source / "multirun.yaml").is_file():
         return _read_runs([source]), []
     config = OmegaConf.load(source / "multirun.yaml")
+    runs_dir = _runs_dir_of_sweep(config, source)
     hydra = config.pop("hydra")
     reference = flatten(OmegaConf.to_container(config, resolve=True))
     allowed, free, planned = _sweep_space(hydra)
-    # conf/train.yaml puts sweeps in <runs_dir>/multirun/<time>; that beats re-resolving
-    # paths.runs_dir, whose env variables and relative paths belong to the sweep's shell.
-    runs_dir = source.parent.parent if source.parent.name == "multirun" else Path(reference["paths.runs_dir"])
     runs = [run for run in _read_runs([source, runs_dir]) if _in_sweep(run.config, reference, allowed, free)]
     return runs, planned
+
+
+def _runs_dir_of_sweep(config: Any, sweep_dir: Path) -> Path:
+    """The runs dir the sweep wrote to: as many levels above sweep_dir as `hydra.sweep.dir` is below
+    `paths.runs_dir` (runs/multirun/<time>, runs/sweeps/<sweep>/<exp_name>). Re-resolving
+    paths.runs_dir alone would use this shell's env variables and working directory."""
+    pattern = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # ${now:} needs Hydra
+    runs_dir = Path(config.paths.runs_dir)
+    prefix = "${paths.runs_dir}/"
+    if pattern.startswith(prefix):
+        depth = len(Path(pattern.removeprefix(prefix)).parts)
+    elif Path(pattern).is_relative_to(runs_dir):  # a literal dir, e.g. hydra.sweep.dir=runs/sweeps/mine
+        depth = len(Path(pattern).relative_to(runs_dir).parts)
+    else:  # the sweep dir was set outside the runs dir
+        return runs_dir
+    return sweep_dir.resolve().parents[depth - 1]
 
 
 def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]]:
@@ -167,8 +181,9 @@ def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]
             free.append(key)  # a swept group changes every key below it; an interval has no list
         else:
             allowed[key] = list(override.sweep_iterator())
-    planned = sorted(int(seed) for seed in allowed.pop("seed", []))
-    return allowed, free, planned
+    # The Optuna sweeper runs every trial with each of `hydra.sweeper.seeds`.
+    seeds = allowed.pop("seed", None) or hydra.sweeper.get("seeds") or []
+    return allowed, free, sorted(int(seed) for seed in seeds)
 
 
 def _in_sweep(config: dict[str, Any], reference: dict[str, Any], allowed: dict, free: list[str]) -> bool:

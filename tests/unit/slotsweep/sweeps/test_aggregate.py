@@ -224,16 +224,31 @@ def test_optuna_history_and_importances(tmp_path: Path, capsys: pytest.CaptureFi
     assert "no importances (1 completed trials, need 2)" in capsys.readouterr().out
 
 
-def test_multirun_dir_selects_the_sweeps_runs_and_planned_seeds(runs_dir: Path):
-    """multirun.yaml (as Hydra writes it) names the sweep: seeds 0-3 planned, n_slots 5 or 7 swept."""
-    sweep = runs_dir / "multirun" / "2026-01-01_00-00-00"
+GRID_SWEEP = {  # python src/train.py -m seed=0,1,2,3 grouper.n_slots=5,7 trainer=debug
+    "sweep": {"dir": "${paths.runs_dir}/multirun/${now:%Y-%m-%d_%H-%M-%S}"},
+    "overrides": {"task": ["seed=0,1,2,3", "grouper.n_slots=5,7", "trainer=debug"]},
+    "sweeper": {"params": None},
+}
+OPTUNA_SWEEP = {  # the Optuna sweeper: 4 seeds per trial, n_slots and a weight searched
+    "sweep": {"dir": "${paths.runs_dir}/sweeps/${sweep}/${exp_name}"},
+    "overrides": {"task": ["trainer=debug"]},
+    "sweeper": {
+        "seeds": [0, 1, 2, 3],
+        "params": {"grouper.n_slots": "choice(5, 7)", "loss.timesim.weight": "tag(log, interval(0.01, 1))"},
+    },
+}
+
+
+@pytest.mark.parametrize(("hydra", "sweep_dir"), [(GRID_SWEEP, "multirun/t"), (OPTUNA_SWEEP, "sweeps/s/toy")])
+def test_sweep_dir_selects_the_sweeps_runs_and_planned_seeds(runs_dir: Path, hydra: dict, sweep_dir: str):
+    """multirun.yaml, as Hydra writes it in the sweep dir, says which configs and seeds the sweep ran.
+
+    Its paths.runs_dir (/somewhere, from the sweeping shell) is not where the runs are now.
+    """
+    sweep = runs_dir / sweep_dir
     sweep.mkdir(parents=True)
-    config = _config(n_slots=5, seed=0)
-    config["hydra"] = {
-        "overrides": {"task": ["seed=0,1,2,3", "grouper.n_slots=5,7", "trainer=debug"]},
-        "runtime": {"choices": {"grouper": "slot_attention", "trainer": "debug"}},
-        "sweeper": {"params": None},
-    }
+    config = _config(n_slots=5, seed=0) | {"sweep": "s"}
+    config["hydra"] = hydra | {"runtime": {"choices": {"grouper": "slot_attention", "trainer": "debug"}}}
     (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     runs, planned = agg.load_local(sweep)
     assert planned == [0, 1, 2, 3]
