@@ -1,0 +1,90 @@
+"""The top-level schema (typos fail at compose time) and check_config (checks across groups)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig
+
+from slotsweep.config import check_config
+from slotsweep.errors import SlotsweepError
+
+
+def test_default_config_passes(compose_train: Callable[..., DictConfig]):
+    cfg = compose_train(debug=False)
+    check_config(cfg)
+    assert cfg.seed == 0 and cfg.exp_name == "shapes"
+    assert cfg.force is False and cfg.run_dir is None and cfg.load_weights is None
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "grouper.n_slot=3",  # misspelled key of a group
+        "seedd=1",  # misspelled top-level key
+        "trainer.max_step=3",
+        "encoder=nope",  # unknown group option
+    ],
+)
+def test_typos_fail_at_compose_time(compose_train: Callable[..., DictConfig], override: str):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigCompositionException, match=key.split(".")[-1]):
+        compose_train(override)
+
+
+@pytest.mark.parametrize("override", ["seed=abc", "checkpoint_every_n_steps=often", "force=maybe"])
+def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictConfig], override: str):
+    with pytest.raises(ConfigCompositionException):
+        compose_train(override)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["grouper.n_slots=0"], "grouper.n_slots=0 must be >= 1"),
+        (["grouper.n_slots=-2"], "grouper.n_slots=-2 must be >= 1"),
+        (["loss.timesim.weight=-1"], "loss.timesim.weight=-1"),
+        (["loss.featrec.weight=-0.5"], "loss.featrec.weight=-0.5"),
+        (["loss.timesim.weight=nan"], "loss.timesim.weight=nan"),
+        (["loss.timesim.weight=0", "loss.featrec.weight=0"], "all loss weights are 0"),
+        # the fixture's clips are dataset.train_clip_frames=3 frames long
+        (
+            ["loss.timesim.offset=3"],
+            r"loss.timesim.offset=3 must be in \[1, 2\] \(dataset.train_clip_frames=3\)",
+        ),
+        (["loss.timesim.offset=0"], r"loss.timesim.offset=0 must be in \[1, 2\]"),
+        (
+            ["loss.timesim.offset=4", "dataset.train_clip_frames=4"],
+            r"loss.timesim.offset=4 must be in \[1, 3\] \(dataset.train_clip_frames=4\)",
+        ),
+        (["load_weights=/nonexistent.ckpt"], "load_weights=/nonexistent.ckpt does not exist"),
+        (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 must be >= 1"),
+        (["objective=[]"], "objective=.* must name at least one metric"),
+    ],
+)
+def test_check_config_rejects(compose_train: Callable[..., DictConfig], overrides: list[str], message: str):
+    cfg = compose_train(*overrides)
+    with pytest.raises(SlotsweepError, match=message) as error:
+        check_config(cfg)
+    assert "\n" not in str(error.value)  # one line: the CLI prints it as is
+    assert isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss.timesim.weight=0", "loss.timesim.offset=9"],  # a disabled loss needs no valid offset
+        ["loss=dinosaur", "dataset.train_clip_frames=1"],  # no similarity loss: single frames are fine
+        ["loss=timesim", "loss.timesim.offset=2"],  # offset 2 < 3 frames
+        ["grouper.n_slots=1"],
+    ],
+)
+def test_check_config_accepts(compose_train: Callable[..., DictConfig], overrides: list[str]):
+    check_config(compose_train(*overrides))
+
+
+def test_check_config_accepts_existing_load_weights(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    ckpt = tmp_path / "weights.ckpt"
+    ckpt.write_bytes(b"")  # existence is checked here; the contents when the model loads them
+    check_config(compose_train(f"load_weights={ckpt}"))
