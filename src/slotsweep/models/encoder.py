@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["EncoderOutput", "ViTEncoder"]
+__all__ = ["EncoderOutput", "ViTEncoder", "sincos_2d"]
 
 
 @dataclass
@@ -25,6 +25,14 @@ class EncoderOutput:
     keys: Tensor
 
 
+def sincos_2d(grid: tuple[int, int], dim: int) -> Tensor:
+    """Fixed 2-D sin-cos position embedding (P, D), P = h * w in row-major order; D % 4 == 0."""
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4) / (dim // 4))  # (D/4,)
+    y, x = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    angles = [c.flatten()[:, None].float() * freqs for c in (y, x)]  # 2 x (P, D/4)
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)
+
+
 class ViTEncoder(nn.Module):
     """A timm ViT cut after block N. Weights come from the hub, a local file, or a seeded random init.
 
@@ -38,6 +46,9 @@ class ViTEncoder(nn.Module):
         pos_embed_size: [Q] size of the stored position table when it differs from img_size; the table
             is then resampled on every forward (reference COCO: DINOv2 518-px table at 224 px, §2.1).
         init_seed: seed of the random init when not pretrained, so every run gets the same encoder.
+        sincos_pos_scale: random encoders only: replace the position table by a fixed 2-D sin-cos
+            embedding times this factor. A random ViT's default table is ~20x weaker than its patch
+            embeddings, which leaves the tokens without the position that slots must encode.
         model_kwargs: extra timm constructor arguments (e.g. patch_size, depth for a small encoder).
     """
 
@@ -51,6 +62,7 @@ class ViTEncoder(nn.Module):
         frozen: bool = True,
         pos_embed_size: int | None = None,
         init_seed: int = 0,
+        sincos_pos_scale: float | None = None,
         model_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
@@ -77,6 +89,13 @@ class ViTEncoder(nn.Module):
                 f"could not fetch pretrained weights for encoder.model_name={model_name} ({e}); "
                 "on an offline node pass encoder.weights=/path/to/file.safetensors"
             ) from e
+        if sincos_pos_scale is not None:
+            if pretrained or weights:
+                raise SlotsweepError("encoder.sincos_pos_scale is for random encoders: set it to null")
+            grid = model.patch_embed.grid_size
+            table = sincos_2d(grid, model.embed_dim) * sincos_pos_scale  # (P, D)
+            with torch.no_grad():
+                model.pos_embed[0, -table.shape[0] :] = table  # prefix-token positions stay as they are
         depth = len(model.blocks)
         block = depth if block is None else block
         if not 1 <= block <= depth:
