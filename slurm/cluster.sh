@@ -11,6 +11,8 @@
 # pid files) lives in $SLOTSWEEP_SLURM_DIR (default /tmp/slotsweep-slurm); munge uses its system paths
 # (/etc/munge/munge.key, /run/munge) because every SLURM client looks for munge's socket there.
 set -euo pipefail
+# The daemons live in sbin, which sudo, su and plain user shells may leave off PATH.
+PATH=$PATH:/usr/sbin:/sbin
 
 STATE_DIR=${SLOTSWEEP_SLURM_DIR:-/tmp/slotsweep-slurm}
 CONF=$STATE_DIR/slurm.conf

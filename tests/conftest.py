@@ -1,7 +1,11 @@
 """Shared fixtures: the real conf/train.yaml, composed and shrunk for a 2-core CPU."""
 
 import json
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +69,55 @@ def reference() -> Callable[[str], Any]:
         return loaded[name]
 
     return _load
+
+
+# --- The local one-node SLURM cluster (slurm/cluster.sh) ---------------------------------------
+
+SLURM_SCRIPT = REPO / "slurm" / "cluster.sh"
+SLURM_PACKAGES = "slurmctld slurmd slurm-client munge"
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """The running cluster: jobs go to `partition`; clients read `conf` (SLURM_CONF is set)."""
+
+    conf: Path
+    partition: str
+
+    def job_info(self, job_id: str) -> dict[str, str] | None:
+        """`scontrol show job` as {key: value} (JobState, Restarts, ...), None once SLURM forgot it."""
+        out = subprocess.run(
+            ["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True
+        )
+        if "Invalid job id" in out.stderr:  # purged MinJobAge (300 s) after it ended
+            return None
+        if out.returncode != 0:
+            raise RuntimeError(f"scontrol show job {job_id} failed: {out.stderr.strip()}")
+        return dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """Start the one-node SLURM cluster (or reuse a running one) and point SLURM_CONF at it.
+
+    The cluster is left running after the session: other test sessions on this machine may be
+    using it, and the next start is then a no-op. `slurm/cluster.sh stop` stops it.
+    """
+    sbin_path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [c for c in ("slurmctld", "slurmd", "sbatch", "munged") if not shutil.which(c, path=sbin_path)]
+    if missing:
+        pytest.skip(
+            f"SLURM tests need {', '.join(missing)}: apt-get install {SLURM_PACKAGES}, "
+            f"then {SLURM_SCRIPT.relative_to(REPO)} start (as root) or let the tests start it"
+        )
+    command = "start" if os.geteuid() == 0 else "status"
+    run = subprocess.run([str(SLURM_SCRIPT), command], capture_output=True, text=True)
+    if run.returncode != 0 and command == "status":
+        pytest.skip(f"the local SLURM cluster is not running; start it as root: sudo {SLURM_SCRIPT} start")
+    if run.returncode != 0:
+        pytest.fail(f"{SLURM_SCRIPT} start failed (exit {run.returncode}):\n{run.stdout}{run.stderr}")
+    env_line = subprocess.run([str(SLURM_SCRIPT), "env"], capture_output=True, text=True, check=True)
+    conf = Path(env_line.stdout.strip().removeprefix("export SLURM_CONF="))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(conf))  # sbatch, submitit and jobs all read it
+        yield SlurmCluster(conf=conf, partition="debug")
