@@ -39,7 +39,8 @@ bench: setup  ## run the speed benchmarks, tables into benchmarks/results/
 
 RUNS_DIR ?= $(or $(SLOTSWEEP_RUNS_DIR),runs)
 wandb-sync: setup  ## upload offline W&B runs under RUNS_DIR (needs an API key and network)
-	@runs=$$(find $(RUNS_DIR) -type d -name 'offline-run-*' -path '*/logs/wandb/*' 2>/dev/null | sort); \
+	@runs=$$(find $(RUNS_DIR) -regextype posix-extended -type d \
+		-regex '.*/seed[0-9]+/logs/wandb/offline-run-[^/]+' 2>/dev/null | sort); \
 	if [ -z "$$runs" ]; then echo "no offline W&B runs under $(RUNS_DIR)/*/seed*/logs/wandb/"; \
 	else $(VENV)/bin/wandb sync --yes $$runs; fi
 
