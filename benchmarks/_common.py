@@ -26,10 +26,12 @@ def _cpu_model() -> str:
 def machine_description() -> str:
     """One Markdown line naming what the numbers were measured on (timings mean little without it)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    # the load average says how much the machine was shared while the numbers were taken
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
-        f"Machine: {platform.platform()}; CPU {_cpu_model()}, {os.cpu_count()} logical cores "
-        f"(torch uses {torch.get_num_threads()} threads); GPU {gpu}; Python {platform.python_version()}, "
-        f"torch {torch.__version__}."
+        f"Machine: {platform.platform()}; CPU {_cpu_model()}, {os.cpu_count()} logical cores, "
+        f"load average {load} (1/5/15 min); torch threads {torch.get_num_threads()}; GPU {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}."
     )
 
 

@@ -208,9 +208,9 @@ def _slot_map(metric: str, pred: Tensor) -> Tensor:
     # one matmul gives each pixel's slot mass and, where one-hot, its slot index Σ_s s·pred[s]
     weights = torch.stack([torch.ones(S), torch.arange(S)]).to(pred)  # (2, S)
     mass, slot = (weights @ pred.reshape(B * T, S, H * W)).unbind(1)  # (B·T, H·W) each
-    low, high = torch.aminmax(pred)
-    # values in [0, 1], mass 1 and exactly one nonzero per pixel <=> one-hot
-    if not (low >= 0 and high <= 1 and (mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
+    # mass 1 gives every pixel a nonzero; as many nonzeros as pixels leaves exactly one per pixel,
+    # whose value is then its mass, 1: one-hot (NaN and inf fail the mass test)
+    if not ((mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
         raise ValueError(
             f"{metric}.update: pred masks must be one-hot over slots (axis 2); convert soft masks "
             f"with slotsweep.masks.hard_masks"

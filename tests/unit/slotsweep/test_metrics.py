@@ -344,6 +344,13 @@ def test_other_pred_dtypes_give_the_same_result() -> None:
 # ---- input checks ----------------------------------------------------------------------------
 
 
+def _poke(pred: torch.Tensor, values: list[float]) -> torch.Tensor:
+    """A copy of ``pred`` whose first pixel has the given slot values."""
+    poked = pred.clone()
+    poked[0, 0, :, 0, 0] = torch.tensor(values)
+    return poked
+
+
 @pytest.mark.parametrize("metric_class", [FGARI, MBO])
 def test_bad_inputs_raise_clear_errors(metric_class: type) -> None:
     true, pred = _random_masks(8)
@@ -353,6 +360,9 @@ def test_bad_inputs_raise_clear_errors(metric_class: type) -> None:
         (true, pred * 0.5, "one-hot"),
         (true, torch.full_like(pred, 1 / pred.shape[2]), "one-hot"),
         (true, -pred, "one-hot"),
+        (true, _poke(pred, [1 + 1e-9] + [1e-9] * (pred.shape[2] - 1)), "one-hot"),  # mass rounds to 1
+        (true, _poke(pred, [2.0, -1.0] + [0.0] * (pred.shape[2] - 2)), "one-hot"),  # mass 1
+        (true, _poke(pred, [float("nan")] * pred.shape[2]), "one-hot"),
         (true[:, 0], pred[:, 0], r"\(B, T, K, H, W\)"),
         (true, pred[..., :-1], "differ in B, T, H or W"),
     ]
