@@ -38,9 +38,7 @@ def colour_kmeans(rgb: Tensor, n_segments: int, n_iters: int = 20, seed: int = 0
     """
     B, T, H, W, _ = rgb.shape
     x = rgb.reshape(B, -1, 3).float() / 255  # (B, N, 3)
-    generator = torch.Generator().manual_seed(seed)
-    start = torch.randint(x.shape[1], (B, n_segments), generator=generator)
-    centres = torch.gather(x, 1, start[..., None].expand(-1, -1, 3))  # (B, S, 3)
+    centres = _kmeans_plus_plus(x, n_segments, torch.Generator().manual_seed(seed))  # (B, S, 3)
     for _ in range(n_iters):
         labels = torch.cdist(x, centres).argmin(dim=-1)  # (B, N)
         one_hot = F.one_hot(labels, n_segments).float()  # (B, N, S)
@@ -48,6 +46,22 @@ def colour_kmeans(rgb: Tensor, n_segments: int, n_iters: int = 20, seed: int = 0
         means = one_hot.transpose(1, 2) @ x / counts.clamp(min=1)
         centres = torch.where(counts > 0, means, centres)  # an empty cluster keeps its centre
     return one_hot.view(B, T, H, W, n_segments).permute(0, 1, 4, 2, 3)
+
+
+def _kmeans_plus_plus(x: Tensor, n_segments: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding: each next centre is a pixel drawn with probability ~ squared distance to
+    the nearest centre so far. Uniform draws put several centres in one large region and k-means
+    then merges distinct colours. x: (B, N, 3) -> (B, S, 3)."""
+    B, N, _ = x.shape
+    rows = torch.arange(B)
+    centres = [x[rows, torch.randint(N, (B,), generator=generator)]]  # (B, 3) each
+    dist = (x - centres[0][:, None]).square().sum(-1)  # (B, N) to the nearest centre
+    for _ in range(1, n_segments):
+        # fewer colours than segments: every pixel sits on a centre, draw uniformly
+        weights = torch.where(dist.sum(1, keepdim=True) > 0, dist, torch.ones_like(dist))
+        centres.append(x[rows, torch.multinomial(weights, 1, generator=generator)[:, 0]])
+        dist = torch.minimum(dist, (x - centres[-1][:, None]).square().sum(-1))
+    return torch.stack(centres, dim=1)
 
 
 BASELINES = {"one segment": single_segment, "grid": grid_segments, "colour k-means": colour_kmeans}
