@@ -17,6 +17,7 @@ from slotsweep.models.encoder import ViTEncoder
 
 CONF = Path(__file__).resolve().parents[4] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "encoder").glob("*.yaml") if not p.stem.startswith("_"))
+SLOW_PRESETS = {"dinov2_vitl14"}  # ViT-L on 1369 tokens: over a minute on a shared CPU
 # (patches, width) of the reference backbones (videosaur.md §2.2) and of the CPU default.
 REFERENCE_SHAPES = {
     "dino_vitb8": (784, 768),
@@ -33,7 +34,9 @@ def test_presets_exist() -> None:
     assert set(REFERENCE_SHAPES) <= set(PRESETS)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(
+    "preset", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PRESETS else p for p in PRESETS]
+)
 def test_preset_shapes(preset: str) -> None:
     """Each conf/encoder preset builds (random weights) and returns (B, P, D) features and keys."""
     GlobalHydra.instance().clear()
