@@ -1,0 +1,18 @@
+"""Segment any video with a checkpoint: python src/infer.py ckpt=<ckpt> video=<file or frame folder>."""
+
+import hydra
+from omegaconf import DictConfig
+
+from slotsweep.cli import report_errors
+from slotsweep.inference import run_inference
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    out = run_inference(cfg)
+    print(f"infer: wrote {out / 'overlay.mp4'} and {out / 'masks.npz'}")
+
+
+if __name__ == "__main__":
+    main()
