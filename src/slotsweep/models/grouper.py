@@ -39,7 +39,10 @@ class RandomInit(nn.Module):
         self, batch_size: int, n_slots: int | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         """Returns (B, S, D) initial slots; `generator` makes evaluation repeatable."""
-        shape = (batch_size, n_slots or self.n_slots, self.mean.shape[-1])
+        n_slots = self.n_slots if n_slots is None else n_slots
+        if n_slots < 1:
+            raise ValueError(f"n_slots={n_slots} must be >= 1")
+        shape = (batch_size, n_slots, self.mean.shape[-1])
         noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.log_std.exp() * noise
 

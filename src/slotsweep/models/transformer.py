@@ -70,7 +70,7 @@ class Attention(nn.Module):
             out, weights = F.scaled_dot_product_attention(q, k, v, scale=self.scale), None
         else:
             attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, nh, N, M)
-            out, weights = attn @ v, attn.mean(dim=1)
+            out, weights = attn @ v, attn.mean(dim=1) if return_weights else None
         out = out.transpose(1, 2).reshape(B, N, D)  # (B, N, D)
         return self.out_proj(out), weights
 
