@@ -272,9 +272,11 @@ def aggregate(
     notes: list[str] = []
     buckets: dict[tuple, list[Run]] = defaultdict(list)
     seen: dict[tuple[str, int], Run] = {}
-    for run in runs:
+    # A seed found twice (a copied run dir, one set aside by force=true) counts once: the one in
+    # its own <exp_id>/seed<k>/ dir.
+    for run in sorted(runs, key=lambda r: (Path(r.source).parent.name != f"seed{r.seed}", r.source)):
         first = seen.setdefault((run.exp_id, run.seed), run)
-        if first is not run:  # e.g. a run dir copied elsewhere: one seed must not count twice
+        if first is not run:
             notes.append(
                 f"{run.exp_id} seed {run.seed}: also in {run.source}, left out (counted {first.source})"
             )

@@ -139,17 +139,19 @@ def test_best_values_and_by_keys(runs_dir: Path):
         _table(runs_dir, metrics=["val/video_ari"])
 
 
-def test_nan_metric_and_duplicate_seed_are_left_out_with_a_note(tmp_path: Path):
+def test_nan_metric_and_set_aside_seed_are_left_out_with_a_note(tmp_path: Path):
     runs = tmp_path / "runs"
     _write(runs, "toy-aaaa0001", 0, 0.5, 0.3, n_slots=5)
     _write(runs, "toy-aaaa0001", 1, math.nan, 0.5, n_slots=5)
-    _write(runs / "copies", "toy-aaaa0001", 0, 0.5, 0.3, n_slots=5)  # the same seed, copied
+    aside = runs / "toy-aaaa0001" / "seed0.replaced1"  # as force=true sets a finished run aside
+    _write(runs / "copies", "toy-aaaa0001", 0, 0.9, 0.9, n_slots=5).rename(aside)
     table = _table(runs)
     stats = table.groups[0].stats
     assert stats["val/video_fg_ari"].n == 1 and stats["val/video_fg_ari"].mean == 0.5
     assert stats["val/video_mbo"].n == 2 and stats["val/video_mbo"].mean == pytest.approx(0.4)
     assert any("seed 1: val/video_fg_ari is nan, left out" in note for note in table.notes)
-    assert sum("toy-aaaa0001 seed 0: " in note and "left out" in note for note in table.notes) == 1
+    (note,) = [note for note in table.notes if note.startswith("toy-aaaa0001 seed 0: ")]
+    assert f"{aside / 'results.json'}, left out" in note
 
 
 def test_tables(runs_dir: Path):
