@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, QuotedString
+from hydra.core.override_parser.types import Override, Quote, QuotedString
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class, instantiate
@@ -133,8 +133,11 @@ def _distribution(override: Override) -> tuple[BaseDistribution, list[Any] | Non
 
 
 def _override(key: str, value: Any) -> str:
-    """`key=value` in override syntax (strings escaped as Hydra's own sweepers do)."""
-    return f"{key}={Override._get_value_element_as_str(value)}"
+    """`key=value` in override syntax; a string that would read as another type (`'1.5'`) is quoted."""
+    text = f"{key}={Override._get_value_element_as_str(value)}"
+    if isinstance(value, str) and OverridesParser.create().parse_override(text).value() != value:
+        text = f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
+    return text
 
 
 def open_storage(storage: str | None, sweep_dir: Path) -> tuple[str | BaseStorage, str]:

@@ -1,0 +1,302 @@
+"""Sweeps through Hydra with the local launcher: the Optuna sweeper's loop, and named sweeps.
+
+The sweeper's logic (seeds per trial, resume, failures, grid, multi-objective, storages) runs on a
+toy task whose value is a known function of its config, so each trial's value can be checked
+exactly; the named sweeps and the seed grid run the real training task on tiny data.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+import slotsweep.config  # noqa: F401  (registers the train schema)
+from slotsweep.sweeps.optuna_sweeper import parse_search_space
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "conf"
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
+
+# value = (x - 0.3)^2 + y + seed / 100; x < 0 raises; y == 3 returns NaN. With objective=[a, b]
+# the task returns (value, -value).
+TOY_TASK = """
+import math
+import hydra
+
+@hydra.main(version_base="1.3", config_path=".", config_name="toy")
+def main(cfg):
+    if cfg.x < 0:
+        raise ValueError(f"x={cfg.x} must be >= 0")
+    if cfg.y == 3:
+        return math.nan
+    value = (cfg.x - 0.3) ** 2 + cfg.y + cfg.seed / 100
+    return value if len(cfg.objective) == 1 else (value, -value)
+
+main()
+"""
+TOY_CONFIG = f"""
+x: 0.5
+y: 1
+seed: 0
+objective: [value]
+hydra:
+  searchpath: [file://{CONF}]  # slotsweep's hydra/sweeper/optuna and hydra/launcher/local
+  job:
+    chdir: false
+"""
+
+
+def toy_value(x: float, y: int, seed: int) -> float:
+    return (x - 0.3) ** 2 + y + seed / 100
+
+
+@pytest.fixture
+def toy(tmp_path: Path):
+    """toy(*overrides, sweep_dir) -> CompletedProcess of an Optuna sweep of the toy task."""
+    (tmp_path / "toy.py").write_text(TOY_TASK)
+    (tmp_path / "toy.yaml").write_text(TOY_CONFIG)
+
+    def sweep(*overrides: str, sweep_dir: Path = tmp_path / "sweep") -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            str(tmp_path / "toy.py"),
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/launcher=local",
+            f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.direction=minimize",
+            *overrides,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
+
+    return sweep
+
+
+def load_study(sweep_dir: Path, name: str = "sweep") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def read_yaml(path: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def check_ok(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, (
+        f"sweep failed (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    )
+
+
+def test_each_trial_runs_every_seed_and_reports_their_mean(toy, tmp_path: Path):
+    args = (
+        "x=interval(0, 1)",
+        "y=choice(1, 2)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0,1,2]",
+        "hydra.sweeper.sampler.seed=0",
+    )
+    check_ok(toy(*args))
+
+    study = load_study(tmp_path / "sweep")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    for trial in study.trials:
+        per_seed = [toy_value(trial.params["x"], trial.params["y"], seed) for seed in (0, 1, 2)]
+        assert trial.value == pytest.approx(sum(per_seed) / 3)
+        assert [trial.user_attrs[f"seed{k}"] for k in (0, 1, 2)] == pytest.approx(per_seed)
+        assert trial.user_attrs["std"] == pytest.approx(0.01)  # sample std of +0, +0.01, +0.02
+        assert trial.user_attrs["overrides"] == [f"x={trial.params['x']}", f"y={trial.params['y']}"]
+    results = read_yaml(tmp_path / "sweep" / "optimization_results.yaml")
+    best = min(study.trials, key=lambda t: t.value)
+    assert results["best_trial"] == best.number
+    assert results["best_params"] == best.params
+    assert results["best_value"] == pytest.approx(best.value)
+    assert results["n_complete"] == 4 and results["n_failed"] == 0
+
+    again = toy(*args)  # the study is complete: a relaunch launches nothing and reports again
+
+    check_ok(again)
+    assert "Launching" not in again.stdout + again.stderr
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'sweep' / 'optuna.db'}" in again.stdout + again.stderr
+    assert len(load_study(tmp_path / "sweep").trials) == 4
+
+
+def test_relaunch_resumes_and_reruns_trials_cut_off_by_a_killed_sweeper(toy, tmp_path: Path):
+    args = ("x=interval(0, 1)", "y=choice(1, 2)", "hydra.sweeper.seeds=[0,1]")
+    check_ok(toy(*args, "hydra.sweeper.n_trials=2"))
+    study = load_study(tmp_path / "sweep")
+    # A sweeper killed mid-trial leaves the trial RUNNING in the storage: make one such trial.
+    cut_off = study.ask(
+        {
+            "x": optuna.distributions.FloatDistribution(0, 1),
+            "y": optuna.distributions.CategoricalDistribution([1, 2]),
+        }
+    )
+
+    run = toy(*args, "hydra.sweeper.n_trials=4")
+
+    check_ok(run)
+    trials = load_study(tmp_path / "sweep").trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[2].number == cut_off.number
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == cut_off.number]
+    assert len(retry) == 1 and retry[0].params == cut_off.params and retry[0].state.name == "COMPLETE"
+    assert f"Trial {cut_off.number} was cut off" in run.stderr + run.stdout
+    # 4 finished trials as planned, each parameter set once.
+    completed = [tuple(sorted(t.params.items())) for t in trials if t.state.name == "COMPLETE"]
+    assert len(completed) == len(set(completed)) == 4
+
+
+def test_failed_and_nan_trials_are_failed_and_the_sweep_goes_on(toy, tmp_path: Path):
+    run = toy(
+        "hydra/sweeper/sampler=grid",
+        "x=choice(-1, 0.5)",
+        "y=range(1, 4)",
+        "hydra.sweeper.n_trials=100",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.max_failure_rate=0.7",
+    )
+
+    check_ok(run)
+    trials = load_study(tmp_path / "sweep").trials
+    assert len(trials) == 6  # n_trials is capped at the grid's 2 x 3 points, each visited once
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [
+        (x, y) for x in (-1, 0.5) for y in (1, 2, 3)
+    ]
+    for trial in trials:
+        x, y = trial.params["x"], trial.params["y"]
+        if x < 0:
+            assert trial.state.name == "FAIL"
+            assert trial.user_attrs["fail_reason"] == f"job: ValueError: x={x} must be >= 0"
+        elif y == 3:
+            assert trial.state.name == "FAIL" and trial.user_attrs["fail_reason"] == "job returned NaN"
+        else:
+            assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(toy_value(x, y, 0))
+
+
+def test_too_many_failures_stop_the_sweep_naming_the_key(toy, tmp_path: Path):
+    run = toy("x=interval(-1, -0.5)", "hydra.sweeper.n_trials=10", "hydra.sweeper.max_failure_rate=0.2")
+
+    assert run.returncode == 2
+    assert "3 of 10 planned trials failed, more than hydra.sweeper.max_failure_rate=0.2" in run.stderr
+    assert [t.state.name for t in load_study(tmp_path / "sweep").trials] == ["FAIL"] * 3
+    assert (tmp_path / "sweep" / "optimization_results.yaml").is_file()
+
+
+def test_multi_objective_in_a_journal_file(toy, tmp_path: Path):
+    check_ok(
+        toy(
+            "x=tag(log, interval(0.01, 1))",
+            "y=tag(int, interval(1, 2))",
+            "objective=[a,b]",
+            "hydra.sweeper.direction=[minimize,maximize]",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.storage=journal",
+            "hydra/sweeper/sampler=random",
+        )
+    )
+
+    path = tmp_path / "sweep" / "optuna_journal.log"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    assert len(study.directions) == 2
+    for trial in study.trials:
+        value = toy_value(trial.params["x"], trial.params["y"], 0)
+        assert trial.values == pytest.approx([value, -value])
+    results = read_yaml(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results["storage"] == str(path)
+    assert {t["number"] for t in results["best_trials"]} == {t.number for t in study.best_trials}
+
+
+def test_relaunch_with_another_search_space_is_refused(toy, tmp_path: Path):
+    check_ok(toy("x=interval(0, 1)", "hydra.sweeper.n_trials=1"))
+
+    run = toy("x=interval(0, 2)", "hydra.sweeper.n_trials=2")
+
+    assert run.returncode == 2
+    assert "was started with other settings (params: was {'x': 'FloatDistribution(high=1.0" in run.stderr
+    assert "another hydra.sweep.dir" in run.stderr
+    assert len(load_study(tmp_path / "sweep").trials) == 1
+
+
+def test_objective_and_direction_counts_must_match(toy):
+    run = toy("x=interval(0, 1)", "objective=[a,b]")
+    assert run.returncode == 2
+    assert "objective=['a', 'b'] has 2 keys but hydra.sweeper.direction=['minimize'] has 1" in run.stderr
+
+
+# --- named sweeps (sweeps/*.yaml) on the real training task -----------------------------------
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_named_sweep_composes_and_sweeps_existing_keys(name: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    assert cfg.sweep == name
+    assert cfg.hydra.sweep.dir == f"{cfg.paths.runs_dir}/sweeps/{name}/{cfg.exp_name}"  # stable: resumable
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params, f"sweeps/{name}.yaml sweeps nothing"
+    space = parse_search_space([f"{key}={value}" for key, value in params.items()])
+    for key in [*space.distributions, *(f.split("=")[0] for f in space.fixed)]:
+        assert OmegaConf.select(cfg, key) is not None, f"sweeps/{name}.yaml sweeps {key}, not a config key"
+
+
+TINY_TRAINING = [
+    "trainer=debug",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "dataset.n_train_clips=8",
+    "dataset.n_val_clips=4",
+    "dataset.n_frames=4",
+    "dataset.train_clip_frames=3",
+]
+
+
+@pytest.mark.slow
+def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(data_dir: Path, tmp_path: Path):
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        "-m",
+        "+sweep=seeds",
+        "seed=0,1",
+        "hydra/launcher=local",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.data_dir={data_dir}",
+        *TINY_TRAINING,
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    first = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    results = sorted((tmp_path / "runs").glob("*/seed*/results.json"))
+    assert [p.parent.name for p in results] == ["seed0", "seed1"]
+    assert results[0].parent.parent == results[1].parent.parent  # one experiment id, one dir per seed
+    for seed, path in enumerate(results):
+        summary = json.loads(path.read_text())
+        assert summary["status"] == "completed" and summary["seed"] == seed and summary["step"] == 2
+        assert not math.isnan(summary["metrics"]["val/video_fg_ari"])
+    assert (tmp_path / "runs" / "sweeps" / "seeds" / "shapes" / "multirun.yaml").is_file()
+    written = [p.stat().st_mtime_ns for p in results]
+
+    again = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S
+    )
+
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert [p.stat().st_mtime_ns for p in results] == written
+    log = again.stdout + again.stderr
+    assert log.count("already completed (force=true re-runs it)") == 2
