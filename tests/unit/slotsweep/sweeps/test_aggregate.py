@@ -7,7 +7,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from slotsweep import tracking
@@ -16,6 +18,7 @@ from slotsweep.sweeps import aggregate as agg
 from slotsweep.sweeps.plots import DPI, FIGSIZE_IN, plot_optuna, plot_params
 from slotsweep.sweeps.tables import format_csv, format_latex, format_markdown
 
+CONF = Path(__file__).resolve().parents[4] / "conf"
 PLOT_SIZE = (int(FIGSIZE_IN[0] * DPI), int(FIGSIZE_IN[1] * DPI))
 T_975_DF2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
 T_975_DF1 = 12.706204736174707
@@ -275,3 +278,34 @@ def test_cli_writes_tables_and_plots(runs_dir: Path, tmp_path: Path, capsys: pyt
     empty.mkdir()
     assert agg.main([str(empty)]) == 2
     assert "no runs to aggregate (no results.json found)" in capsys.readouterr().err
+
+
+def test_named_optuna_sweep_from_the_real_config(tmp_path: Path):
+    """sweeps/loss_weights.yaml composed as the sweeper saves it: its seeds are planned, its searched
+    loss weights may take any value, and a run with another n_slots is not part of it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["+sweep=loss_weights"], return_hydra_config=True)
+    runs = tmp_path / "runs"
+    sweep = runs / "sweeps" / "loss_weights" / "shapes"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(config, sweep / "multirun.yaml")
+    with open_dict(config):
+        del config["hydra"]
+    for exp_id, weight, n_slots in [("shapes-a", 0.02, 7), ("shapes-b", 0.5, 7), ("shapes-c", 0.5, 3)]:
+        for seed in (0, 1):
+            task = OmegaConf.merge(config, {"seed": seed, "grouper": {"n_slots": n_slots}})
+            task.loss.timesim.weight = weight
+            directory = runs / exp_id / f"seed{seed}"
+            directory.mkdir(parents=True)
+            results = {"exp_id": exp_id, "seed": seed, "status": "completed", "error": None}
+            results |= {"metrics": {"val/video_fg_ari": 0.5, "val/video_mbo": 0.3}, "best_metrics": {}}
+            tracking.write_results(
+                directory, results | {"config": OmegaConf.to_container(task, resolve=True)}
+            )
+    found, planned = agg.load_local(sweep)
+    assert planned == [0, 1, 2]  # hydra.sweeper.seeds
+    assert sorted({run.exp_id for run in found}) == ["shapes-a", "shapes-b"]
+    table = agg.aggregate(found, planned_seeds=planned)
+    assert table.keys == ["loss.timesim.weight"]
+    assert [group.missing for group in table.groups] == [{2: "absent"}, {2: "absent"}]
