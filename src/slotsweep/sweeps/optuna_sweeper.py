@@ -315,9 +315,9 @@ class OptunaSweep:
             raise
         n_seeds = len(self.seeds)
         for i, trial in enumerate(trials):
-            self._tell(study, trial, returns[i * n_seeds : (i + 1) * n_seeds])
+            self._report(study, trial, returns[i * n_seeds : (i + 1) * n_seeds])
 
-    def _tell(self, study: optuna.Study, trial: Trial, returns: Sequence[JobReturn]) -> None:
+    def _report(self, study: optuna.Study, trial: Trial, returns: Sequence[JobReturn]) -> None:
         """Tell the mean over seeds, or FAIL when a seed's job raised or returned NaN."""
         per_seed: list[tuple[float, ...]] = []
         errors = []
@@ -336,16 +336,16 @@ class OptunaSweep:
             per_seed.append(values)
         if errors:
             trial.set_user_attr("fail_reason", "; ".join(errors))
-            log.warning(f"Trial {trial.number} failed ({'; '.join(errors)}); params {trial.params}")
             _tell(study, trial, state=TrialState.FAIL)
+            log.warning(f"Trial {trial.number} failed ({'; '.join(errors)}); params {trial.params}")
             return
         means = [statistics.fmean(column) for column in zip(*per_seed, strict=True)]
         if len(per_seed) > 1:
             stds = [statistics.stdev(column) for column in zip(*per_seed, strict=True)]
             trial.set_user_attr("std", stds[0] if len(stds) == 1 else stds)
+        _tell(study, trial, values=means)
         shown = means[0] if len(means) == 1 else means
         log.info(f"Trial {trial.number} finished: {shown} (mean of {len(per_seed)}), params {trial.params}")
-        _tell(study, trial, values=means)
 
     def _summarize(self, study: optuna.Study, sweep_dir: Path, dashboard: str) -> dict[str, Any]:
         """Write optimization_results.yaml in the sweep dir and log the best trial(s)."""
