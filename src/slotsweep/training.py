@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
@@ -87,11 +87,10 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     )
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
+    callbacks = [checkpoints] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
     return instantiate(cfg.trainer)(
-        default_root_dir=directory,
-        callbacks=[checkpoints],
-        logger=instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory)),
-        plugins=plugins,
+        default_root_dir=directory, callbacks=callbacks, logger=logger, plugins=plugins
     )
 
 
@@ -120,41 +119,45 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     start = time.monotonic()
-    module = None
+    module = trainer = None
     try:
         datamodule, module = build_task(cfg)
         trainer = build_trainer(cfg, exp_id, directory)
+        tracking.define_best_summaries(trainer.logger)
         last = directory / LAST_CHECKPOINT
         if last.is_file():
             log.info(f"Resuming from {last}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
         trainer.save_checkpoint(last)
         metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        results.update(
+            status="completed",
+            error=None,
+            step=trainer.global_step,
+            wall_time_s=module.elapsed_s(),
+            metrics={k: float(v) for k, v in metrics.items()},
+            best_metrics=module.best_metrics,
+        )
+        if cfg.visualize is not None:  # the demo's table of model vs baselines, and pictures
+            report = mask_report(module, datamodule, directory, **cfg.visualize)
+            results["mask_report"] = report
+            summary = write_report(report, directory)
+            pictures = sorted((directory / "masks").glob("clip*.*"))
+            tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
     except BaseException as error:
         results.update(
             status="failed",
             error=f"{type(error).__name__}: {error}",
-            step=module.global_step if module is not None and module._trainer is not None else 0,
+            step=trainer.global_step if trainer is not None else 0,
             wall_time_s=time.monotonic() - start,
             metrics={},
             best_metrics=module.best_metrics if module is not None else {},
         )
         tracking.write_results(directory, results)
+        if trainer is not None:
+            tracking.finish_wandb(trainer.logger, exit_code=1)
         raise
-    results.update(
-        status="completed",
-        error=None,
-        step=trainer.global_step,
-        wall_time_s=module.elapsed_s(),
-        metrics={k: float(v) for k, v in metrics.items()},
-        best_metrics=module.best_metrics,
-    )
-    if cfg.visualize is not None:  # the demo's table of model vs baselines, and pictures
-        report = mask_report(module, datamodule, directory, **cfg.visualize)
-        results["mask_report"] = report
-        summary = write_report(report, directory)
-        pictures = sorted((directory / "masks").glob("clip*.*"))
-        tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
+    tracking.finish_wandb(trainer.logger, exit_code=0)
     tracking.write_results(directory, results)
     log.info(f"results: {directory / tracking.RESULTS_FILE}")
     if cfg.visualize is not None:
