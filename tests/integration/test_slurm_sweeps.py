@@ -160,11 +160,10 @@ def test_killed_sweep_relaunched_ends_with_the_planned_trials_none_lost_or_run_t
     )
     sweeper.kill()  # like a login-node session that dies: no clean-up of any kind
     sweeper.wait()
-    # The second trial's job, if already submitted, goes on without its sweeper; relaunching while it
-    # still runs would start its twin on the same run dir, so wait for it as a user would (docs).
-    wait_until("the orphaned job ending", lambda: not slurm_sweep.jobs(), slurm_sweep.log)
     before = {p: p.stat().st_mtime_ns for p in slurm_sweep.runs.glob("*/seed*/results.json")}
 
+    # Relaunched at once: the second trial's job, if already submitted, still runs without its
+    # sweeper; the relaunch waits for it rather than start a twin on the same run dir.
     slurm_sweep.run(*args)
 
     trials = load_study(slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes", "slot_counts").trials
@@ -182,7 +181,13 @@ def test_killed_sweep_relaunched_ends_with_the_planned_trials_none_lost_or_run_t
     for trial in completed:
         (run,) = runs_of(trial, results)
         assert trial.value == pytest.approx(run["metrics"][OBJECTIVE])
-    # No run trained twice: what the first launch finished was only read by the relaunch.
+    # No run trained twice: each run dir's training is announced by exactly one job's log, and what
+    # the first launch had finished was only read by the relaunch.
+    sweep_dir = slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes"
+    job_logs = [p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out")]
+    for run in results:
+        trained_by = [text for text in job_logs if f"results: {run['run_dir']}/results.json" in text]
+        assert len(trained_by) == 1, f"{run['run_dir']} trained by {len(trained_by)} jobs"
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 

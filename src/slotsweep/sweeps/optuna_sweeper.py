@@ -9,31 +9,26 @@ failed and their parameters run again, where their seeds' run dirs are found by 
 
 import logging
 import math
+import shutil
 import statistics
+import subprocess
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Quote, QuotedString
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
 
-__all__ = ["OptunaSweep", "SearchSpace", "parse_search_space", "open_storage", "RESULTS_FILE"]
+__all__ = ["OptunaSweep", "open_storage", "RESULTS_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -41,103 +36,8 @@ RESULTS_FILE = "optimization_results.yaml"
 SQLITE_FILE = "optuna.db"
 JOURNAL_FILE = "optuna_journal.log"
 SEED_KEY = "seed"  # the task's seed key: a trial with seeds [0, 1] runs seed=0 and seed=1
-TAGS = ("log", "int")  # tag(log, interval(a, b)): log scale; tag(int, interval(a, b)): integers
 RETRY_OF = "retry_of"  # trial user attr: number of the cut-off trial whose parameters it re-runs
 STUDY_ATTR = "slotsweep_sweep"  # study user attr: what the study optimises, checked on relaunch
-
-
-@dataclass
-class SearchSpace:
-    """Sweep arguments split into what Optuna samples and what every job gets unchanged.
-
-    distributions: {override key: distribution} of the swept keys, in argument order.
-    listed: {override key: values} of the keys swept over listed values (choice, range), which is
-        what the grid sampler enumerates.
-    fixed: the other overrides, as typed (`key=value`, `group=option`, `~key`).
-    """
-
-    distributions: dict[str, BaseDistribution]
-    listed: dict[str, list[Any]]
-    fixed: list[str]
-
-    def grid(self) -> dict[str, list[Any]]:
-        """{key: values} for optuna.samplers.GridSampler; every swept key must be listed."""
-        continuous = [key for key in self.distributions if key not in self.listed]
-        if continuous:
-            raise SlotsweepError(
-                f"hydra/sweeper/sampler=grid needs listed values, but {continuous} are intervals: "
-                "use choice(a, b, ...) or range(start, stop, step) for them, or another sampler"
-            )
-        return dict(self.listed)
-
-
-def parse_search_space(arguments: Sequence[str], config_loader: Any = None) -> SearchSpace:
-    """Parse overrides such as `loss.timesim.weight=tag(log, interval(0.01, 1))`.
-
-    A later argument replaces an earlier one with the same key, so command-line sweeps win over
-    `hydra.sweeper.params` (which come first). `config_loader` is needed for `glob(...)` only.
-    """
-    parser = OverridesParser.create(config_loader=config_loader)
-    distributions: dict[str, BaseDistribution] = {}
-    listed: dict[str, list[Any]] = {}
-    fixed: dict[str, str] = {}
-    for override in parser.parse_overrides(list(arguments)):
-        key = override.get_key_element()
-        distributions.pop(key, None)
-        listed.pop(key, None)
-        fixed.pop(key, None)
-        if not override.is_sweep_override():
-            fixed[key] = override.input_line
-            continue
-        try:
-            distributions[key], values = _distribution(override)
-        except ValueError as error:  # Optuna's own checks (low > high, log with step, ...)
-            raise SlotsweepError(f"{override.input_line}: {error}") from error
-        if values is not None:
-            listed[key] = values
-    return SearchSpace(distributions, listed, list(fixed.values()))
-
-
-def _distribution(override: Override) -> tuple[BaseDistribution, list[Any] | None]:
-    """The distribution of one sweep override, and its listed values (None for an interval)."""
-    sweep = override.value()
-    tags = set(sweep.tags)
-    unknown = tags.difference(TAGS)
-    if unknown:
-        raise SlotsweepError(f"{override.input_line}: unknown tag {sorted(unknown)}; allowed: {list(TAGS)}")
-    log_scale = "log" in tags
-    if override.is_choice_sweep():
-        if tags:
-            raise SlotsweepError(f"{override.input_line}: tags apply to interval() and range(), not choices")
-        values = [
-            value.text if isinstance(value, QuotedString) else value for value in override.sweep_iterator()
-        ]
-        nested = [value for value in values if isinstance(value, (list, dict))]
-        if nested:
-            raise SlotsweepError(
-                f"{override.input_line}: choices must be numbers, strings or bools, not {nested}"
-            )
-        return CategoricalDistribution(values), values
-    if override.is_range_sweep():
-        values = list(override.sweep_iterator())
-        if not values:
-            raise SlotsweepError(f"{override.input_line}: the range is empty")
-        low, high, step = min(values), max(values), abs(sweep.step)
-        if all(isinstance(value, int) for value in values):
-            return IntDistribution(low, high, step=step, log=log_scale), values
-        return FloatDistribution(low, high, step=step, log=log_scale), values
-    # interval(a, b): continuous, or integers with tag(int, ...)
-    if "int" in tags:
-        return IntDistribution(int(sweep.start), int(sweep.end), log=log_scale), None
-    return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale), None
-
-
-def _override(key: str, value: Any) -> str:
-    """`key=value` in override syntax; a string that would read as another type (`'1.5'`) is quoted."""
-    text = f"{key}={Override._get_value_element_as_str(value)}"
-    if isinstance(value, str) and OverridesParser.create().parse_override(text).value() != value:
-        text = f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
-    return text
 
 
 def open_storage(storage: str | None, sweep_dir: Path) -> tuple[str | BaseStorage, str]:
@@ -221,7 +121,8 @@ class OptunaSweep:
             load_if_exists=True,
         )
         self._check_same_study(study, space, config, sweep_dir)
-        _retry_cut_off(study)
+        if _retry_cut_off(study):
+            _wait_for_orphaned_jobs(OmegaConf.select(config, "hydra.launcher.submitit_folder"))
         planned = self.n_trials
         if is_grid:
             n_points = math.prod(len(values) for values in space.listed.values())
@@ -299,7 +200,7 @@ class OptunaSweep:
         """Launch every (trial, seed) job of the batch in one launcher call, then tell each trial."""
         jobs = []
         for trial in trials:
-            overrides = [_override(key, value) for key, value in trial.params.items()]
+            overrides = [override_string(key, value) for key, value in trial.params.items()]
             trial.set_user_attr("overrides", overrides)
             for seed in self.seeds:
                 seed_override = [] if seed is None else [f"{SEED_KEY}={seed}"]
@@ -397,13 +298,12 @@ def _tell(study: optuna.Study, trial: Trial | int, **outcome: Any) -> None:
             raise
 
 
-def _retry_cut_off(study: optuna.Study) -> None:
+def _retry_cut_off(study: optuna.Study) -> list[FrozenTrial]:
     """Trials left RUNNING by a killed sweeper: mark them FAIL and queue their parameters again."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    for trial in trials:
-        if trial.state != TrialState.RUNNING:
-            continue
+    cut_off = [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in cut_off:
         log.warning(
             f"Trial {trial.number} was cut off (the sweeper stopped before it finished): marked FAIL, "
             f"its parameters {trial.params} run again"
@@ -413,6 +313,36 @@ def _retry_cut_off(study: optuna.Study) -> None:
         if trial.number not in retried:
             study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
         _tell(study, trial.number, state=TrialState.FAIL)
+    return cut_off
+
+
+def _wait_for_orphaned_jobs(submitit_folder: str | None, poll_s: float = 10.0) -> None:
+    """Wait until the SLURM jobs of a killed sweeper have ended.
+
+    They go on without it, and the re-run of their trials would otherwise start a twin job in each
+    of their run dirs. submitit keeps one folder per job, named by job id, in which it writes a
+    result file when the job ends; jobs without one are looked up in squeue.
+    """
+    if submitit_folder is None or shutil.which("squeue") is None:  # not SLURM: the jobs died with it
+        return
+    folders = Path(submitit_folder).parent  # the folder pattern ends with %j
+    unfinished = [d.name for d in folders.glob("*") if d.is_dir() and not any(d.glob("*_result.pkl"))]
+    announced = False
+    while unfinished:
+        squeue = subprocess.run(
+            ["squeue", "--noheader", "--format=%i", f"--jobs={','.join(unfinished)}"],
+            capture_output=True,
+            text=True,
+        )
+        # squeue fails on ids it has forgotten (long ended) when it knows none of the others.
+        alive = squeue.stdout.split() if squeue.returncode == 0 else []
+        if not alive:
+            return
+        if not announced:
+            log.warning(f"Waiting for SLURM jobs {alive} of the previous sweeper to end (or scancel them)")
+            announced = True
+        time.sleep(poll_s)
+        unfinished = alive
 
 
 def _finished_counts(study: optuna.Study) -> tuple[int, int]:
