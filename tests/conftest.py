@@ -121,3 +121,9 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", str(conf))  # sbatch, submitit and jobs all read it
         yield SlurmCluster(conf=conf, partition="debug")
+
+
+@pytest.fixture
+def debug_overrides() -> list[str]:
+    """compose_train's shrinking as command-line overrides, for tests that run src/train.py."""
+    return ["trainer=debug", *TINY_DATA, "trainer.enable_progress_bar=false"]

@@ -1,7 +1,8 @@
 """What the entry points share: bad input is one line on stderr and a non-zero exit.
 
-In a single run a SlotsweepError becomes `error: <message>` and exit code 2. In a multirun the
-error is re-raised, so the launcher records the job as failed and the sweep goes on.
+In a single run a SlotsweepError (also one that Hydra's `instantiate` wrapped) becomes
+`error: <message>` and exit code 2. In a multirun the error is re-raised, so the launcher records
+the job as failed and the sweep goes on.
 """
 
 import functools
@@ -17,15 +18,25 @@ from slotsweep.errors import SlotsweepError
 __all__ = ["report_errors"]
 
 
+def _user_error(error: BaseException | None) -> SlotsweepError | None:
+    """The SlotsweepError behind `error`: raised as is, or wrapped by Hydra's `instantiate`
+    (InstantiationException, raised `from` the constructor's error, once per nesting level)."""
+    while error is not None and not isinstance(error, SlotsweepError):
+        error = error.__cause__
+    return error
+
+
 def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return task(*args, **kwargs)
-        except SlotsweepError as error:
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        except Exception as error:
+            user_error = _user_error(error)
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            if user_error is None or multirun:
                 raise
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

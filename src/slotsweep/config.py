@@ -66,6 +66,13 @@ def check_config(cfg: DictConfig) -> None:
         raise SlotsweepError(
             f"load_weights={cfg.load_weights} does not exist: give a checkpoint file or null"
         )
+    # Also checked by the encoder; here it fails before a run dir is made and a ViT is built.
+    weights = cfg.encoder.get("weights")  # None too for an encoder without a weights file option
+    if weights is not None and not Path(weights).is_file():
+        raise SlotsweepError(
+            f"encoder.weights={weights} does not exist: give the path of a local weights file "
+            "(.safetensors/.pth) or set encoder.weights=null"
+        )
     if cfg.checkpoint_every_n_steps < 1:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:

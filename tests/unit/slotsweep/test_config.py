@@ -59,6 +59,7 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
             r"loss.timesim.offset=4 must be in \[1, 3\] \(dataset.train_clip_frames=4\)",
         ),
         (["load_weights=/nonexistent.ckpt"], "load_weights=/nonexistent.ckpt does not exist"),
+        (["encoder.weights=/nonexistent.safetensors"], "encoder.weights=/nonexistent.safetensors does not"),
         (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 must be >= 1"),
         (["objective=[]"], "objective=.* must name at least one metric"),
     ],

@@ -1,0 +1,49 @@
+"""Running the real entry points (src/train.py, src/eval.py) in a subprocess, paths in tmp dirs."""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CLI:
+    """`python src/<script> ...` from the repo root, with SLOTSWEEP_RUNS_DIR/DATA_DIR set.
+
+    train_args: the overrides that shrink a training run (trainer=debug, tiny data).
+    """
+
+    runs_dir: Path
+    data_dir: Path
+    train_args: list[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_"))}
+        return {**env, "SLOTSWEEP_RUNS_DIR": str(self.runs_dir), "SLOTSWEEP_DATA_DIR": str(self.data_dir)}
+
+    def command(self, script: str, *args: str) -> list[str]:
+        extra = self.train_args if script == "train.py" else []
+        return [sys.executable, str(REPO / "src" / script), *extra, *args]
+
+    def run(self, script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(script, *args), cwd=REPO, env=self.env, capture_output=True, text=True
+        )
+
+    def start(self, script: str, *args: str, log: Path) -> subprocess.Popen:
+        """Start in the background, stdout and stderr into `log`."""
+        with log.open("w") as out:
+            return subprocess.Popen(
+                self.command(script, *args), cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+
+@pytest.fixture
+def cli(data_dir: Path, tmp_path: Path, debug_overrides: list[str]) -> CLI:
+    return CLI(runs_dir=tmp_path / "runs", data_dir=data_dir, train_args=debug_overrides)

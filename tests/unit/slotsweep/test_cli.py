@@ -1,0 +1,47 @@
+"""report_errors: bad input (raised directly or wrapped by Hydra's instantiate) is one line, exit 2."""
+
+import pytest
+from hydra.errors import InstantiationException
+
+from slotsweep.cli import report_errors
+from slotsweep.errors import SlotsweepError
+
+
+def _raising(error: BaseException):
+    @report_errors
+    def task() -> None:
+        raise error
+
+    return task
+
+
+def _wrapped(error: SlotsweepError, levels: int) -> BaseException:
+    """`error` as Hydra's instantiate re-raises it, once per nesting level of `_target_` nodes."""
+    for _ in range(levels):
+        try:
+            raise InstantiationException(f"Error in call to target ...:\n{error!r}\nfull_key: x") from error
+        except InstantiationException as wrapped:
+            error = wrapped
+    return error
+
+
+@pytest.mark.parametrize("levels", [0, 1, 2])
+def test_user_error_is_one_line_and_exit_2(levels: int, capsys: pytest.CaptureFixture):
+    task = _raising(_wrapped(SlotsweepError("grouper.n_slots=0 must be >= 1"), levels))
+    with pytest.raises(SystemExit) as exit_:
+        task()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: grouper.n_slots=0 must be >= 1\n"
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("a bug"), InstantiationException("not bad input"), KeyboardInterrupt()]
+)
+def test_other_errors_propagate(error: BaseException, capsys: pytest.CaptureFixture):
+    with pytest.raises(type(error)):
+        _raising(error)()
+    assert capsys.readouterr().err == ""
+
+
+def test_result_passes_through():
+    assert report_errors(lambda x: x + 1)(2) == 3
