@@ -1,0 +1,344 @@
+"""The reference's WebDataset shards (videosaur.md §5), read unchanged, and written by the converters.
+
+A shard is a tar of samples; a sample is `<key>.<name>.npy` files (`video.npy`, `image.npy`,
+`segmentations.npy`, ...). Shard names are brace patterns relative to the data root, e.g.
+`movi_c/movi_c-train-{000000..000304}.tar`. The train stream resamples shards with replacement
+forever, yields one random aligned chunk per visit of a video, shuffles through a buffer and
+batches inside each worker. The validation stream reads every shard once, split over DDP ranks and
+DataLoader workers, and yields every video whole or every aligned chunk of it (`val_protocol`).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from braceexpand import braceexpand
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, default_collate
+
+from slotsweep.data.layouts import LAYOUTS, SampleLayout
+from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share, stream_rng
+from slotsweep.data.video_transforms import ClipTransform
+from slotsweep.errors import SlotsweepError
+
+__all__ = [
+    "ShardDataModule",
+    "TrainClips",
+    "ValClips",
+    "VAL_PROTOCOLS",
+    "expand_shards",
+    "read_samples",
+    "write_shards",
+]
+
+log = logging.getLogger(__name__)
+
+VAL_PROTOCOLS = ("videos", "chunks")  # whole videos (later papers), or every aligned chunk (reference)
+_SHUFFLE_INITIAL_FRACTION = 0.5  # start yielding once the buffer is half full (faster first batch)
+
+
+def expand_shards(data_dir: str | Path, pattern: str) -> list[Path]:
+    """Shard paths of a brace pattern relative to data_dir (absolute patterns are kept)."""
+    return [Path(data_dir) / name for name in braceexpand(pattern)]
+
+
+def check_shards(paths: list[Path], key: str, data_dir: str | Path, convert_command: str) -> None:
+    """Raise one line naming the missing shards, where they are looked for, and how to make them."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SlotsweepError(
+            f"{key}: {len(missing)} of {len(paths)} shards missing under paths.data_dir={data_dir} "
+            f"(e.g. {missing[0]}); set paths.data_dir (env SLOTSWEEP_DATA_DIR) to the folder that "
+            f"holds them, or make them: {convert_command.format(data_dir=data_dir)}"
+        )
+
+
+def _reraise(error: Exception) -> bool:
+    """webdataset's error handler: the shard named, the original error kept as the cause."""
+    urls = [a for a in error.args[1:] if isinstance(a, str)]
+    where = urls[-1] if urls else "a shard"
+    raise SlotsweepError(f"cannot read {where}: {error.args[0] if error.args else error!r}") from error
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except ValueError as error:
+        raise SlotsweepError(f"{where} is not a readable .npy array ({error})") from error
+
+
+def read_samples(
+    paths: Iterable[str | Path], keys: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> Iterator[dict[str, np.ndarray]]:
+    """Samples of the given shards, in order, with the `<key>.npy` arrays of `keys` decoded.
+
+    Other files of a sample (e.g. MOVi's `forward_flow.npy`) are not decoded; `optional` keys are
+    decoded where a sample has them.
+
+    Yields:
+        {"__key__": str, "__url__": str, key: array for key in keys (and optional keys present)}.
+    """
+    sources = ({"url": str(path)} for path in paths)
+    for sample in wds.tarfile_samples(sources, handler=_reraise):
+        where = f"sample {sample['__key__']} of {sample['__url__']}"
+        missing = [k for k in keys if f"{k}.npy" not in sample]
+        if missing:
+            found = sorted(k for k in sample if not k.startswith("__"))
+            raise SlotsweepError(f"{where} has no {[f'{k}.npy' for k in missing]} (it has {found})")
+        present = [*keys, *(k for k in optional if f"{k}.npy" in sample)]
+        decoded = {k: _decode(sample[f"{k}.npy"], f"{k}.npy of {where}") for k in present}
+        yield {"__key__": sample["__key__"], "__url__": sample["__url__"], **decoded}
+
+
+def write_shards(samples: Iterable[dict], pattern: str, per_shard: int) -> list[Path]:
+    """Write samples as the reference does: `per_shard` per tar, numbered from 0 into `pattern`.
+
+    Args:
+        samples: {"__key__": str (no dots), "<name>.npy": array, ...} in order.
+        pattern: printf pattern of the shard paths, e.g. "out/ytvis-train-%06d.tar".
+    Each shard is written under a temporary name and renamed when complete, so an interrupted
+    conversion leaves no truncated shard behind.
+    """
+    paths = []
+    samples = iter(samples)
+    for index in itertools.count():
+        group = list(itertools.islice(samples, per_shard))
+        if not group:
+            break
+        path = Path(pattern % index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with wds.TarWriter(str(partial)) as sink:
+            for sample in group:
+                sink.write(sample)
+        os.replace(partial, path)
+        paths.append(path)
+        log.info("wrote %s (%d samples)", path, len(group))
+    return paths
+
+
+class TrainClips(IterableDataset):
+    """Endless train batches: shards drawn with replacement, one random chunk per video visit.
+
+    Args:
+        paths: shard files.
+        layout: the dataset's sample format.
+        transform: turns a chunk into {"video": (T, 3, S, S)}.
+        clip_frames: frames per chunk (images: 1).
+        shuffle_size: samples in the shuffle buffer.
+        batch_size: clips per batch; batches are made in the worker, none is partial.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        layout: SampleLayout,
+        transform: ClipTransform,
+        clip_frames: int,
+        shuffle_size: int,
+        batch_size: int,
+    ) -> None:
+        self.paths, self.layout, self.transform = [str(p) for p in paths], layout, transform
+        self.clip_frames, self.shuffle_size, self.batch_size = clip_frames, shuffle_size, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        rng = stream_rng()
+        shards = (rng.choice(self.paths) for _ in itertools.count())  # resampled: never ends
+        chunks = self._random_chunks(read_samples(shards, (self.layout.frames_key,)), rng)
+        initial = max(1, int(self.shuffle_size * _SHUFFLE_INITIAL_FRACTION))
+        shuffled = wds.shuffle(self.shuffle_size, initial=initial, rng=rng)(chunks)
+        clips = (self.transform.train(frames, rng) for frames in shuffled)
+        return wds.batched(self.batch_size, collation_fn=default_collate, partial=False)(clips)
+
+    def _random_chunks(self, samples: Iterable[dict], rng) -> Iterator[np.ndarray]:
+        for sample in samples:
+            frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
+            starts = chunk_starts(len(frames), self.clip_frames)
+            if len(starts) > 0:  # videos shorter than a chunk are skipped, as in the reference
+                start = rng.choice(starts)
+                yield frames[start : start + self.clip_frames]
+
+
+class ValClips(IterableDataset):
+    """One pass over the validation shards: every video (or chunk) exactly once over all processes.
+
+    Args:
+        paths: shard files; each rank and worker reads its share (`process_share`).
+        layout: the dataset's sample format.
+        transform: turns a clip and its masks into {"video", "rgb", "masks"}.
+        n_mask_channels: K of the masks.
+        chunk_frames: frames per chunk, or None for whole videos.
+        batch_size: clips per batch; a batch closes early when the clip shape changes.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        layout: SampleLayout,
+        transform: ClipTransform,
+        n_mask_channels: int,
+        chunk_frames: int | None,
+        batch_size: int,
+    ) -> None:
+        self.paths, self.layout, self.transform = [str(p) for p in paths], layout, transform
+        self.n_mask_channels, self.chunk_frames, self.batch_size = n_mask_channels, chunk_frames, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        return batch_same_shape(self.clips(process_share(self.paths)), self.batch_size)
+
+    def clips(self, paths: list[str]) -> Iterator[dict[str, Tensor]]:
+        """The transformed clips of the given shards, in order."""
+        keys = (self.layout.frames_key, self.layout.masks_key)
+        for sample in read_samples(paths, keys):
+            where = f"sample {sample['__key__']} of {sample['__url__']}"
+            frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
+            masks = self.layout.to_masks(sample[self.layout.masks_key], self.n_mask_channels, where)
+            length = len(frames) if self.chunk_frames is None else self.chunk_frames
+            for start in chunk_starts(len(frames), length):
+                yield self.transform.val(frames[start : start + length], masks[start : start + length])
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise SlotsweepError(f"dataset.{key}={value!r} is invalid: {allowed}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class ShardDataModule(L.LightningDataModule):
+    """A reference dataset (MOVi-C/E, YT-VIS, COCO) from its shards; args are conf/dataset/<name>.yaml.
+
+    Train batches: {"video": (B, train_clip_frames, 3, S, S) float32, ImageNet-normalised}.
+    Val batches add {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8}, S = input_size,
+    M = mask_size, K = n_mask_channels; T is the whole video or val_chunk_frames (`val_protocol`).
+
+    Args:
+        data_dir: data root; shard patterns are relative to it.
+        layout: sample format, one of LAYOUTS (movi, ytvis, coco).
+        train_shards: brace pattern of the train shards.
+        val_shards: brace pattern of the validation shards.
+        convert_command: how to make the shards, shown when they are missing ({data_dir} filled in).
+        n_mask_channels: K, mask channels per frame (MOVi: background + objects).
+        input_size: model input side in pixels (the encoder's img_size).
+        mask_size: validation mask side in pixels (the metric resolution).
+        train_clip_frames: frames per train chunk (images: 1).
+        val_protocol: "videos" (whole videos) or "chunks" (every aligned chunk of val_chunk_frames).
+        val_chunk_frames: frames per validation chunk when val_protocol is "chunks".
+        shuffle_size: train shuffle buffer, in clips.
+        hflip: train augmentation, one horizontal flip per clip with probability 0.5.
+        batch_size: train clips per batch and device.
+        val_batch_size: validation clips per batch.
+        num_workers: DataLoader workers for train and validation (0 = main process).
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        layout: str,
+        train_shards: str,
+        val_shards: str,
+        convert_command: str,
+        n_mask_channels: int,
+        input_size: int,
+        mask_size: int,
+        train_clip_frames: int,
+        val_protocol: str,
+        val_chunk_frames: int,
+        shuffle_size: int,
+        hflip: bool,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+    ) -> None:
+        super().__init__()
+        _check(layout in LAYOUTS, "layout", layout, f"choose from {sorted(LAYOUTS)}")
+        _check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
+        for key, value in [
+            ("n_mask_channels", n_mask_channels),
+            ("input_size", input_size),
+            ("mask_size", mask_size),
+            ("train_clip_frames", train_clip_frames),
+            ("val_chunk_frames", val_chunk_frames),
+            ("shuffle_size", shuffle_size),
+            ("batch_size", batch_size),
+            ("val_batch_size", val_batch_size),
+        ]:
+            _check(_positive_int(value), key, value, "must be an integer >= 1")
+        _check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        _check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
+        self.layout = LAYOUTS[layout]
+        if self.layout.frames_key == "image":
+            _check(train_clip_frames == 1, "train_clip_frames", train_clip_frames, "images have 1 frame")
+        self.data_dir = Path(data_dir)
+        self.train_paths = expand_shards(data_dir, train_shards)
+        self.val_paths = expand_shards(data_dir, val_shards)
+        self.convert_command = convert_command
+        self.n_mask_channels = n_mask_channels
+        self.transform = ClipTransform(input_size=input_size, mask_size=mask_size, hflip=hflip)
+        self.train_clip_frames = train_clip_frames
+        self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
+        self.shuffle_size = shuffle_size
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers = num_workers
+
+    @property
+    def ignore_background(self) -> bool:
+        """Mask channel 0 is the background (MOVi)."""
+        return self.layout.ignore_background
+
+    @property
+    def ignore_overlaps(self) -> bool:
+        """Instances may overlap (COCO)."""
+        return self.layout.ignore_overlaps
+
+    def check_data(self, stage: str | None = None) -> None:
+        """Fail with one line if a shard the stage needs is missing (cheap: file existence only)."""
+        if stage in (None, "fit"):
+            check_shards(self.train_paths, "dataset.train_shards", self.data_dir, self.convert_command)
+        check_shards(self.val_paths, "dataset.val_shards", self.data_dir, self.convert_command)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.check_data(stage)
+
+    def _loader(self, dataset: IterableDataset, num_workers: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,  # the stream batches itself, inside the workers
+            num_workers=num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        clips = TrainClips(
+            self.train_paths,
+            self.layout,
+            self.transform,
+            self.train_clip_frames,
+            self.shuffle_size,
+            self.batch_size,
+        )
+        return self._loader(clips, self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        clips = ValClips(
+            self.val_paths,
+            self.layout,
+            self.transform,
+            self.n_mask_channels,
+            self.val_chunk_frames,
+            self.val_batch_size,
+        )
+        # A worker without a shard would only start up to yield nothing.
+        return self._loader(clips, min(self.num_workers, len(self.val_paths)))

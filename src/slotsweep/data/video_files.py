@@ -1,0 +1,378 @@
+"""A folder of video files (mp4, ...) decoded with decord, with lossless instance masks beside them.
+
+Layout of `root` (your own videos work as they are):
+
+    <root>/*.mp4                          training clips (any length; masks not needed)
+    <root>/validation/<name>.mp4          validation clips ...
+    <root>/validation/<name>.masks.npz    ... and their masks, one file per clip
+
+A masks file holds either `ids` (T, H, W) uint8, one instance id per pixel (0 = background or
+unlabelled), or `masks` (T, N, H, W) bool, one channel per instance (overlaps allowed); optional
+`background` (bool) says whether id 0 / channel 0 is a background segment (MOVi) rather than
+unlabelled pixels. Masks have the frames' size. Without a validation folder, or a clip without a
+masks file, there is nothing to score: training runs, and no metric is computed.
+
+Unreadable or corrupt videos are named in an error at setup, or skipped and counted with
+`skip_corrupt: true`. `shards_to_videos` writes this layout from the reference's shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from slotsweep.data.layouts import SampleLayout
+from slotsweep.data.shards import VAL_PROTOCOLS, read_samples
+from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share
+from slotsweep.data.video_transforms import ClipTransform
+from slotsweep.errors import SlotsweepError
+
+__all__ = [
+    "VideoClip",
+    "VideoFolderDataModule",
+    "read_frames",
+    "read_masks",
+    "scan_videos",
+    "shards_to_videos",
+    "write_masks",
+    "write_video",
+]
+
+log = logging.getLogger(__name__)
+
+MASKS_SUFFIX = ".masks.npz"
+VAL_SUBDIR = "validation"
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0, crf: int = 18) -> None:
+    """Encode (T, H, W, 3) uint8 frames as H.264 in 4:4:4 chroma (any frame size; decord reads it).
+
+    crf: x264 quality, 0 = lossless in YUV (the RGB round trip still rounds), 18 = visually lossless.
+    """
+    T, H, W, _ = frames.shape
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = W, H
+        stream.pix_fmt = "yuv444p"  # 4:2:0 would need even sides and blur colour edges
+        stream.options = {"crf": str(crf)}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")))
+        container.mux(stream.encode())  # flush
+
+
+def write_masks(path: str | Path, masks: np.ndarray, background: bool) -> None:
+    """Store (T, N, H, W) bool instance masks losslessly: as ids when no pixel has two instances.
+
+    With background=True, channel 0 is the background segment and becomes id 0; otherwise channel
+    i becomes id i + 1 and id 0 means unlabelled.
+    """
+    masks = np.asarray(masks, bool)
+    if masks.sum(axis=1).max(initial=0) <= 1 and masks.shape[1] < 256:
+        offset = 0 if background else 1
+        ids = np.where(masks.any(axis=1), masks.argmax(axis=1) + offset, 0).astype(np.uint8)
+        np.savez_compressed(path, ids=ids, background=background)
+    else:
+        np.savez_compressed(path, masks=masks, background=background)
+
+
+def read_masks(path: Path, n_channels: int, background: bool) -> np.ndarray:
+    """(T, K, H, W) bool masks of a masks file, K = n_channels (padded with empty channels).
+
+    background: the dataset's convention (dataset.ignore_background); a file that says otherwise is
+    an error, since its channel 0 would be scored the wrong way.
+    """
+    try:
+        with np.load(path) as data:
+            stored = dict(data)
+    except (OSError, ValueError) as error:
+        raise SlotsweepError(f"masks file {path} is not a readable .npz ({error})") from error
+    if "background" in stored and bool(stored["background"]) != background:
+        raise SlotsweepError(
+            f"masks file {path} says background={bool(stored['background'])} but "
+            f"dataset.ignore_background={background}; set it to {bool(stored['background'])}"
+        )
+    if "ids" in stored:
+        ids = stored["ids"]
+        offset = 0 if background else 1
+        n = int(ids.max(initial=0)) + 1 - offset  # channels in use
+    elif "masks" in stored:
+        n = stored["masks"].shape[1]
+    else:
+        raise SlotsweepError(f"masks file {path} has neither `ids` (T, H, W) nor `masks` (T, N, H, W)")
+    if n > n_channels:
+        raise SlotsweepError(
+            f"masks file {path} has {n} instance channels, more than dataset.n_mask_channels={n_channels}; "
+            f"raise it to >= {n}"
+        )
+    if "ids" in stored:
+        return ids[:, None] == (np.arange(n_channels) + offset)[None, :, None, None]  # (T, K, H, W)
+    masks = stored["masks"].astype(bool)
+    T, _, H, W = masks.shape
+    return np.concatenate([masks, np.zeros((T, n_channels - n, H, W), bool)], axis=1)
+
+
+def _reader(path: Path):
+    import decord  # imported where used: decord starts native threads on import
+
+    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+
+
+def read_frames(path: Path, indices: list[int]) -> np.ndarray:
+    """(len(indices), H, W, 3) uint8 frames of a video file, by random access."""
+    try:
+        return _reader(path).get_batch(indices).asnumpy()
+    except Exception as error:  # noqa: BLE001 - decord raises RuntimeError or its own DECORDError
+        raise SlotsweepError(
+            f"cannot decode frames {indices[0]}..{indices[-1]} of {path}: {error}"
+        ) from error
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """One readable video file: its path, frame count and masks file (None if it has none)."""
+
+    path: Path
+    n_frames: int
+    masks: Path | None
+
+
+def scan_videos(folder: Path, extensions: tuple[str, ...], skip_corrupt: bool) -> list[VideoClip]:
+    """The videos directly in `folder`, sorted by name, each opened and its last frame decoded.
+
+    Raises SlotsweepError naming the first unreadable file, or skips unreadable files and logs how
+    many when skip_corrupt is true.
+    """
+    clips, skipped = [], []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions and p.is_file()):
+        try:
+            reader = _reader(path)
+            n_frames = len(reader)
+            reader[n_frames - 1]  # a truncated file often opens but cannot reach its end
+        except Exception as error:  # noqa: BLE001 - decord raises RuntimeError or its own DECORDError
+            if not skip_corrupt:
+                raise SlotsweepError(
+                    f"video {path} is unreadable ({str(error).splitlines()[0]}); remove or re-encode "
+                    "it, or set dataset.skip_corrupt=true to skip such files"
+                ) from error
+            skipped.append(path)
+            continue
+        masks = path.with_name(path.stem + MASKS_SUFFIX)
+        clips.append(VideoClip(path, n_frames, masks if masks.is_file() else None))
+    if skipped:
+        log.warning(
+            "skipped %d unreadable videos in %s (dataset.skip_corrupt=true), e.g. %s",
+            len(skipped),
+            folder,
+            skipped[0],
+        )
+    return clips
+
+
+class TrainVideos(Dataset):
+    """Map-style train set: item i is one random aligned chunk of video i, freshly transformed."""
+
+    def __init__(self, clips: list[VideoClip], clip_frames: int, transform: ClipTransform) -> None:
+        self.clips, self.clip_frames, self.transform = clips, clip_frames, transform
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        rng = random.Random(int(torch.randint(2**62, ()).item()))  # torch is seeded per worker
+        clip = self.clips[index]
+        start = rng.choice(chunk_starts(clip.n_frames, self.clip_frames))
+        frames = read_frames(clip.path, list(range(start, start + self.clip_frames)))
+        return self.transform.train(frames, rng)
+
+
+class ValVideos(IterableDataset):
+    """One pass over the validation videos with masks, split over ranks and workers, each once."""
+
+    def __init__(
+        self,
+        clips: list[VideoClip],
+        transform: ClipTransform,
+        n_mask_channels: int,
+        background: bool,
+        chunk_frames: int | None,
+        batch_size: int,
+    ) -> None:
+        self.clips, self.transform = clips, transform
+        self.n_mask_channels, self.background = n_mask_channels, background
+        self.chunk_frames, self.batch_size = chunk_frames, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        return batch_same_shape(self._clips(process_share(self.clips)), self.batch_size)
+
+    def _clips(self, clips: list[VideoClip]) -> Iterator[dict[str, Tensor]]:
+        for clip in clips:
+            frames = read_frames(clip.path, list(range(clip.n_frames)))
+            masks = read_masks(clip.masks, self.n_mask_channels, self.background)
+            if masks.shape[0] != frames.shape[0] or masks.shape[2:] != frames.shape[1:3]:
+                raise SlotsweepError(
+                    f"masks file {clip.masks} has {masks.shape[0]} frames of {masks.shape[2:]}, but "
+                    f"{clip.path} has {frames.shape[0]} of {frames.shape[1:3]}: they must match"
+                )
+            length = clip.n_frames if self.chunk_frames is None else self.chunk_frames
+            for start in chunk_starts(clip.n_frames, length):
+                yield self.transform.val(frames[start : start + length], masks[start : start + length])
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise SlotsweepError(f"dataset.{key}={value!r} is invalid: {allowed}")
+
+
+class VideoFolderDataModule(L.LightningDataModule):
+    """Videos from a folder (see the module docstring); args are conf/dataset/video_folder.yaml.
+
+    Batches as ShardDataModule's: train {"video": (B, train_clip_frames, 3, S, S)}; validation adds
+    {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8} for clips that have masks.
+
+    Args:
+        root: the folder of training videos; validation videos are in <root>/validation/.
+        extensions: video file suffixes to read.
+        n_mask_channels: K, mask channels per frame (background included when ignore_background).
+        ignore_background: mask id 0 is a background segment that metrics drop (MOVi-style);
+            false when id 0 means unlabelled pixels (YT-VIS-style, most own data).
+        ignore_overlaps: instances may overlap (masks stored as channels).
+        input_size, mask_size, train_clip_frames, val_protocol, val_chunk_frames, hflip,
+        batch_size, val_batch_size, num_workers: as ShardDataModule's.
+        skip_corrupt: skip unreadable videos (counted in the log) instead of stopping.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        extensions: list[str],
+        n_mask_channels: int,
+        ignore_background: bool,
+        ignore_overlaps: bool,
+        input_size: int,
+        mask_size: int,
+        train_clip_frames: int,
+        val_protocol: str,
+        val_chunk_frames: int,
+        hflip: bool,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        skip_corrupt: bool,
+    ) -> None:
+        super().__init__()
+        _check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
+        for key, value in [
+            ("n_mask_channels", n_mask_channels),
+            ("input_size", input_size),
+            ("mask_size", mask_size),
+            ("train_clip_frames", train_clip_frames),
+            ("val_chunk_frames", val_chunk_frames),
+            ("batch_size", batch_size),
+            ("val_batch_size", val_batch_size),
+        ]:
+            _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
+        _check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        self.root = Path(root)
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.n_mask_channels = n_mask_channels
+        self.ignore_background, self.ignore_overlaps = ignore_background, ignore_overlaps
+        self.transform = ClipTransform(input_size=input_size, mask_size=mask_size, hflip=hflip)
+        self.train_clip_frames = train_clip_frames
+        self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
+        self.train_clips: list[VideoClip] = []
+        self.val_clips: list[VideoClip] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.root.is_dir():
+            raise SlotsweepError(
+                f"dataset.root={self.root} is not a folder: point it at your videos (paths.data_dir / "
+                "env SLOTSWEEP_DATA_DIR for the default), or make one from shards: "
+                "python src/convert.py videos --help"
+            )
+        if stage in (None, "fit"):
+            found = scan_videos(self.root, self.extensions, self.skip_corrupt)
+            self.train_clips = [c for c in found if c.n_frames >= self.train_clip_frames]
+            if not self.train_clips:
+                raise SlotsweepError(
+                    f"dataset.root={self.root} has no video ({'/'.join(self.extensions)}) of at least "
+                    f"dataset.train_clip_frames={self.train_clip_frames} frames"
+                )
+            if len(self.train_clips) < len(found):
+                log.warning(
+                    "%d videos shorter than %d frames are not used for training",
+                    len(found) - len(self.train_clips),
+                    self.train_clip_frames,
+                )
+        val_dir = self.root / VAL_SUBDIR
+        found = scan_videos(val_dir, self.extensions, self.skip_corrupt) if val_dir.is_dir() else []
+        self.val_clips = [c for c in found if c.masks is not None]
+        if not self.val_clips:
+            log.warning("no validation videos with masks in %s: training only, no metrics", val_dir)
+        elif len(self.val_clips) < len(found):
+            log.warning(
+                "%d validation videos have no %s file and are not scored",
+                len(found) - len(self.val_clips),
+                MASKS_SUFFIX,
+            )
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        clips = TrainVideos(self.train_clips, self.train_clip_frames, self.transform)
+        return self._loader(clips, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_clips:
+            return []  # Lightning skips validation
+        clips = ValVideos(
+            self.val_clips,
+            self.transform,
+            self.n_mask_channels,
+            self.ignore_background,
+            self.val_chunk_frames,
+            self.val_batch_size,
+        )
+        return self._loader(clips, batch_size=None)
+
+
+def shards_to_videos(
+    shards: list[Path], layout: SampleLayout, out: str | Path, fps: float = 10.0, crf: int = 18
+) -> list[Path]:
+    """Write every sample of the shards as <out>/<key>.mp4 (+ <key>.masks.npz if it has masks).
+
+    Returns the video paths. Point `dataset.root` at the folder holding the train videos, with the
+    validation ones in its `validation/` subfolder (python src/convert.py videos does both).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sample in read_samples(shards, (layout.frames_key,), optional=(layout.masks_key,)):
+        frames = layout.to_frames(sample[layout.frames_key])
+        path = out / f"{sample['__key__']}.mp4"
+        write_video(path, frames, fps=fps, crf=crf)
+        if layout.masks_key in sample:
+            where = f"sample {sample['__key__']} of {sample['__url__']}"
+            masks = layout.to_masks(sample[layout.masks_key], None, where)
+            write_masks(path.with_name(path.stem + MASKS_SUFFIX), masks, layout.ignore_background)
+        written.append(path)
+    log.info("wrote %d videos to %s", len(written), out)
+    return written
