@@ -234,6 +234,40 @@ def test_objective_and_direction_counts_must_match(toy):
     assert "objective=['a', 'b'] has 2 keys but hydra.sweeper.direction=['minimize'] has 1" in run.stderr
 
 
+def test_a_search_space_that_does_not_compose_stops_before_any_trial(toy, tmp_path: Path):
+    run = toy("x=interval(0, 1)", "z=choice(1, 2)", "hydra.sweeper.n_trials=2")
+
+    assert run.returncode == 2
+    assert "error: z=1 does not compose with the config: Could not override 'z'" in run.stderr
+    assert not (tmp_path / "sweep" / "optuna.db").exists()
+
+
+def test_a_trial_whose_values_do_not_compose_together_fails_before_launch(tmp_path: Path):
+    # Each value composes alone (the check before the study), but loss=timesim has no featrec.
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra/launcher=local",
+        "loss=choice(timesim)",
+        "loss.featrec.weight=choice(0.5)",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.max_failure_rate=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_S)
+
+    check_ok(run)
+    assert "Launching" not in run.stdout + run.stderr
+    (trial,) = load_study(tmp_path / "sweep").trials
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"].startswith("config: Could not override 'loss.featrec.weight'")
+    assert not (tmp_path / "runs").exists()
+
+
 # --- named sweeps (sweeps/*.yaml) on the real training task -----------------------------------
 
 

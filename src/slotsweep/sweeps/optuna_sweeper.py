@@ -22,6 +22,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -99,6 +100,7 @@ class OptunaSweep:
         self, arguments: list[str], *, config: DictConfig, launcher: Launcher, config_loader: Any
     ) -> dict[str, Any]:
         """Run (or resume) the study until it holds n_trials finished trials; return the summary."""
+        self.config, self.launcher, self.config_loader = config, launcher, config_loader
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
@@ -132,7 +134,7 @@ class OptunaSweep:
 
         while (remaining := planned - sum(_finished_counts(study))) > 0:
             trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
-            self._run_batch(study, trials, space, launcher)
+            self._run_batch(study, trials, space)
             n_failed = _finished_counts(study)[1]
             if n_failed > self.max_failure_rate * planned:
                 self._summarize(study, sweep_dir, dashboard)
@@ -166,6 +168,18 @@ class OptunaSweep:
                 f"hydra.sweeper.direction={self.directions} has {len(self.directions)}: give one "
                 "direction per objective key"
             )
+        # Compose with each swept key at one value (every option of a choice), as the jobs will: a
+        # key that does not exist or a missing option stops here, before the study records a trial.
+        for key, distribution in space.distributions.items():
+            categorical = isinstance(distribution, CategoricalDistribution)
+            values = distribution.choices if categorical else [distribution.low]
+            for value in values:
+                overrides = [*space.fixed, override_string(key, value)]
+                try:
+                    self.config_loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
+                except Exception as error:  # Hydra's composition errors name the key and the fix
+                    message = f"{key}={value} does not compose with the config: {error}"
+                    raise SlotsweepError(message) from error
 
     def _check_same_study(
         self, study: optuna.Study, space: SearchSpace, config: DictConfig, sweep_dir: Path
@@ -194,28 +208,37 @@ class OptunaSweep:
                 "hydra.sweep.dir (or hydra.sweeper.study_name)"
             )
 
-    def _run_batch(
-        self, study: optuna.Study, trials: list[Trial], space: SearchSpace, launcher: Launcher
-    ) -> None:
+    def _run_batch(self, study: optuna.Study, trials: list[Trial], space: SearchSpace) -> None:
         """Launch every (trial, seed) job of the batch in one launcher call, then tell each trial."""
-        jobs = []
+        batch: list[tuple[Trial, list[list[str]]]] = []
         for trial in trials:
             overrides = [override_string(key, value) for key, value in trial.params.items()]
             trial.set_user_attr("overrides", overrides)
-            for seed in self.seeds:
-                seed_override = [] if seed is None else [f"{SEED_KEY}={seed}"]
-                jobs.append([*space.fixed, *overrides, *seed_override])
-        numbers = [trial.number for trial in trials]
+            seeds = [[] if seed is None else [f"{SEED_KEY}={seed}"] for seed in self.seeds]
+            jobs = [[*space.fixed, *overrides, *seed] for seed in seeds]
+            try:  # compose here, as the jobs will: a bad key or option fails now, not on a GPU node
+                for job in jobs:
+                    self.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
+            except Exception as error:
+                trial.set_user_attr("fail_reason", f"config: {error}")
+                _tell(study, trial, state=TrialState.FAIL)
+                log.warning(f"Trial {trial.number} failed before launch: {error}")
+                continue
+            batch.append((trial, jobs))
+        if not batch:
+            return
+        numbers = [trial.number for trial, _ in batch]
+        jobs = [job for _, trial_jobs in batch for job in trial_jobs]
         log.info(f"Launching trial(s) {numbers}: {len(jobs)} job(s)")
         try:
-            returns = launcher.launch(jobs, initial_job_idx=trials[0].number * len(self.seeds))
+            returns = self.launcher.launch(jobs, initial_job_idx=numbers[0] * len(self.seeds))
         except BaseException:
             # The trials stay RUNNING: a relaunch of the sweep retries them (finished seeds are
             # skipped by their run dirs), as after a killed sweeper.
             log.error(f"The launcher failed on trial(s) {numbers}; relaunch the sweep to retry them")
             raise
         n_seeds = len(self.seeds)
-        for i, trial in enumerate(trials):
+        for i, (trial, _) in enumerate(batch):
             self._report(study, trial, returns[i * n_seeds : (i + 1) * n_seeds])
 
     def _report(self, study: optuna.Study, trial: Trial, returns: Sequence[JobReturn]) -> None:
