@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -61,7 +62,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0, crf: in
     """
     T, H, W, _ = frames.shape
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = W, H
         stream.pix_fmt = "yuv444p"  # 4:2:0 would need even sides and blur colour edges
         stream.options = {"crf": str(crf)}
@@ -157,7 +158,9 @@ def scan_videos(folder: Path, extensions: tuple[str, ...], skip_corrupt: bool) -
         try:
             reader = _reader(path)
             n_frames = len(reader)
-            reader[n_frames - 1]  # a truncated file often opens but cannot reach its end
+            last = reader[n_frames - 1]  # a truncated file often opens but cannot reach its end
+            if last.shape[-1] != 3:  # decord mis-strides a few tiny widths (4..48 px): 3 x W bytes
+                raise RuntimeError(f"decord decodes frames of width {last.shape[1]} as {tuple(last.shape)}")
         except Exception as error:  # noqa: BLE001 - decord raises RuntimeError or its own DECORDError
             if not skip_corrupt:
                 raise SlotsweepError(
