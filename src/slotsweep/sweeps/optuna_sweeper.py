@@ -95,6 +95,10 @@ class OptunaSweep:
         self.study_name = study_name
         self.storage = storage
         self.params = dict(params or {})
+        # Set by run(): the sweep's config (task and hydra keys), its launcher and config loader.
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
+        self.config_loader: Any = None
 
     def run(
         self, arguments: list[str], *, config: DictConfig, launcher: Launcher, config_loader: Any
@@ -132,10 +136,8 @@ class OptunaSweep:
             log.info(f"Grid of {n_points} points: {planned} trials")
         log.info(f"Study '{study_name}' in {dashboard}: {planned} trials of {len(self.seeds)} seed(s)")
 
-        while (remaining := planned - sum(_finished_counts(study))) > 0:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
-            self._run_batch(study, trials, space)
-            n_failed = _finished_counts(study)[1]
+        while True:
+            n_complete, n_failed = _finished_counts(study)
             if n_failed > self.max_failure_rate * planned:
                 self._summarize(study, sweep_dir, dashboard)
                 raise SlotsweepError(
@@ -145,6 +147,11 @@ class OptunaSweep:
                     "relaunch with a higher hydra.sweeper.max_failure_rate to go on, or fix the cause "
                     "and start a new study (another hydra.sweep.dir)"
                 )
+            remaining = planned - n_complete - n_failed
+            if remaining <= 0:
+                break
+            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
+            self._run_batch(study, trials, space)
         return self._summarize(study, sweep_dir, dashboard)
 
     def _check(self, space: SearchSpace, config: DictConfig) -> None:
