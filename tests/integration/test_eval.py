@@ -1,0 +1,69 @@
+"""src/eval.py on checkpoints of short training runs: eval json, n_slots override, wrong architecture."""
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from slotsweep import tracking, training
+
+CONTRACT_METRICS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
+
+
+def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
+    """A finished tiny run; returns its run dir."""
+    cfg = compose_train(*overrides)
+    training.run(cfg)
+    return tracking.run_dir(cfg, tracking.experiment_id(cfg))
+
+
+def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli):
+    run_dir = _train(compose_train)
+    ckpt = run_dir / training.LAST_CHECKPOINT
+    trained = json.loads((run_dir / "results.json").read_text())["metrics"]
+
+    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    evaluated = json.loads((run_dir / "eval" / "last.json").read_text())
+    assert evaluated["ckpt"] == str(ckpt) and evaluated["n_slots"] is None
+    for key in CONTRACT_METRICS:
+        assert 0 <= evaluated["metrics"][key] <= 1
+        # same weights, data and slot-init seed as the run's final validation: the same numbers
+        assert evaluated["metrics"][key] == pytest.approx(trained[key], abs=1e-5), key
+
+    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu", "n_slots=3")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    three = json.loads((run_dir / "eval" / "last-n_slots3.json").read_text())
+    assert three["n_slots"] == 3
+    assert all(0 <= three["metrics"][key] <= 1 for key in CONTRACT_METRICS)
+    assert three["metrics"] != evaluated["metrics"]  # 3 slots instead of 7: other masks
+    assert json.loads((run_dir / "eval" / "last.json").read_text()) == evaluated  # not overwritten
+
+
+def test_eval_other_architecture_fails_in_one_line(compose_train: Callable[..., DictConfig], cli):
+    narrow = _train(compose_train, "grouper.slot_dim=32")
+    default = _train(compose_train)  # slot_dim 64
+    assert narrow.parent != default.parent
+
+    ckpt = narrow / training.LAST_CHECKPOINT
+    result = cli.run("eval.py", f"ckpt={ckpt}", f"config={default / 'config.yaml'}", "accelerator=cpu")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) <= 3 and "Traceback" not in result.stderr, result.stderr
+    message = lines[-1]
+    assert message.startswith(f"error: checkpoint {ckpt} does not fit this model's architecture"), message
+    # names the mismatched parameters, with both shapes
+    assert re.search(
+        r"[1-9]\d* with other shapes \[[\w.]+: checkpoint \([\d, ]+\) vs model \([\d, ]+\)", message
+    )
+    assert not (narrow / "eval").exists() and not (default / "eval").exists()
+
+
+def test_eval_missing_checkpoint(cli, tmp_path: Path):
+    missing = tmp_path / "nope.ckpt"
+    result = cli.run("eval.py", f"ckpt={missing}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: ckpt={missing} does not exist")
