@@ -209,3 +209,25 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
             f"NaN at step {results['step']}: checkpoints are written after the optimizer step, before "
             "the next loss is seen, and save_top_k=1 deletes the previous (good) one"
         )
+
+
+def test_load_weights_starts_from_the_checkpoint(compose_train: Callable[..., DictConfig]):
+    source_cfg = compose_train()
+    training.run(source_cfg)
+    source = tracking.run_dir(source_cfg, tracking.experiment_id(source_cfg)) / training.LAST_CHECKPOINT
+
+    cfg = compose_train(f"load_weights={source}", "seed=1", "trainer.max_steps=1")
+    training.run(cfg)
+    run_dir = tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    assert run_dir.parent != source.parents[2]  # another experiment: it starts from other weights
+
+    def model_weights(path: Path) -> dict[str, torch.Tensor]:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        return {k: v for k, v in state.items() if k.startswith("model.")}
+
+    loaded, trained = model_weights(run_dir / training.LAST_CHECKPOINT), model_weights(source)
+    assert loaded.keys() == trained.keys()
+    # The one step ran at lr 0 (the warmup starts at 0), so the weights are exactly those loaded,
+    # not seed 1's initialisation.
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    assert json.loads((run_dir / "results.json").read_text())["config"]["load_weights"] == str(source)
