@@ -1,0 +1,397 @@
+"""The five reference presets: the reference's hyperparameters, its released model layouts, and
+two training steps + evaluation on tiny shards in the real formats (tests/real_formats.py).
+
+Training runs at a small input size (the ViT-B encoders on a shared 2-core CPU); the `slow` test
+runs each preset's model at its true size on one small batch.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
+from slotsweep import tracking, training
+from slotsweep.checkpoints import reference_to_local
+from slotsweep.training import build_model, build_task
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# videosaur.md §4, one column per preset.
+TABLE = {
+    "videosaur/movi_c": dict(
+        reference="configs/videosaur/movi_c.yml",
+        exp_name="videosaur_movi_c",
+        encoder="vit_base_patch8_224.dino",
+        img_size=224,
+        n_patches=784,
+        n_slots=11,
+        slot_dim=128,
+        n_iters=(3, 2),
+        use_mlp=False,
+        predictor=True,
+        decoder="SlotMixerDecoder",
+        alloc_blocks=2,
+        renderer=[1024] * 3,
+        losses={"timesim": (0.1, 0.075)},
+        batch=128,
+        lr=4e-4,
+        warmup=2500,
+        decay=100_000,
+        max_steps=100_000,
+        clip=0.05,
+        clip_frames=4,
+        val_every=1000,
+        log_every=500,
+        val_batch=16,
+        workers=8,
+        val_protocol="videos",
+        mask_channels=11,
+    ),
+    "videosaur/movi_e": dict(
+        reference="configs/videosaur/movi_e.yml",
+        exp_name="videosaur_movi_e",
+        encoder="vit_base_patch8_224.dino",
+        img_size=224,
+        n_patches=784,
+        n_slots=15,
+        slot_dim=128,
+        n_iters=(3, 2),
+        use_mlp=False,
+        predictor=True,
+        decoder="SlotMixerDecoder",
+        alloc_blocks=2,
+        renderer=[1024] * 3,
+        losses={"timesim": (0.1, 0.075)},
+        batch=128,
+        lr=4e-4,
+        warmup=2500,
+        decay=100_000,
+        max_steps=100_000,
+        clip=0.05,
+        clip_frames=4,
+        val_every=1000,
+        log_every=500,
+        val_batch=16,
+        workers=8,
+        val_protocol="videos",
+        mask_channels=24,
+    ),
+    "videosaur/ytvis": dict(
+        reference="configs/videosaur/ytvis.yml",
+        exp_name="videosaur_ytvis",
+        encoder="vit_base_patch16_224.dino",
+        img_size=224,
+        n_patches=196,
+        n_slots=7,
+        slot_dim=64,
+        n_iters=(3, 2),
+        use_mlp=False,
+        predictor=True,
+        decoder="SlotMixerDecoder",
+        alloc_blocks=3,
+        renderer=[1024] * 2,
+        losses={"featrec": (1.0, None), "timesim": (0.1, 0.25)},
+        batch=128,
+        lr=4e-4,
+        warmup=2500,
+        decay=100_000,
+        max_steps=100_000,
+        clip=0.05,
+        clip_frames=4,
+        val_every=1000,
+        log_every=500,
+        val_batch=16,
+        workers=8,
+        val_protocol="chunks",
+        mask_channels=25,
+    ),
+    "videosaur/ytvis_dinov2": dict(
+        reference="configs/videosaur/ytvis_dinov2.yml",
+        exp_name="videosaur_ytvis_dinov2",
+        encoder="vit_base_patch14_dinov2.lvd142m",
+        img_size=518,
+        n_patches=1369,
+        n_slots=7,
+        slot_dim=64,
+        n_iters=(3, 2),
+        use_mlp=False,
+        predictor=True,
+        decoder="SlotMixerDecoder",
+        alloc_blocks=3,
+        renderer=[1024] * 2,
+        losses={"featrec": (1.0, None), "timesim": (0.1, 0.15)},
+        batch=64,
+        lr=2e-4,
+        warmup=2500,
+        decay=100_000,
+        max_steps=100_000,
+        clip=0.05,
+        clip_frames=4,
+        val_every=1000,
+        log_every=500,
+        val_batch=16,
+        workers=8,
+        val_protocol="chunks",
+        mask_channels=25,
+    ),
+    "dinosaur/coco_dinov2": dict(
+        reference="configs/dinosaur/coco_base14_dinov2.yml",
+        exp_name="dinosaur_coco_dinov2",
+        encoder="vit_base_patch14_dinov2.lvd142m",
+        img_size=224,
+        n_patches=256,
+        n_slots=7,
+        slot_dim=256,
+        n_iters=(3, 3),
+        use_mlp=True,
+        predictor=False,
+        decoder="MLPDecoder",
+        mlp_hidden=[2048] * 3,
+        losses={"featrec": (1.0, None)},
+        batch=64,
+        lr=4e-4,
+        warmup=10_000,
+        decay=100_000,
+        max_steps=500_000,
+        clip=1.0,
+        clip_frames=1,
+        val_every=2500,
+        log_every=200,
+        val_batch=64,
+        workers=4,
+        val_protocol="videos",
+        mask_channels=63,
+    ),
+}
+PRESETS = list(TABLE)
+
+# Where each preset's dataset lives in the fixture data root, and its shard count there.
+FIXTURE_SHARDS = {
+    "videosaur/movi_c": (
+        "movi_c/movi_c-train-{000000..000001}.tar",
+        "movi_c/movi_c-validation-{000000..000001}.tar",
+    ),
+    "videosaur/movi_e": (
+        "movi_e/movi_e-train-{000000..000001}.tar",
+        "movi_e/movi_e-validation-{000000..000001}.tar",
+    ),
+    "videosaur/ytvis": (
+        "ytvis2021_resized/ytvis-train-{000000..000002}.tar",
+        "ytvis2021_resized/ytvis-validation-{000000..000002}.tar",
+    ),
+    "videosaur/ytvis_dinov2": (
+        "ytvis2021_resized_518/ytvis-train-{000000..000002}.tar",
+        "ytvis2021_resized_518/ytvis-validation-{000000..000002}.tar",
+    ),
+    "dinosaur/coco_dinov2": (
+        "coco/coco-train-{000000..000002}.tar",
+        "coco/coco-validation-{000000..000002}.tar",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory) -> Path:
+    """Every preset's dataset, a few samples each, at its real stored size (MOVi: 24 x 128 x 128)."""
+    root = tmp_path_factory.mktemp("real_data")
+    for variant in ("movi_c", "movi_e"):
+        write_movi_shards(root, variant, n_train=4, n_val=3, per_shard=2)
+    write_ytvis_shards(root, "ytvis2021_resized", short_side=40)
+    write_ytvis_shards(root, "ytvis2021_resized_518", short_side=52)
+    write_coco_shards(root)
+    return root
+
+
+def compose_on_fixtures(compose_train, preset: str, data_dir: Path, *overrides: str) -> DictConfig:
+    """The preset reading the fixture shards, with random encoder weights (no hub in tests)."""
+    train, val = FIXTURE_SHARDS[preset]
+    shards = [f"dataset.train_shards='{train}'", f"dataset.val_shards='{val}'"]
+    cfg = compose_train(f"experiment={preset}", *shards, "encoder.pretrained=false", *overrides, debug=False)
+    cfg.paths.data_dir = str(data_dir)  # compose_train points it at an empty session dir
+    return cfg
+
+
+def test_every_preset_is_in_the_table():
+    found = sorted(
+        p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+        for p in (CONF / "experiment").rglob("*.yaml")
+    )
+    assert found == sorted(PRESETS)
+    for preset in PRESETS:
+        lines = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()
+        assert lines[0] == "# @package _global_"  # Hydra reads the header before any other comment
+        assert lines[1] == f"# python src/train.py experiment={preset}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., DictConfig], preset: str):
+    cfg = compose_train(f"experiment={preset}", debug=False)
+    want = TABLE[preset]
+    assert cfg.exp_name == want["exp_name"]
+    assert cfg.encoder.model_name == want["encoder"] and cfg.encoder.img_size == want["img_size"]
+    assert cfg.encoder.pretrained and cfg.encoder.frozen and cfg.encoder.block is None  # block 12
+    assert cfg.dataset.input_size == want["img_size"] and cfg.dataset.mask_size == 224
+    g = cfg.grouper
+    assert (g.n_slots, g.slot_dim, (g.n_iters_first, g.n_iters), g.use_mlp) == (
+        want["n_slots"],
+        want["slot_dim"],
+        want["n_iters"],
+        want["use_mlp"],
+    )
+    assert g.gru_on_normed_slots and g.eps == 1e-8
+    if want["predictor"]:
+        p = cfg.predictor
+        assert (p.n_blocks, p.n_heads, p.mlp_ratio, p.qkv_bias, p.inverted_scale) == (1, 4, 4.0, True, True)
+    else:
+        assert cfg.predictor._target_ == "torch.nn.Identity"
+    assert cfg.decoder._target_.endswith(want["decoder"])
+    if want["decoder"] == "SlotMixerDecoder":
+        d = cfg.decoder
+        assert (d.n_blocks, list(d.renderer_hidden_dims), d.renderer_dim) == (
+            want["alloc_blocks"],
+            want["renderer"],
+            1024,
+        )
+        assert d.n_heads == 4 and d.inverted_scale
+    else:
+        assert list(cfg.decoder.hidden_dims) == want["mlp_hidden"]
+        assert cfg.encoder.pos_embed_size == 518  # [Q] the 37x37 table resampled to 16x16
+    assert {name: (loss.weight, loss.get("temperature")) for name, loss in cfg.loss.items()} == want["losses"]
+    assert all(loss.offset == 1 and loss.threshold == 0.0 for loss in cfg.loss.values() if "offset" in loss)
+    lr = cfg.optim.base_lr * cfg.dataset.batch_size / cfg.optim.reference_batch_size  # lr scaling rule
+    assert cfg.dataset.batch_size == want["batch"] and lr == pytest.approx(want["lr"])
+    assert (cfg.optim.warmup_steps, cfg.optim.decay_steps) == (want["warmup"], want["decay"])
+    assert (cfg.optim.weight_decay, list(cfg.optim.betas), cfg.optim.eps) == (0.0, [0.9, 0.999], 1e-8)
+    t = cfg.trainer
+    assert (t.max_steps, t.gradient_clip_val, t.val_check_interval, t.log_every_n_steps) == (
+        want["max_steps"],
+        want["clip"],
+        want["val_every"],
+        want["log_every"],
+    )
+    assert t.precision == "32-true" and cfg.checkpoint_every_n_steps == 1000
+    d = cfg.dataset
+    assert (d.train_clip_frames, d.val_batch_size, d.num_workers) == (
+        want["clip_frames"],
+        want["val_batch"],
+        want["workers"],
+    )
+    assert (d.val_protocol, d.n_mask_channels) == (want["val_protocol"], want["mask_channels"])
+    if d.val_protocol == "chunks":
+        assert d.val_chunk_frames == 6
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_model_has_the_released_checkpoint_layout(compose_train, reference, preset: str):
+    """Loading the released checkpoint needs these names and shapes (fixtures/state_dict_keys.json)."""
+    expected = reference("state_dict_keys.json")[TABLE[preset]["reference"]]
+    model, _ = build_model(compose_train(f"experiment={preset}", "encoder.pretrained=false", debug=False))
+    assert model.encoder.n_patches == TABLE[preset]["n_patches"]
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    del model
+    theirs = {k: torch.empty(shape, device="meta") for k, shape in expected["keys"].items()}
+    assert {k: tuple(v.shape) for k, v in reference_to_local(theirs).items()} == ours
+    assert trainable == expected["n_trainable_params"]
+
+
+def _eval_config(ckpt: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("eval", overrides=[f"ckpt={ckpt}", "accelerator=cpu"])
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path, preset: str):
+    small = 28 if "dinov2" in preset else 32  # 4x4 or 2x2 patches: the ViT-B blocks stay cheap
+    cfg = compose_on_fixtures(
+        compose_train,
+        preset,
+        fixture_data,
+        "trainer=debug",
+        f"encoder.img_size={small}",
+        "dataset.mask_size=16",
+        "dataset.batch_size=2",
+        "dataset.val_batch_size=2",
+        "dataset.num_workers=0",
+        "dataset.shuffle_size=4",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=null",
+        "checkpoint_every_n_steps=2",
+        "logger=none",
+    )
+    objective = training.run(cfg)
+    run_dir = tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["step"] == 2
+    assert results["exp_id"].startswith(TABLE[preset]["exp_name"] + "-")
+    assert results["config"]["dataset"]["val_protocol"] == TABLE[preset]["val_protocol"]
+    for key in ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo"):
+        assert 0 <= results["metrics"][key] <= 1, key
+    assert objective == results["metrics"][cfg.objective[0]]
+
+    evaluated = training.evaluate(_eval_config(run_dir / training.LAST_CHECKPOINT))
+    for key, value in results["metrics"].items():
+        if key.startswith("val/") and "loss" not in key:
+            assert evaluated[key] == pytest.approx(value, abs=1e-5), key  # same weights, data, seed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_runs_at_its_true_size(compose_train, fixture_data: Path, preset: str):
+    """The reference's input size and patch grid: one train clip and one validation chunk."""
+    video = TABLE[preset]["clip_frames"] > 1
+    cfg = compose_on_fixtures(
+        compose_train,
+        preset,
+        fixture_data,
+        "dataset.batch_size=1",
+        "dataset.val_batch_size=1",
+        "dataset.num_workers=0",
+        "dataset.shuffle_size=1",
+        *(
+            ["dataset.train_clip_frames=2", "dataset.val_protocol=chunks", "dataset.val_chunk_frames=2"]
+            if video
+            else []
+        ),
+    )
+    datamodule, module = build_task(cfg)
+    datamodule.setup("fit")
+    T, S, P = (2 if video else 1), TABLE[preset]["n_slots"], TABLE[preset]["n_patches"]
+    train = next(iter(datamodule.train_dataloader()))
+    assert train["video"].shape == (1, T, 3, TABLE[preset]["img_size"], TABLE[preset]["img_size"])
+    with torch.no_grad():
+        out = module.model(video=train["video"])
+        losses = module.compute_losses(out)
+        val = next(iter(datamodule.val_dataloader()))
+        _, pred = module.predict_masks(val, 0)
+    assert out.decoder_masks.shape == (1, T, S, P)
+    assert torch.isfinite(losses["loss"])
+    assert val["masks"].shape == (1, T, TABLE[preset]["mask_channels"], 224, 224)
+    assert pred.shape == (1, T, S, 224, 224) and (pred.sum(dim=2) == 1).all()
+    assert isinstance(instantiate(cfg.optim), type(module.optim))
+
+
+def test_encoder_and_dataset_options_compose_into_a_dinov2_ytvis_run(compose_train, fixture_data: Path):
+    """python src/train.py encoder=dinov2 dataset=ytvis: the input follows the encoder, masks stay at 224."""
+    cfg = compose_train("encoder=dinov2", "dataset=ytvis", "encoder.pretrained=false", debug=False)
+    assert (cfg.dataset.input_size, cfg.dataset.mask_size, cfg.dataset.val_protocol) == (518, 224, "chunks")
+    model, losses = build_model(cfg)
+    assert model.encoder.n_patches == 37 * 37
+    assert sum(loss.n_channels(768, 37 * 37) for loss in losses.values()) == 768 + 1369  # featrec | timesim
+    cfg.paths.data_dir = str(fixture_data)
+    cfg.dataset.val_shards = FIXTURE_SHARDS["videosaur/ytvis"][1]
+    cfg.dataset.val_batch_size = 1
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))  # 40-pixel shards upsampled to the encoder's 518
+    assert batch["video"].shape == (1, 6, 3, 518, 518) and batch["masks"].shape == (1, 6, 25, 224, 224)
