@@ -194,12 +194,12 @@ def test_killed_sweep_relaunched_ends_with_the_planned_trials_none_lost_or_run_t
 def test_requeued_job_resumes_from_its_checkpoint_and_ends_at_the_planned_step(
     slurm_sweep: SlurmSweep, slurm_cluster: SlurmCluster
 ):
-    steps = 60
+    steps = 24
     process = slurm_sweep.start(
         "seed=3",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",
-        "checkpoint_every_n_steps=5",
+        "checkpoint_every_n_steps=4",
         f"hydra.sweep.dir={slurm_sweep.cwd / 'sweep'}",
     )
     wait_until(
