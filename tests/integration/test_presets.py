@@ -302,10 +302,11 @@ def test_preset_model_has_the_released_checkpoint_layout(compose_train, referenc
     assert trainable == expected["n_trainable_params"]
 
 
-def _eval_config(ckpt: Path) -> DictConfig:
+def _eval_config(ckpt: Path, *overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()
+    listed = ",".join(f'"{o}"' for o in overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("eval", overrides=[f"ckpt={ckpt}", "accelerator=cpu"])
+        return compose("eval", overrides=[f"ckpt={ckpt}", "accelerator=cpu", f"overrides=[{listed}]"])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -343,6 +344,12 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
     for key, value in results["metrics"].items():
         if key.startswith("val/") and "loss" not in key:
             assert evaluated[key] == pytest.approx(value, abs=1e-5), key  # same weights, data, seed
+    if cfg.dataset.val_protocol == "chunks":  # YT-VIS: also score whole videos, as later papers do
+        videos = training.evaluate(
+            _eval_config(run_dir / training.LAST_CHECKPOINT, "dataset.val_protocol=videos")
+        )
+        assert all(0 <= videos[key] <= 1 for key in ("val/video_fg_ari", "val/video_mbo"))
+        assert videos["val/video_fg_ari"] != evaluated["val/video_fg_ari"]  # other clips, other score
 
 
 @pytest.mark.slow

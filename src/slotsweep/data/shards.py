@@ -165,7 +165,8 @@ class TrainClips(IterableDataset):
             starts = chunk_starts(len(frames), self.clip_frames)
             if len(starts) > 0:  # videos shorter than a chunk are skipped, as in the reference
                 start = rng.choice(starts)
-                yield frames[start : start + self.clip_frames]
+                # A copy, so the shuffle buffer holds the chunk and not the whole decoded video.
+                yield frames[start : start + self.clip_frames].copy()
 
 
 class ValClips(IterableDataset):
