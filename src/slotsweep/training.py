@@ -145,8 +145,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             pictures = sorted((directory / "masks").glob("clip*.*"))
             tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
     except BaseException as error:
-        results.update(
-            status="failed",
+        results.update(  # a signal (preemption, Ctrl-C) interrupts; the requeued job resumes
+            status="failed" if isinstance(error, Exception) else "interrupted",
             error=f"{type(error).__name__}: {error}",
             step=trainer.global_step if trainer is not None else 0,
             wall_time_s=time.monotonic() - start,
