@@ -402,3 +402,24 @@ def test_encoder_and_dataset_options_compose_into_a_dinov2_ytvis_run(compose_tra
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))  # 40-pixel shards upsampled to the encoder's 518
     assert batch["video"].shape == (1, 6, 3, 518, 518) and batch["masks"].shape == (1, 6, 25, 224, 224)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_released_checkpoint_loads_into_the_preset(compose_train, reference, tmp_path: Path, preset: str):
+    """load_weights=<the released Lightning .ckpt>: every tensor of the reference's layout lands in
+    the preset's model (random distinct values, so a tensor left out or loaded twice would show)."""
+    layout = reference("state_dict_keys.json")[TABLE[preset]["reference"]]["keys"]
+    generator = torch.Generator().manual_seed(0)
+    state = {name: torch.randn(shape, generator=generator) for name, shape in layout.items()}
+    ckpt = tmp_path / "videosaur.ckpt"
+    torch.save({"state_dict": state, "global_step": 100_000, "pytorch-lightning_version": "1.8.4"}, ckpt)
+    cfg = compose_train(
+        f"experiment={preset}", "encoder.pretrained=false", f"load_weights={ckpt}", debug=False
+    )
+    _, module = build_task(cfg)  # checks the names and shapes, then loads
+    loaded = sorted(_fingerprint(t) for t in module.model.state_dict().values())
+    assert loaded == sorted(_fingerprint(t) for t in state.values())
+
+
+def _fingerprint(tensor: torch.Tensor) -> tuple:
+    return tuple(tensor.shape), round(float(tensor.double().sum()), 4)
