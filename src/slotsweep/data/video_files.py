@@ -26,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import decord
 import lightning as L
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0, crf: in
 
     crf: x264 quality, 0 = lossless in YUV (the RGB round trip still rounds), 18 = visually lossless.
     """
-    T, H, W, _ = frames.shape
+    _, H, W, _ = frames.shape
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = W, H
@@ -78,8 +79,8 @@ def write_masks(path: str | Path, masks: np.ndarray, background: bool) -> None:
     i becomes id i + 1 and id 0 means unlabelled.
     """
     masks = np.asarray(masks, bool)
-    if masks.sum(axis=1).max(initial=0) <= 1 and masks.shape[1] < 256:
-        offset = 0 if background else 1
+    offset = 0 if background else 1
+    if masks.sum(axis=1).max(initial=0) <= 1 and masks.shape[1] + offset <= 256:  # ids fit in uint8
         ids = np.where(masks.any(axis=1), masks.argmax(axis=1) + offset, 0).astype(np.uint8)
         np.savez_compressed(path, ids=ids, background=background)
     else:
@@ -122,9 +123,7 @@ def read_masks(path: Path, n_channels: int, background: bool) -> np.ndarray:
     return np.concatenate([masks, np.zeros((T, n_channels - n, H, W), bool)], axis=1)
 
 
-def _reader(path: Path):
-    import decord  # imported where used: decord starts native threads on import
-
+def _reader(path: Path) -> decord.VideoReader:
     return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
 
 
