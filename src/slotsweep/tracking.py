@@ -58,6 +58,8 @@ NON_RESULT_KEYS = (
     "trainer.enable_progress_bar",
     "dataset.num_workers",
     "dataset.data_dir",
+    "dataset.root",  # where a video folder lives, not what it holds
+    "dataset.convert_command",  # help text of the missing-data error
     "encoder.weights",
 )
 

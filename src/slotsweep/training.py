@@ -50,11 +50,16 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
     return model, losses
 
 
-def build_task(cfg: DictConfig) -> tuple[L.LightningDataModule, ObjectCentricModule]:
-    """Datamodule and LightningModule from a composed config (checked first, built second)."""
+def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModule, ObjectCentricModule]:
+    """Datamodule and LightningModule from a composed config (checked first, built second).
+
+    The datamodule is set up for `stage` before the model is built, so missing data fails in
+    milliseconds rather than after a ViT has loaded.
+    """
     check_config(cfg)
     log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
     datamodule = instantiate(cfg.dataset)
+    datamodule.setup(stage)
     model, losses = build_model(cfg)
     if cfg.load_weights is not None:
         load_model_weights(model, cfg.load_weights)
@@ -129,7 +134,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             log.info(f"Resuming from {last}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
         trainer.save_checkpoint(last)
-        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
         results.update(
             status="completed",
             error=None,
@@ -174,6 +180,9 @@ def _set_aside(directory: Path) -> Path:
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
+    if not metrics:
+        log.warning("no validation metrics (a dataset without masks): the objective is NaN")
+        return float("nan") if len(cfg.objective) == 1 else tuple(float("nan") for _ in cfg.objective)
     missing = [key for key in cfg.objective if key not in metrics]
     if missing:
         raise SlotsweepError(
@@ -197,7 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise SlotsweepError(f"config={config_path} does not exist: pass config=<the run's config.yaml>")
     train_cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.from_dotlist(list(cfg.overrides)))
     train_cfg.load_weights = None
-    datamodule, module = build_task(train_cfg)
+    datamodule, module = build_task(train_cfg, stage="validate")
     load_model_weights(module.model, ckpt)
     module.eval_seed, module.eval_n_slots = cfg.eval_seed, cfg.n_slots
     trainer = L.Trainer(
