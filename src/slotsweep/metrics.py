@@ -6,12 +6,17 @@ Two ways compute it, with the same formulas on top (as timm keeps a fused and a 
   einsum: :func:`adjusted_rand_index`, :func:`pairwise_iou`, :func:`per_object_iou`,
   :func:`matched_iou`. Any binary masks, no checks; the plain path the tests trust.
 - ``torchmetrics`` classes :class:`FGARI` and :class:`MBO`, updated with GT (B, T, K, H, W) and
-  one-hot predictions (B, T, S, H, W). They check the inputs, reduce each frame to a GT label map
-  and a slot map (checked inputs have one of each per pixel), count (frame, label, slot) triples
-  with one ``bincount``, then :func:`fold_frames` turns frame counts into clip counts (video) or
-  frame samples (image): far less work on CPU than an einsum over float copies. States are
-  a float64 sum and a sample count reduced with ``sum``, so the DDP average is over all samples of
-  all ranks.
+  one-hot predictions (B, T, S, H, W). :func:`frame_counts` checks the inputs, reduces each frame to
+  a GT label map and a slot map (checked inputs have one of each per pixel) and counts (frame,
+  label, slot) triples with one ``bincount``; :func:`fold_frames` then turns frame counts into clip
+  counts (video) or frame samples (image): far less work on CPU than an einsum over float copies.
+  States are a float64 sum and a sample count reduced with ``sum``, so the DDP average is over all
+  samples of all ranks.
+- :class:`MaskMetrics` holds several of those classes with the same mask options and counts each
+  batch once for all of them: the video and image variants of both metrics read the same frame
+  counts (validation scores all four, so this is a quarter of the counting).
+Counting is the cost: for a MOVi-sized batch it reads the GT masks and the predicted masks once
+each. Boolean one-hot predictions are read as bytes (4x less memory traffic than float32 ones).
 Nothing loops over samples or objects in Python, except scipy's Hungarian solver (one matrix a call).
 """
 
@@ -23,16 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 __all__ = [
     "MATCHINGS",
     "FGARI",
     "MBO",
+    "FrameCounts",
+    "MaskMetrics",
     "adjusted_rand_index",
     "contingency_table",
     "fold_frames",
+    "frame_counts",
     "matched_iou",
     "pairwise_iou",
     "per_object_iou",
@@ -194,23 +202,54 @@ def fold_frames(per_frame: Tensor, video: bool) -> Tensor:
     return per_frame.sum(1) if video else per_frame.flatten(0, 1)
 
 
+class FrameCounts(NamedTuple):
+    """One batch counted frame by frame, and the mask options its inputs were checked against.
+
+    table: (B, T, K + 2, S) float64 points of frame (b, t) with GT label l in slot s; label 0 is
+        unlabelled, c + 1 is GT channel c, K + 1 an overlap (see :func:`frame_counts`).
+    """
+
+    table: Tensor
+    ignore_background: bool
+    ignore_overlaps: bool
+
+
 class _Counts(NamedTuple):
     table: Tensor  # (B', K', S) float64 points of GT object k in slot s (no background/overlaps)
     pred_sizes: Tensor  # (B', S) float64 points of slot s, overlap pixels left out
     labelled: Tensor  # (B',) bool: any labelled pixel, tested before dropping background/overlaps
 
 
+def _channels_on_and_index(masks: Tensor, first: int) -> tuple[Tensor, Tensor]:
+    """Per pixel of binary masks (B, T, C, H, W): the channels that are on, Σ_c m[c], and
+    Σ_c (c + first)·m[c], which is the channel's number where exactly one is on.
+
+    One matmul of a (2, C) weight matrix with the masks. On CPU, bool masks are multiplied as uint8,
+    a free view of the bools and exact below 255 channels (far faster than float copies of C masks);
+    float32/float64 masks as they are; anything else in float32 (CUDA has no integer matmul), exact
+    for such small integers. Returns two (B·T, H·W) tensors.
+    """
+    B, T, C, H, W = masks.shape
+    if masks.dtype == torch.bool and masks.device.type == "cpu" and C < 255:
+        x = masks.view(torch.uint8)
+    elif masks.dtype in (torch.float32, torch.float64):
+        x = masks
+    else:
+        x = masks.to(torch.float32)
+    weights = torch.stack([torch.ones(C), torch.arange(first, C + first)]).to(x)  # (2, C)
+    return (weights @ x.reshape(B * T, C, H * W)).unbind(1)
+
+
 def _slot_map(metric: str, pred: Tensor) -> Tensor:
-    """Check that ``pred`` (B, T, S, H, W) is one-hot; return each pixel's slot, (B·T, H·W) float."""
-    B, T, S, H, W = pred.shape
-    if pred.dtype not in (torch.float32, torch.float64):
-        pred = pred.to(torch.float32)
-    # one matmul gives each pixel's slot mass and, where one-hot, its slot index Σ_s s·pred[s]
-    weights = torch.stack([torch.ones(S), torch.arange(S)]).to(pred)  # (2, S)
-    mass, slot = (weights @ pred.reshape(B * T, S, H * W)).unbind(1)  # (B·T, H·W) each
-    # mass 1 gives every pixel a nonzero; as many nonzeros as pixels leaves exactly one per pixel,
-    # whose value is then its mass, 1: one-hot (NaN and inf fail the mass test)
-    if not ((mass == 1).all() and torch.count_nonzero(pred) == mass.numel()):
+    """Check that ``pred`` (B, T, S, H, W) is one-hot; return each pixel's slot, (B·T, H·W)."""
+    mass, slot = _channels_on_and_index(pred, first=0)
+    # mass 1 gives every pixel a nonzero. A bool is 0 or 1, so that is one-hot already; for other
+    # dtypes, as many nonzeros as pixels leaves exactly one per pixel, whose value is then its mass,
+    # 1 (NaN and inf fail the mass test)
+    one_hot = bool((mass == 1).all())
+    if one_hot and pred.dtype != torch.bool:
+        one_hot = int(torch.count_nonzero(pred)) == mass.numel()
+    if not one_hot:
         raise ValueError(
             f"{metric}.update: pred masks must be one-hot over slots (axis 2); convert soft masks "
             f"with slotsweep.masks.hard_masks"
@@ -224,18 +263,12 @@ def _label_map(metric: str, true: Tensor, ignore_background: bool, ignore_overla
     Label 0: unlabelled; c + 1: channel c; K + 1: an overlap (kept apart from unlabelled pixels: they
     still count for the skip test, and they leave the predicted areas, as in videosaur.md §6).
     """
-    B, T, K, H, W = true.shape
+    K = true.shape[2]
     if true.dtype != torch.bool:
         if not ((true == 0) | (true == 1)).all():
             raise ValueError(f"{metric}.update: true masks must be binary (0/1 or bool)")
         true = true.bool()
-    # per pixel (number of channels, Σ_c (c + 1)·true[c]) by one matmul: in uint8 on CPU, a free view
-    # of the bools and exact below 255 channels (far faster than converting K masks to float);
-    # elsewhere in float32 (CUDA has no integer matmul), exact for such small integers
-    small = true.device.type == "cpu" and K < 255
-    channels = true.view(torch.uint8) if small else true.to(torch.float32)
-    weights = torch.stack([torch.ones(K), torch.arange(1, K + 1)]).to(channels)  # (2, K)
-    n_labels, labels = (weights @ channels.reshape(B * T, K, H * W)).unbind(1)  # (B·T, H·W) each
+    n_labels, labels = _channels_on_and_index(true, first=1)
     if ignore_background and not (n_labels == 1).all():
         raise ValueError(
             f"{metric}(ignore_background=True) needs every pixel in exactly one GT channel, "
@@ -253,26 +286,20 @@ def _label_map(metric: str, true: Tensor, ignore_background: bool, ignore_overla
     return labels
 
 
-def _count(
-    metric: str,
-    true: Tensor,
-    pred: Tensor,
-    *,
-    video: bool,
-    ignore_background: bool,
-    ignore_overlaps: bool,
-) -> _Counts:
-    """Check the inputs, apply the reference's options and count (videosaur.md §6).
+def frame_counts(
+    metric: str, true: Tensor, pred: Tensor, ignore_background: bool, ignore_overlaps: bool
+) -> FrameCounts:
+    """Check the inputs against the reference's options and count every frame (videosaur.md §6).
 
     Once checked, every pixel has one slot and one GT label, so the contingency table is a histogram
     of (frame, GT label, slot) triples: one ``bincount``, much cheaper on CPU than a matmul of float
     copies of the masks.
 
     Args:
-        metric: the calling class's name, for error messages.
+        metric: the caller's name, for error messages.
         true: (B, T, K, H, W) binary ground truth (bool or 0/1).
-        pred: (B, T, S, H, W) one-hot predictions.
-        video, ignore_background, ignore_overlaps: as in :class:`FGARI`.
+        pred: (B, T, S, H, W) one-hot predictions (bool is the cheapest to read).
+        ignore_background, ignore_overlaps: as in :class:`FGARI`.
     """
     if true.ndim != 5 or pred.ndim != 5:
         raise ValueError(
@@ -295,15 +322,30 @@ def _count(
     index = labels.to(torch.int32).mul_(S).add_(slot.to(torch.int32))  # (B·T, H·W)
     index += frame_offsets.view(B * T, 1)
     per_frame = torch.bincount(index.flatten(), minlength=B * T * n_bins)
-    per_frame = per_frame.view(B, T, K + 2, S).to(torch.float64)  # (B, T, K+2, S)
-    counts = fold_frames(per_frame, video)  # (B', K+2, S)
-    first = 2 if ignore_background else 1
+    table = per_frame.view(B, T, K + 2, S).to(torch.float64)
+    return FrameCounts(table, ignore_background, ignore_overlaps)
+
+
+def _sample_counts(metric: FGARI | MBO, true: Tensor, pred: Tensor, counts: FrameCounts | None) -> _Counts:
+    """A metric's per-sample counts: from ``counts`` when given, else counted from the masks."""
+    name = type(metric).__name__
+    options = (metric.ignore_background, metric.ignore_overlaps)
+    if counts is None:
+        counts = frame_counts(name, true, pred, *options)
+    elif (counts.ignore_background, counts.ignore_overlaps) != options:
+        raise ValueError(
+            f"{name}.update: counts made with (ignore_background, ignore_overlaps)="
+            f"{(counts.ignore_background, counts.ignore_overlaps)}, but the metric has {options}"
+        )
+    per_sample = fold_frames(counts.table, metric.video)  # (B', K+2, S)
+    K = per_sample.shape[1] - 2
+    first = 2 if counts.ignore_background else 1
     return _Counts(
-        table=counts[:, first : K + 1],
-        pred_sizes=counts[:, : K + 1].sum(1),  # overlap pixels (last row) leave the prediction
+        table=per_sample[:, first : K + 1],
+        pred_sizes=per_sample[:, : K + 1].sum(1),  # overlap pixels (last row) leave the prediction
         # [Q] tested before dropping background and overlaps: every MOVi sample counts, and a COCO
         # image whose annotations all overlap counts too (videosaur.md §6, fixtures README (a))
-        labelled=counts[:, 1:].sum((1, 2)) > 0,
+        labelled=per_sample[:, 1:].sum((1, 2)) > 0,
     )
 
 
@@ -346,21 +388,16 @@ class FGARI(Metric):
         self.add_state("values", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, true: Tensor, pred: Tensor) -> None:
+    def update(self, true: Tensor, pred: Tensor, counts: FrameCounts | None = None) -> None:
         """Add a batch.
 
         Args:
             true: (B, T, K, H, W) binary GT masks.
             pred: (B, T, S, H, W) one-hot predicted masks.
+            counts: this batch's :func:`frame_counts` when the caller has them already (then true
+                and pred are not read again); :class:`MaskMetrics` shares them among its metrics.
         """
-        counts = _count(
-            type(self).__name__,
-            true,
-            pred,
-            video=self.video,
-            ignore_background=self.ignore_background,
-            ignore_overlaps=self.ignore_overlaps,
-        )
+        counts = _sample_counts(self, true, pred, counts)
         scored = counts.labelled
         if not self.count_background_only_samples:
             scored = scored & (counts.table.sum((1, 2)) > 0)
@@ -409,21 +446,15 @@ class MBO(Metric):
         self.add_state("values", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, true: Tensor, pred: Tensor) -> None:
+    def update(self, true: Tensor, pred: Tensor, counts: FrameCounts | None = None) -> None:
         """Add a batch.
 
         Args:
             true: (B, T, K, H, W) binary GT masks.
             pred: (B, T, S, H, W) one-hot predicted masks.
+            counts: this batch's :func:`frame_counts`, as in :meth:`FGARI.update`.
         """
-        counts = _count(
-            type(self).__name__,
-            true,
-            pred,
-            video=self.video,
-            ignore_background=self.ignore_background,
-            ignore_overlaps=self.ignore_overlaps,
-        )
+        counts = _sample_counts(self, true, pred, counts)
         true_sizes = counts.table.sum(2)  # (B', K'): each labelled pixel is in exactly one slot
         iou = _iou_from_table(counts.table, true_sizes, counts.pred_sizes)
         mbo = _mean_over_objects(_match(iou, self.matching), true_sizes)  # (B',) NaN: skipped
@@ -434,3 +465,47 @@ class MBO(Metric):
     def compute(self) -> Tensor:
         """Mean matched IoU over the scored samples; NaN if none was scored."""
         return _mean(self.values, self.total)
+
+
+class MaskMetrics(nn.ModuleDict):
+    """Named FG-ARI/mBO metrics that count each batch once for all of them.
+
+    A ModuleDict of the metrics (iterate, index, ``.to(device)``; each member can still be updated on
+    its own), plus ``update``, ``compute`` and ``reset`` over all members.
+
+    Args:
+        metrics: {name: FGARI or MBO}, in logging order, all with the same ``ignore_background`` and
+            ``ignore_overlaps`` (the options decide the counts).
+    """
+
+    def __init__(self, metrics: dict[str, FGARI | MBO]) -> None:
+        options = {(m.ignore_background, m.ignore_overlaps) for m in metrics.values()}
+        if len(options) != 1:
+            raise ValueError(
+                f"MaskMetrics needs at least one metric, all with the same (ignore_background, "
+                f"ignore_overlaps); got {sorted(options)}"
+            )
+        super().__init__()
+        for name, metric in metrics.items():  # not ModuleDict.update: `update` adds a batch here,
+            self[name] = metric  # as in torchmetrics' MetricCollection (also a ModuleDict)
+        self.ignore_background, self.ignore_overlaps = options.pop()
+
+    def update(self, true: Tensor, pred: Tensor) -> None:
+        """Count the batch once and add it to every metric.
+
+        Args:
+            true: (B, T, K, H, W) binary GT masks.
+            pred: (B, T, S, H, W) one-hot predicted masks.
+        """
+        name = type(self).__name__
+        counts = frame_counts(name, true, pred, self.ignore_background, self.ignore_overlaps)
+        for metric in self.values():
+            metric.update(true, pred, counts=counts)
+
+    def compute(self) -> dict[str, Tensor]:
+        """{name: value} of every metric (NaN where it scored no sample)."""
+        return {name: metric.compute() for name, metric in self.items()}
+
+    def reset(self) -> None:
+        for metric in self.values():
+            metric.reset()

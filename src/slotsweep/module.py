@@ -8,11 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from slotsweep.masks import hard_masks, resize_patch_masks
-from slotsweep.metrics import FGARI, MBO
+from slotsweep.metrics import FGARI, MBO, MaskMetrics
+from slotsweep.models.encoder import EncoderOutput
 from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
 from slotsweep.optim import AdamWarmupDecay
 
-__all__ = ["METRIC_NAMES", "NonFiniteLossError", "ObjectCentricModule", "make_metrics"]
+__all__ = ["METRIC_NAMES", "NonFiniteLossError", "ObjectCentricModule", "make_metrics", "model_inputs"]
 
 # Metric name -> (class, video?). Logged as val/<name> on the decoder masks (the official ones).
 METRIC_NAMES = {
@@ -23,10 +24,22 @@ METRIC_NAMES = {
 }
 
 
-def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> nn.ModuleDict:
-    """A fresh {name: metric} set for METRIC_NAMES with the dataset's mask conventions."""
+def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
+    """A fresh {name: metric} set for METRIC_NAMES with the dataset's mask conventions.
+
+    Its `update` counts a batch once for all four metrics (they differ only in how they read the
+    counts).
+    """
     kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
-    return nn.ModuleDict({name: cls(video=video, **kwargs) for name, (cls, video) in METRIC_NAMES.items()})
+    return MaskMetrics({name: cls(video=video, **kwargs) for name, (cls, video) in METRIC_NAMES.items()})
+
+
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput]:
+    """The model's input from a batch: the frozen encoder's cached outputs when the loader reads a
+    feature cache (slotsweep.cache), else the video."""
+    if "features" in batch:  # stored as float16; the model and the losses work in float32
+        return {"features": EncoderOutput(batch["features"].float(), batch["keys"].float())}
+    return {"video": batch["video"]}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,7 +97,7 @@ class ObjectCentricModule(L.LightningModule):
         return values
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        values = self.compute_losses(self.model(video=batch["video"]))
+        values = self.compute_losses(self.model(**model_inputs(batch)))
         if not torch.isfinite(values["loss"]):
             raise NonFiniteLossError(
                 f"training loss is {values['loss'].item()} at step {self.global_step} "
@@ -98,16 +111,15 @@ class ObjectCentricModule(L.LightningModule):
     def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
         """Model output and hard decoder masks (B, T, S, H, W) at the GT mask resolution."""
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
-        out = self.model(video=batch["video"], n_slots=self.eval_n_slots, generator=generator)
+        out = self.model(**model_inputs(batch), n_slots=self.eval_n_slots, generator=generator)
         size = tuple(batch["masks"].shape[-2:])
         return out, hard_masks(resize_patch_masks(out.decoder_masks, size))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out, pred = self.predict_masks(batch, batch_idx)
         values = self.compute_losses(out)
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=len(batch["video"]))
-        for metric in self.metrics.values():
-            metric.update(batch["masks"], pred)
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=len(batch["masks"]))
+        self.metrics.update(batch["masks"], pred)
 
     def on_validation_epoch_end(self) -> None:
         for name, metric in self.metrics.items():

@@ -14,7 +14,9 @@ from torchmetrics.utilities.data import dim_zero_sum
 from slotsweep.metrics import (
     FGARI,
     MBO,
+    MaskMetrics,
     adjusted_rand_index,
+    frame_counts,
     matched_iou,
     pairwise_iou,
     per_object_iou,
@@ -388,3 +390,47 @@ def test_unknown_matching_lists_valid_values() -> None:
     true, pred = _random_masks(9)
     with pytest.raises(ValueError, match="valid values"):
         per_object_iou(true[:, 0].flatten(2).mT, pred[:, 0].flatten(2).mT, "greedy")
+
+
+# ---- one count for several metrics -----------------------------------------------------------
+
+
+def test_mask_metrics_count_once_and_equal_the_separate_metrics() -> None:
+    true, pred = _random_masks(10)
+    members = {
+        f"{kind}_{name}": cls(video=kind == "video", ignore_background=True)
+        for kind in ("video", "image")
+        for name, cls in (("fg_ari", FGARI), ("mbo", MBO))
+    }
+    shared = MaskMetrics(members)
+    for half in (slice(0, 1), slice(1, None)):  # two batches accumulate like two updates
+        shared.update(true[half], pred[half])
+    for name, value in shared.compute().items():
+        alone = type(members[name])(video=members[name].video, ignore_background=True)
+        alone.update(true, pred)
+        torch.testing.assert_close(value, alone.compute(), rtol=0, atol=1e-12)
+    assert list(shared.compute()) == list(members)  # logging order is kept
+    shared.reset()
+    assert all(int(m.total) == 0 for m in shared.values())
+
+
+def test_bool_predictions_are_read_as_bytes_and_still_checked() -> None:
+    true, pred = _random_masks(11)
+    expected, got = FGARI(ignore_background=True), FGARI(ignore_background=True)
+    expected.update(true, pred)
+    got.update(true, pred.bool())
+    assert got.compute() == expected.compute()
+    two_slots = pred.bool().clone()
+    two_slots[0, 0, :2, 0, 0] = True
+    for bad in (two_slots, torch.zeros_like(two_slots)):
+        with pytest.raises(ValueError, match="one-hot"):
+            FGARI(ignore_background=True).update(true, bad)
+
+
+def test_counts_from_other_options_are_refused() -> None:
+    true, pred = _random_masks(12)
+    counts = frame_counts("test", true, pred, ignore_background=True, ignore_overlaps=False)
+    with pytest.raises(ValueError, match=r"counts made with .*\(True, False\).*\(False, False\)"):
+        MBO().update(true, pred, counts=counts)
+    with pytest.raises(ValueError, match="same"):
+        MaskMetrics({"a": FGARI(ignore_background=True), "b": MBO()})
