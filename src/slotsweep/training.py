@@ -109,12 +109,13 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
         return _objective(cfg, previous["metrics"])
 
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
     if previous is not None and cfg.force:  # start over, but never destroy a finished run
         kept = _set_aside(directory)
         log.info(f"force=true: previous run moved to {kept}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
     results: dict[str, Any] = {
         "exp_id": exp_id,
         "exp_name": cfg.exp_name,
@@ -124,9 +125,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     start = time.monotonic()
-    module = trainer = None
+    trainer = None
     try:
-        datamodule, module = build_task(cfg)
         trainer = build_trainer(cfg, exp_id, directory)
         tracking.define_best_summaries(trainer.logger)
         last = directory / LAST_CHECKPOINT
@@ -157,7 +157,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             step=trainer.global_step if trainer is not None else 0,
             wall_time_s=time.monotonic() - start,
             metrics={},
-            best_metrics=module.best_metrics if module is not None else {},
+            best_metrics=module.best_metrics,
         )
         tracking.write_results(directory, results)
         if trainer is not None:
