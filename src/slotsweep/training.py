@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import tracking
+from slotsweep.cache import attach_feature_cache, cache_root
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
@@ -60,9 +61,13 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
     log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
     datamodule = instantiate(cfg.dataset)
     datamodule.setup(stage)
+    cache_dir = cache_root(cfg.encoder.cache, cfg.paths.data_dir, cfg.encoder.frozen)  # before the ViT
     model, losses = build_model(cfg)
     if cfg.load_weights is not None:
         load_model_weights(model, cfg.load_weights)
+    if cache_dir is not None:  # after loading: the cache is keyed by the encoder weights in use
+        encoder_config = OmegaConf.to_container(cfg.encoder, resolve=True)
+        attach_feature_cache(datamodule, model.encoder, cache_dir, encoder_config, _cache_device(cfg))
     module = ObjectCentricModule(
         model=model,
         losses=losses,
@@ -73,6 +78,12 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
         eval_seed=cfg.eval_seed,
     )
     return datamodule, module
+
+
+def _cache_device(cfg: DictConfig) -> str:
+    """Where to build a feature cache: the GPU when training may use one (same features, faster)."""
+    use_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
 def _n_devices(cfg: DictConfig) -> int:

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from slotsweep.data.transforms import frames_to_tensor
+from slotsweep.cache import ClipSource, FeatureStore
+from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
@@ -397,7 +398,10 @@ class ShapesClips(Dataset):
         hflip: flip a sample horizontally with probability 0.5 (all its frames together).
         n_mask_channels: K, to return one-hot masks (T, K, H, W) and the uint8 frames; None for
             the video only.
-    Random draws use torch's generator, which Lightning/torch seed per worker from the global seed.
+        features: cached encoder outputs of these clips (slotsweep.cache): samples then hold
+            `features` and `keys` (t, P, D) float16 of the same frames and flip instead of `video`.
+    Random draws use torch's generator, which Lightning/torch seed per worker from the global seed;
+    they are the same with and without `features`, so both give the same samples.
     """
 
     def __init__(
@@ -407,9 +411,11 @@ class ShapesClips(Dataset):
         window: int | None = None,
         hflip: bool = False,
         n_mask_channels: int | None = None,
+        features: FeatureStore | None = None,
     ) -> None:
         self.frames_path, self.masks_path = frames_path, masks_path
         self.window, self.hflip, self.n_mask_channels = window, hflip, n_mask_channels
+        self.features = features
         self._frames, self._masks = self._open()
         self._len = len(self._frames)
 
@@ -440,12 +446,18 @@ class ShapesClips(Dataset):
         if self._frames is None:
             self._frames, self._masks = self._open()
         frames, masks = self._frames[index], self._masks[index]  # (T, H, W, 3), (T, H, W)
+        window = slice(None)
         if self.window is not None:
             start = int(torch.randint(0, len(frames) - self.window + 1, ()))
-            frames, masks = frames[start : start + self.window], masks[start : start + self.window]
-        if self.hflip and bool(torch.rand(()) < 0.5):
+            window = slice(start, start + self.window)
+            frames, masks = frames[window], masks[window]
+        flipped = self.hflip and bool(torch.rand(()) < 0.5)
+        if flipped:
             frames, masks = frames[:, :, ::-1], masks[:, :, ::-1]
-        sample = {"video": frames_to_tensor(frames)}  # (T, 3, H, W)
+        if self.features is None:
+            sample = {"video": frames_to_tensor(frames)}  # (T, 3, H, W)
+        else:
+            sample = self.features.read(index, window, flipped)  # features, keys: (T, P, D)
         if self.n_mask_channels is not None:
             ids = torch.from_numpy(np.array(masks)).long()  # (T, H, W)
             one_hot = F.one_hot(ids, self.n_mask_channels)  # (T, H, W, K)
@@ -541,6 +553,7 @@ class ShapesDataModule(L.LightningDataModule):
         self.num_workers, self.hflip = num_workers, hflip
         self.train_set: ShapesClips | None = None
         self.val_set: ShapesClips | None = None
+        self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
 
     @property
     def n_frames(self) -> int:
@@ -569,9 +582,37 @@ class ShapesDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = ShapesClips(
-                *self._split("train"), window=self.train_clip_frames, hflip=self.hflip
+                *self._split("train"),
+                window=self.train_clip_frames,
+                hflip=self.hflip,
+                features=self.feature_stores.get("train"),
             )
-        self.val_set = ShapesClips(*self._split("val"), n_mask_channels=self.n_mask_channels)
+        self.val_set = ShapesClips(
+            *self._split("val"),
+            n_mask_channels=self.n_mask_channels,
+            features=self.feature_stores.get("val"),
+        )
+
+    def feature_cache_sources(self) -> dict[str, ClipSource]:
+        """Each split as the feature cache encodes it: whole stored clips, normalised, unflipped."""
+        sources = {}
+        for split, hflip in (("train", self.hflip), ("val", False)):
+            n_clips = self.n_train_clips if split == "train" else self.n_val_clips
+            identity = {
+                "dataset": "shapes",
+                "format_version": _FORMAT_VERSION,
+                "params": dataclasses.asdict(self.params),
+                "n_clips": n_clips,
+                "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            }
+            sources[split] = ClipSource(identity, ShapesClips(*self._split(split)), hflip)
+        return sources
+
+    def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:
+        """Read encoder outputs from `stores` ({split: store}) instead of decoding frames."""
+        self.feature_stores = dict(stores)
+        if self.train_set is not None or self.val_set is not None:  # already set up: redo it
+            self.setup("fit" if self.train_set is not None else "validate")
 
     def _loader(self, dataset: ShapesClips | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:

@@ -50,6 +50,9 @@ class ViTEncoder(nn.Module):
             embedding times this factor. A random ViT's default table is ~20x weaker than its patch
             embeddings, which leaves the tokens without the position that slots must encode.
         model_kwargs: extra timm constructor arguments (e.g. patch_size, depth for a small encoder).
+        cache: read by the task builder, not here: where it keeps this encoder's outputs to train
+            from them (slotsweep.cache); None = off, True = <paths.data_dir>/features, or a
+            directory. Only a frozen encoder can be cached.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class ViTEncoder(nn.Module):
         init_seed: int = 0,
         sincos_pos_scale: float | None = None,
         model_kwargs: dict | None = None,
+        cache: bool | str | None = None,
     ) -> None:
         super().__init__()
         if weights is not None and not Path(weights).is_file():
