@@ -123,7 +123,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         yield SlurmCluster(conf=conf, partition="debug")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def debug_overrides() -> list[str]:
     """compose_train's shrinking as command-line overrides, for tests that run src/train.py."""
     return ["trainer=debug", *TINY_DATA, "trainer.enable_progress_bar=false"]

@@ -47,3 +47,9 @@ class CLI:
 @pytest.fixture
 def cli(data_dir: Path, tmp_path: Path, debug_overrides: list[str]) -> CLI:
     return CLI(runs_dir=tmp_path / "runs", data_dir=data_dir, train_args=debug_overrides)
+
+
+@pytest.fixture(scope="module")
+def module_cli(data_dir: Path, tmp_path_factory: pytest.TempPathFactory, debug_overrides: list[str]) -> CLI:
+    """A CLI whose runs dir lives for one test module (e.g. one training shared by its tests)."""
+    return CLI(runs_dir=tmp_path_factory.mktemp("runs"), data_dir=data_dir, train_args=debug_overrides)
