@@ -35,7 +35,7 @@ class FeatureReconstructionLoss(nn.Module):
 
     def forward(self, prediction: Tensor, target: EncoderOutput) -> Tensor:
         """prediction: (B, T, P, D_feat) decoder channels of this loss."""
-        return F.mse_loss(prediction, target.features.detach())
+        return F.mse_loss(prediction.float(), target.features.detach().float())  # fp32 under autocast
 
 
 def feature_time_similarity(
@@ -87,9 +87,10 @@ class TemporalSimilarityLoss(nn.Module):
         T = prediction.shape[1]
         if self.offset >= T:
             raise ValueError(f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)")
-        with torch.no_grad():
-            probs = feature_time_similarity(
-                target.keys.detach(), self.offset, self.temperature, self.threshold
-            )
-        logp = prediction[:, : T - self.offset].log_softmax(dim=-1)
+        keys = target.keys.detach().float()
+        # fp32 even under bf16 autocast (trainer.precision=bf16-mixed): bf16 cosines (3 significant
+        # digits) divided by a small temperature would move the target distribution by percents
+        with torch.no_grad(), torch.autocast(keys.device.type, enabled=False):
+            probs = feature_time_similarity(keys, self.offset, self.temperature, self.threshold)
+        logp = prediction[:, : T - self.offset].float().log_softmax(dim=-1)
         return -(probs * logp).sum(dim=-1).mean()

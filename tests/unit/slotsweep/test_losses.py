@@ -172,6 +172,17 @@ def test_loss_matches_naive_cross_entropy() -> None:
     assert_close(value.double(), expected, rtol=1e-5, atol=0)
 
 
+def test_similarity_target_stays_fp32_under_bf16_autocast() -> None:
+    """trainer.precision=bf16-mixed: the loss equals the fp32 loss of the same bf16 logits."""
+    torch.manual_seed(5)
+    keys, logits = torch.randn(2, 3, 49, 64) + 2 * torch.randn(64), torch.randn(2, 3, 49, 49)
+    loss = TemporalSimilarityLoss(temperature=0.075)
+    target = EncoderOutput(features=torch.empty(0), keys=keys)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(logits.bfloat16(), target)
+    assert_close(mixed.float(), loss(logits.bfloat16().float(), target), rtol=1e-5, atol=1e-6)
+
+
 def test_threshold_zeroes_dissimilar_patches() -> None:
     torch.manual_seed(2)
     keys = torch.randn(1, 2, 12, 6)
