@@ -1,0 +1,32 @@
+"""Run every benchmark (`make bench`); each prints its table and writes benchmarks/results/<name>.md.
+
+Each runs in its own process, so one's settings (the metrics benchmark's single thread) do not leak
+into the next. About 12 minutes on 2 loaded cores; the GPU benchmark skips itself without CUDA.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["bench_metrics.py", "bench_train_steps.py", "bench_loader.py", "bench_gpu.py"]
+
+
+def main() -> int:
+    failed = []
+    for script in BENCHMARKS:
+        print(f"\n=== {script} ===", flush=True)
+        start = time.perf_counter()
+        if subprocess.run([sys.executable, str(HERE / script)], cwd=HERE.parent).returncode != 0:
+            failed.append(script)
+        print(f"=== {script}: {time.perf_counter() - start:.0f} s ===", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
