@@ -245,8 +245,9 @@ def _slot_map(metric: str, pred: Tensor) -> Tensor:
     mass, slot = _channels_on_and_index(pred, first=0)
     # mass 1 gives every pixel a nonzero. A bool is 0 or 1, so that is one-hot already; for other
     # dtypes, as many nonzeros as pixels leaves exactly one per pixel, whose value is then its mass,
-    # 1 (NaN and inf fail the mass test)
-    one_hot = bool((mass == 1).all())
+    # 1 (NaN and inf fail the mass test). aminmax: one cheap pass, no bool copy as `== 1` makes
+    lowest, highest = torch.aminmax(mass)
+    one_hot = bool(lowest == 1) and bool(highest == 1)
     if one_hot and pred.dtype != torch.bool:
         one_hot = int(torch.count_nonzero(pred)) == mass.numel()
     if not one_hot:
@@ -269,14 +270,15 @@ def _label_map(metric: str, true: Tensor, ignore_background: bool, ignore_overla
             raise ValueError(f"{metric}.update: true masks must be binary (0/1 or bool)")
         true = true.bool()
     n_labels, labels = _channels_on_and_index(true, first=1)
-    if ignore_background and not (n_labels == 1).all():
+    fewest, most = (int(x) for x in torch.aminmax(n_labels))
+    if ignore_background and not fewest == most == 1:
         raise ValueError(
             f"{metric}(ignore_background=True) needs every pixel in exactly one GT channel, "
             f"channel 0 being the background (MOVi style); this GT has pixels in 0 or several "
             f"channels: use ignore_background=False for datasets without a background channel"
         )
-    overlaps = n_labels > 1
-    if overlaps.any():
+    if most > 1:
+        overlaps = n_labels > 1
         if not ignore_overlaps:
             raise ValueError(
                 f"{metric}(ignore_overlaps=False): GT masks overlap at {int(overlaps.sum())} pixels; "
@@ -319,7 +321,8 @@ def frame_counts(
     n_bins = (K + 2) * S  # per frame: labels 0..K+1 x slots
     # int32 arithmetic is several times faster than int64 here; bins stay far below 2^31
     frame_offsets = torch.arange(B * T, dtype=torch.int32, device=slot.device).mul_(n_bins)
-    index = labels.to(torch.int32).mul_(S).add_(slot.to(torch.int32))  # (B·T, H·W)
+    index = labels.to(torch.int32).mul_(S)  # (B·T, H·W)
+    index += slot if slot.dtype == torch.uint8 else slot.to(torch.int32)  # uint8 adds in place
     index += frame_offsets.view(B * T, 1)
     per_frame = torch.bincount(index.flatten(), minlength=B * T * n_bins)
     table = per_frame.view(B, T, K + 2, S).to(torch.float64)
