@@ -89,6 +89,7 @@ def load_checkpoint_model(
         raise SlotsweepError(f"config={config} does not exist: pass config=<the run's config.yaml>")
     cfg = OmegaConf.load(config)
     cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too
+    cfg.load_weights = None
     model, _ = build_model(cfg)
     load_model_weights(model, ckpt)
     return model.eval(), cfg

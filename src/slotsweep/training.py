@@ -35,7 +35,8 @@ LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 
 def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn.Module]]:
-    """The model and its {name: loss} dict; losses with weight 0 are dropped with their channels."""
+    """The model (with `load_weights` loaded) and its {name: loss} dict; losses with weight 0 are
+    dropped with their decoder channels."""
     log.info(f"Instantiating encoder <{cfg.encoder._target_}>")
     encoder = instantiate(cfg.encoder)
     losses = {name: instantiate(loss_cfg) for name, loss_cfg in cfg.loss.items()}
@@ -48,6 +49,8 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
         decoder=instantiate(cfg.decoder),
         decoder_channels=channels,
     )
+    if cfg.load_weights is not None:  # a released reference checkpoint or one of ours
+        load_model_weights(model, cfg.load_weights)
     return model, losses
 
 
@@ -63,8 +66,6 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
     datamodule.setup(stage)
     cache_dir = cache_root(cfg.encoder.cache, cfg.paths.data_dir, cfg.encoder.frozen)  # before the ViT
     model, losses = build_model(cfg)
-    if cfg.load_weights is not None:
-        load_model_weights(model, cfg.load_weights)
     if cache_dir is not None:  # after loading: the cache is keyed by the encoder weights in use
         encoder_config = OmegaConf.to_container(cfg.encoder, resolve=True)
         attach_feature_cache(datamodule, model.encoder, cache_dir, encoder_config, _cache_device(cfg))
