@@ -472,7 +472,9 @@ class ShapesDataModule(L.LightningDataModule):
     Train batches: {"video": (B, train_clip_frames, 3, H, W) float32, ImageNet-normalised}.
     Val batches add {"masks": (B, T, K, H, W) bool with K = n_objects_max + 1 and channel 0 the
     background, "rgb": (B, T, H, W, 3) uint8} over full clips of T = n_frames frames, every val clip
-    exactly once, in order. Generator args are documented on `ShapesParams`.
+    exactly once, in order. Generator args are documented on `ShapesParams`. After
+    `use_feature_cache` (slotsweep.cache, `encoder.cache=...`) batches hold the frozen encoder's
+    outputs {"features", "keys": (B, T, P, D) float16} of the same frames instead of "video".
 
     Args:
         data_dir: data root; the cache lives under <data_dir>/shapes/.
