@@ -45,4 +45,4 @@ wandb-sync: setup  ## upload offline W&B runs under RUNS_DIR (needs an API key a
 	else $(VENV)/bin/wandb sync --yes $$runs; fi
 
 clean:  ## remove runs, caches and generated data (keeps .venv)
-	rm -rf runs multirun outputs data/shapes .pytest_cache
+	rm -rf runs multirun outputs data/shapes data/features .pytest_cache

@@ -49,16 +49,17 @@ def resize_patch_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return pixels.reshape(B, T, S, *size)  # (B, T, S, H, W)
 
 
-def hard_masks(soft: Tensor) -> Tensor:
-    """One-hot float32 masks of the most likely slot per pixel (the reference's ``SoftToHardMask``).
+def hard_masks(soft: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot masks of the most likely slot per pixel (the reference's ``SoftToHardMask``).
 
     Args:
         soft: (B, T, S, H, W) soft masks.
+        dtype: float32 as the reference; bool is 4x less memory for the metrics to read.
     Returns:
-        (B, T, S, H, W) float32, exactly one 1 per pixel over S. Ties go to the lowest slot
+        (B, T, S, H, W), exactly one 1 per pixel over S. Ties go to the lowest slot
         index (``torch.argmax``), as in the reference.
     """
     labels = soft.argmax(dim=2, keepdim=True)  # (B, T, 1, H, W)
-    # scatter into float32 zeros: F.one_hot would first build an int64 copy 2x the output's size
-    hard = torch.zeros(soft.shape, dtype=torch.float32, device=soft.device)
-    return hard.scatter_(2, labels, 1.0)  # (B, T, S, H, W)
+    # scatter into zeros: F.one_hot would first build an int64 copy 2x the output's size
+    hard = torch.zeros(soft.shape, dtype=dtype, device=soft.device)
+    return hard.scatter_(2, labels, True if dtype == torch.bool else 1.0)  # (B, T, S, H, W)

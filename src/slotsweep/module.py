@@ -113,7 +113,7 @@ class ObjectCentricModule(L.LightningModule):
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
         out = self.model(**model_inputs(batch), n_slots=self.eval_n_slots, generator=generator)
         size = tuple(batch["masks"].shape[-2:])
-        return out, hard_masks(resize_patch_masks(out.decoder_masks, size))
+        return out, hard_masks(resize_patch_masks(out.decoder_masks, size), dtype=torch.bool)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out, pred = self.predict_masks(batch, batch_idx)

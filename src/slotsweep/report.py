@@ -45,12 +45,11 @@ def mask_report(
         size = tuple(batch["masks"].shape[-2:])
         predictions = {
             MODEL_DECODER: decoder_hard,
-            MODEL_GROUPING: hard_masks(resize_patch_masks(out.grouping_masks, size)),
+            MODEL_GROUPING: hard_masks(resize_patch_masks(out.grouping_masks, size), dtype=torch.bool),
             **{row: fn(batch["rgb"].cpu(), n_slots).to(module.device) for row, fn in BASELINES.items()},
         }
         for row, pred in predictions.items():
-            for metric in metrics[row].values():
-                metric.update(batch["masks"], pred)
+            metrics[row].update(batch["masks"], pred)  # counted once for the row's four metrics
         if len(shown) < n_clips:
             soft = resize_patch_masks(out.decoder_masks, size)
             for i in range(min(n_clips - len(shown), len(batch["rgb"]))):

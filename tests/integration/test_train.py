@@ -60,8 +60,9 @@ def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., D
     assert results["wall_time_s"] > 0
     assert results["run_dir"] == str(run_dir)
     for key in CONTRACT_METRICS:
-        assert 0 <= results["metrics"][key] <= 1, (key, results["metrics"])
-        assert 0 <= results["best_metrics"][key] <= 1
+        low = -1 if "ari" in key else 0  # an adjusted Rand index dips below 0 for worse than chance
+        assert low <= results["metrics"][key] <= 1, (key, results["metrics"])
+        assert low <= results["best_metrics"][key] <= 1
         assert results["best_metrics"][key] >= results["metrics"][key] - 1e-9  # best over validations
     resolved = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
     assert results["config"] == resolved
