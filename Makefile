@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision are pinned here (this build machine serves these from disk); pyproject stays loose.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help setup demo test lint format bench wandb-sync clean
+.PHONY: help setup demo test test-all lint format bench wandb-sync clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ demo: setup  ## short training on shapes: prints FG-ARI/mBO, writes mask picture
 	$(PY) src/train.py experiment=demo
 
 test: setup  ## run the test suite (starts the local SLURM cluster when its packages exist)
+	$(PY) -m pytest -q -m "not heavy"
+
+test-all: setup  ## the test suite plus the reference-sized models at their true size
 	$(PY) -m pytest -q
 
 lint: setup  ## ruff check + format check

@@ -352,7 +352,7 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         assert videos["val/video_fg_ari"] != evaluated["val/video_fg_ari"]  # other clips, other score
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_at_its_true_size(compose_train, fixture_data: Path, preset: str):
     """The reference's input size and patch grid: one train clip and one validation chunk."""

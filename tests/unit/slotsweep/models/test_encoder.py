@@ -35,7 +35,7 @@ def test_presets_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    "preset", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PRESETS else p for p in PRESETS]
+    "preset", [pytest.param(p, marks=pytest.mark.heavy) if p in SLOW_PRESETS else p for p in PRESETS]
 )
 def test_preset_shapes(preset: str) -> None:
     """Each conf/encoder preset builds (random weights) and returns (B, P, D) features and keys."""
