@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, FeatureStore
+from slotsweep.data.arguments import check, is_int
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
 
@@ -69,15 +70,6 @@ _MAX_LAYOUT_ATTEMPTS = 200
 _MIN_RADIUS_PX = 2.0  # smaller sprites rasterise to a few pixels and lose their shape
 
 
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise SlotsweepError(f"dataset.{key}={value!r} is invalid: {allowed}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 @dataclasses.dataclass(frozen=True)
 class ShapesParams:
     """Everything that decides the pixels of a clip; its hash names the cache directory.
@@ -110,29 +102,29 @@ class ShapesParams:
 
     def __post_init__(self) -> None:
         for key in ("resolution", "n_frames", "n_objects_min", "n_objects_max", "seed"):
-            _check(_is_int(getattr(self, key)), key, getattr(self, key), "must be an integer")
-        _check(self.resolution > 0, "resolution", self.resolution, "must be > 0 (pixels)")
-        _check(self.n_frames >= 1, "n_frames", self.n_frames, "must be >= 1")
-        _check(self.n_objects_min >= 1, "n_objects_min", self.n_objects_min, "must be >= 1")
-        _check(
+            check(is_int(getattr(self, key)), key, getattr(self, key), "must be an integer")
+        check(self.resolution > 0, "resolution", self.resolution, "must be > 0 (pixels)")
+        check(self.n_frames >= 1, "n_frames", self.n_frames, "must be >= 1")
+        check(self.n_objects_min >= 1, "n_objects_min", self.n_objects_min, "must be >= 1")
+        check(
             self.n_objects_min <= self.n_objects_max <= _N_HUES,
             "n_objects_max",
             self.n_objects_max,
             f"must be in [dataset.n_objects_min={self.n_objects_min}, {_N_HUES}]",
         )
-        _check(
+        check(
             0 < self.object_size_max < 0.5,
             "object_size_max",
             self.object_size_max,
             "must be in (0, 0.5) (sprite radius / frame side)",
         )
-        _check(
+        check(
             0 < self.object_size_min <= self.object_size_max,
             "object_size_min",
             self.object_size_min,
             f"must be in (0, dataset.object_size_max={self.object_size_max}]",
         )
-        _check(
+        check(
             self.object_size_min * self.resolution >= _MIN_RADIUS_PX,
             "object_size_min",
             self.object_size_min,
@@ -140,8 +132,8 @@ class ShapesParams:
             f"dataset.resolution={self.resolution}; raise it to >= {_MIN_RADIUS_PX} px",
         )
         for key in ("max_speed", "max_angular_speed", "background_noise", "pixel_noise"):
-            _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        check(self.seed >= 0, "seed", self.seed, "must be >= 0")
 
     def digest(self) -> str:
         """Short hash of the parameters and the generator version: the cache directory name."""
@@ -533,21 +525,21 @@ class ShapesDataModule(L.LightningDataModule):
             ("batch_size", batch_size),
             ("val_batch_size", val_batch_size),
         ]:
-            _check(_is_int(value) and value >= 1, key, value, "must be an integer >= 1")
-        _check(
+            check(is_int(value) and value >= 1, key, value, "must be an integer >= 1")
+        check(
             train_clip_frames <= n_frames,
             "train_clip_frames",
             train_clip_frames,
             f"must be <= dataset.n_frames={n_frames}",
         )
-        _check(
+        check(
             batch_size <= n_train_clips,
             "batch_size",
             batch_size,
             f"must be <= dataset.n_train_clips={n_train_clips} (partial batches are dropped)",
         )
-        _check(_is_int(num_workers) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
-        _check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
+        check(is_int(num_workers) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
         self.data_dir = Path(data_dir)
         self.n_train_clips, self.n_val_clips = n_train_clips, n_val_clips
         self.train_clip_frames = train_clip_frames

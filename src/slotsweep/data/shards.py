@@ -25,6 +25,7 @@ from braceexpand import braceexpand
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
+from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
 from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share, stream_rng
 from slotsweep.data.video_transforms import ClipTransform
@@ -208,15 +209,6 @@ class ValClips(IterableDataset):
                 yield self.transform.val(frames[start : start + length], masks[start : start + length])
 
 
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise SlotsweepError(f"dataset.{key}={value!r} is invalid: {allowed}")
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 class ShardDataModule(L.LightningDataModule):
     """A reference dataset (MOVi-C/E, YT-VIS, COCO) from its shards; args are conf/dataset/<name>.yaml.
 
@@ -263,24 +255,25 @@ class ShardDataModule(L.LightningDataModule):
         num_workers: int,
     ) -> None:
         super().__init__()
-        _check(layout in LAYOUTS, "layout", layout, f"choose from {sorted(LAYOUTS)}")
-        _check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
-        for key, value in [
-            ("n_mask_channels", n_mask_channels),
-            ("input_size", input_size),
-            ("mask_size", mask_size),
-            ("train_clip_frames", train_clip_frames),
-            ("val_chunk_frames", val_chunk_frames),
-            ("shuffle_size", shuffle_size),
-            ("batch_size", batch_size),
-            ("val_batch_size", val_batch_size),
-        ]:
-            _check(_positive_int(value), key, value, "must be an integer >= 1")
-        _check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
-        _check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
+        check(layout in LAYOUTS, "layout", layout, f"choose from {sorted(LAYOUTS)}")
+        check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
+        check_positive_ints(
+            dict(
+                n_mask_channels=n_mask_channels,
+                input_size=input_size,
+                mask_size=mask_size,
+                train_clip_frames=train_clip_frames,
+                val_chunk_frames=val_chunk_frames,
+                shuffle_size=shuffle_size,
+                batch_size=batch_size,
+                val_batch_size=val_batch_size,
+            )
+        )
+        check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
         self.layout = LAYOUTS[layout]
         if self.layout.frames_key == "image":
-            _check(train_clip_frames == 1, "train_clip_frames", train_clip_frames, "images have 1 frame")
+            check(train_clip_frames == 1, "train_clip_frames", train_clip_frames, "images have 1 frame")
         self.data_dir = Path(data_dir)
         self.train_paths = expand_shards(data_dir, train_shards)
         self.val_paths = expand_shards(data_dir, val_shards)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import SampleLayout
 from slotsweep.data.shards import VAL_PROTOCOLS, read_samples
 from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share
@@ -230,11 +231,6 @@ class ValVideos(IterableDataset):
                 yield self.transform.val(frames[start : start + length], masks[start : start + length])
 
 
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise SlotsweepError(f"dataset.{key}={value!r} is invalid: {allowed}")
-
-
 class VideoFolderDataModule(L.LightningDataModule):
     """Videos from a folder (see the module docstring); args are conf/dataset/video_folder.yaml.
 
@@ -272,18 +268,19 @@ class VideoFolderDataModule(L.LightningDataModule):
         skip_corrupt: bool,
     ) -> None:
         super().__init__()
-        _check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
-        for key, value in [
-            ("n_mask_channels", n_mask_channels),
-            ("input_size", input_size),
-            ("mask_size", mask_size),
-            ("train_clip_frames", train_clip_frames),
-            ("val_chunk_frames", val_chunk_frames),
-            ("batch_size", batch_size),
-            ("val_batch_size", val_batch_size),
-        ]:
-            _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
-        _check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        check(val_protocol in VAL_PROTOCOLS, "val_protocol", val_protocol, f"choose from {VAL_PROTOCOLS}")
+        check_positive_ints(
+            dict(
+                n_mask_channels=n_mask_channels,
+                input_size=input_size,
+                mask_size=mask_size,
+                train_clip_frames=train_clip_frames,
+                val_chunk_frames=val_chunk_frames,
+                batch_size=batch_size,
+                val_batch_size=val_batch_size,
+            )
+        )
+        check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
         self.root = Path(root)
         self.extensions = tuple(e.lower() for e in extensions)
         self.n_mask_channels = n_mask_channels
