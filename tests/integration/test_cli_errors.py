@@ -3,7 +3,6 @@
 Each case is a real `python src/train.py ...` process (tiny data, runs and data in tmp dirs).
 """
 
-
 import pytest
 
 # (overrides, what the last line of stderr must contain: the key and the value)

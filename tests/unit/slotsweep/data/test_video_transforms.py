@@ -43,9 +43,7 @@ def test_train_clip_crops_one_square_for_all_frames():
     assert set(out) == {"video"} and out["video"].shape == (4, 3, 20, 20)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255  # short side already 20: no resize
     pixels = _unnormalise(out["video"])
-    offsets = [
-        left for left in range(11) if torch.allclose(pixels, x[..., :, left : left + 20], atol=1e-5)
-    ]
+    offsets = [left for left in range(11) if torch.allclose(pixels, x[..., :, left : left + 20], atol=1e-5)]
     assert len(offsets) == 1  # one shared crop of the frames, no flip
 
 
