@@ -30,6 +30,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, FeatureStore
@@ -404,8 +405,10 @@ class ShapesClips(Dataset):
         hflip: bool = False,
         n_mask_channels: int | None = None,
         features: FeatureStore | None = None,
+        input_size: int | None = None,
     ) -> None:
         self.frames_path, self.masks_path = frames_path, masks_path
+        self.input_size = input_size
         self.window, self.hflip, self.n_mask_channels = window, hflip, n_mask_channels
         self.features = features
         self._frames, self._masks = self._open()
@@ -427,6 +430,15 @@ class ShapesClips(Dataset):
             )
         return frames, masks
 
+    def _resize(self, video: Tensor) -> Tensor:
+        """(T, 3, H, W) -> (T, 3, S, S) at the encoder's input size; masks and rgb keep H x W.
+
+        Bilinear weights are convex, so resizing normalised frames equals normalising resized ones.
+        """
+        if self.input_size is None or self.input_size == video.shape[-1]:
+            return video
+        return F.interpolate(video, size=(self.input_size,) * 2, mode="bilinear", antialias=True)
+
     def __getstate__(self) -> dict:
         # Send paths, not array contents, to spawned workers; each maps the files itself.
         return {**self.__dict__, "_frames": None, "_masks": None}
@@ -447,7 +459,7 @@ class ShapesClips(Dataset):
         if flipped:
             frames, masks = frames[:, :, ::-1], masks[:, :, ::-1]
         if self.features is None:
-            sample = {"video": frames_to_tensor(frames)}  # (T, 3, H, W)
+            sample = {"video": self._resize(frames_to_tensor(frames))}  # (T, 3, S, S)
         else:
             sample = self.features.read(index, window, flipped)  # features, keys: (T, P, D)
         if self.n_mask_channels is not None:
@@ -497,6 +509,7 @@ class ShapesDataModule(L.LightningDataModule):
         val_batch_size: int,
         num_workers: int,
         hflip: bool,
+        input_size: int | None,
         object_size_min: float,
         object_size_max: float,
         max_speed: float,
@@ -545,6 +558,13 @@ class ShapesDataModule(L.LightningDataModule):
         self.train_clip_frames = train_clip_frames
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.hflip = num_workers, hflip
+        check(
+            input_size is None or (is_int(input_size) and input_size > 0),
+            "input_size",
+            input_size,
+            "must be > 0 (pixels) or null",
+        )
+        self.input_size = input_size
         self.train_set: ShapesClips | None = None
         self.val_set: ShapesClips | None = None
         self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
@@ -580,11 +600,13 @@ class ShapesDataModule(L.LightningDataModule):
                 window=self.train_clip_frames,
                 hflip=self.hflip,
                 features=self.feature_stores.get("train"),
+                input_size=self.input_size,
             )
         self.val_set = ShapesClips(
             *self._split("val"),
             n_mask_channels=self.n_mask_channels,
             features=self.feature_stores.get("val"),
+            input_size=self.input_size,
         )
 
     def feature_cache_sources(self) -> dict[str, ClipSource]:
@@ -598,8 +620,11 @@ class ShapesDataModule(L.LightningDataModule):
                 "params": dataclasses.asdict(self.params),
                 "n_clips": n_clips,
                 "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                "input_size": self.input_size,
             }
-            sources[split] = ClipSource(identity, ShapesClips(*self._split(split)), hflip)
+            sources[split] = ClipSource(
+                identity, ShapesClips(*self._split(split), input_size=self.input_size), hflip
+            )
         return sources
 
     def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:

@@ -30,7 +30,7 @@ GENERATOR_KEYS = [f.name for f in dataclasses.fields(ShapesParams)]
 def yaml_defaults(data_dir: Path) -> dict:
     """The constructor arguments of conf/dataset/shapes.yaml, with the data root filled in."""
     cfg = OmegaConf.load(CONFIG)
-    cfg.data_dir = str(data_dir)
+    cfg.data_dir, cfg.input_size = str(data_dir), None  # input_size follows encoder.img_size
     args = OmegaConf.to_container(cfg, resolve=True)
     del args["_target_"]
     return args
@@ -61,8 +61,19 @@ def test_yaml_keys_are_the_constructor_args(tmp_path):
     assert set(cfg.keys()) - {"_target_"} == params
     # the dataset must not change with the training seed
     assert not OmegaConf.is_interpolation(cfg, "seed")
-    cfg.data_dir = str(tmp_path)
+    assert OmegaConf.is_interpolation(cfg, "input_size")  # follows encoder.img_size
+    cfg.data_dir, cfg.input_size = str(tmp_path), 64
     assert isinstance(instantiate(cfg), ShapesDataModule)
+
+
+def test_frames_are_resized_to_the_encoder_input_masks_are_not(tmp_path):
+    module = ShapesDataModule(**{**small_args(tmp_path), "input_size": 48})
+    module.setup("fit")
+    train = next(iter(module.train_dataloader()))
+    val = next(iter(module.val_dataloader()))
+    H = module.resolution
+    assert train["video"].shape[-2:] == val["video"].shape[-2:] == (48, 48)
+    assert val["masks"].shape[-2:] == val["rgb"].shape[-3:-1] == (H, H)
 
 
 def test_generation_is_deterministic_per_seed_and_clip(tmp_path):
