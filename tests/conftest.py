@@ -127,3 +127,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 def debug_overrides() -> list[str]:
     """compose_train's shrinking as command-line overrides, for tests that run src/train.py."""
     return ["trainer=debug", *TINY_DATA, "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="session")
+def two_step_overrides(debug_overrides: list[str]) -> list[str]:
+    """debug_overrides cut to two steps and one validation batch: the shortest real training."""
+    return [
+        *debug_overrides,
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+    ]

@@ -29,24 +29,15 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_BOUND_S = 1800
-TINY_TRAINING = [
-    "trainer=debug",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "dataset.n_train_clips=8",
-    "dataset.n_val_clips=4",
-    "dataset.n_frames=4",
-    "dataset.train_clip_frames=3",
-]
 OBJECTIVE = "val/video_fg_ari"
 
 
 class SlurmSweep:
     """`python src/train.py -m` on the local cluster, with jobs named so this test can find them."""
 
-    def __init__(self, cluster: SlurmCluster, data_dir: Path, tmp_path: Path, name: str) -> None:
+    def __init__(
+        self, cluster: SlurmCluster, data_dir: Path, tmp_path: Path, name: str, training: list[str]
+    ) -> None:
         self.name = name
         self.runs = tmp_path / "runs"
         self.log = tmp_path / "sweep.log"
@@ -64,7 +55,7 @@ class SlurmSweep:
             f"hydra.launcher.name={name}",
             f"paths.runs_dir={self.runs}",
             f"paths.data_dir={data_dir}",
-            *TINY_TRAINING,
+            *training,
         ]
         self.env = {**os.environ, "WANDB_MODE": "offline"}
         self.cwd = tmp_path
@@ -100,8 +91,11 @@ def wait_until(what: str, done: Callable[[], bool], log: Path) -> None:
 
 
 @pytest.fixture
-def slurm_sweep(slurm_cluster: SlurmCluster, data_dir: Path, tmp_path: Path) -> Iterator[SlurmSweep]:
-    sweep = SlurmSweep(slurm_cluster, data_dir, tmp_path, name=f"sstest-{os.getpid()}-{tmp_path.name}")
+def slurm_sweep(
+    slurm_cluster: SlurmCluster, data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
+) -> Iterator[SlurmSweep]:
+    name = f"sstest-{os.getpid()}-{tmp_path.name}"
+    sweep = SlurmSweep(slurm_cluster, data_dir, tmp_path, name, two_step_overrides)
     yield sweep
     subprocess.run(["scancel", "-n", sweep.name], check=False)  # no failed test leaves a job behind
 

@@ -285,21 +285,10 @@ def test_named_sweep_composes_and_sweeps_existing_keys(name: str):
         assert OmegaConf.select(cfg, key) is not None, f"sweeps/{name}.yaml sweeps {key}, not a config key"
 
 
-TINY_TRAINING = [
-    "trainer=debug",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "dataset.n_train_clips=8",
-    "dataset.n_val_clips=4",
-    "dataset.n_frames=4",
-    "dataset.train_clip_frames=3",
-]
-
-
 @pytest.mark.slow
-def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(data_dir: Path, tmp_path: Path):
+def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(
+    data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
+):
     command = [
         sys.executable,
         str(REPO / "src" / "train.py"),
@@ -309,7 +298,7 @@ def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(data_dir: Path
         "hydra/launcher=local",
         f"paths.runs_dir={tmp_path / 'runs'}",
         f"paths.data_dir={data_dir}",
-        *TINY_TRAINING,
+        *two_step_overrides,
     ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     first = subprocess.run(
