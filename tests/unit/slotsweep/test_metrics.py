@@ -15,6 +15,8 @@ from slotsweep.metrics import (
     FGARI,
     MBO,
     MaskMetrics,
+    _float_reductions,
+    _float_reductions_by_frame,
     adjusted_rand_index,
     frame_counts,
     matched_iou,
@@ -264,6 +266,53 @@ def test_many_gt_channels_use_wide_label_counts() -> None:
     torch.testing.assert_close(metric.compute(), adjusted_rand_index(t, p).mean(), **TOL)
 
 
+@pytest.mark.parametrize(
+    ("K", "S"),
+    [(4, 6), (12, 16), (20, 16)],  # pair index: two byte histograms, one byte histogram, int64
+)
+def test_frame_counts_match_a_brute_force_table(K: int, S: int) -> None:
+    """Every (frame, label, slot) count, with unlabelled and overlapping pixels (COCO style)."""
+    g = torch.Generator().manual_seed(13)
+    true = torch.rand(2, 3, K, 5, 9, generator=g) < 1.2 / K
+    pred = F.one_hot(torch.randint(0, S, (2, 3, 5, 9), generator=g), S).movedim(-1, 2).float()
+    n_on = true.sum(2)  # (B, T, H, W)
+    labels = torch.where(n_on == 1, true.int().argmax(2) + 1, torch.where(n_on == 0, 0, K + 1))
+    expected = torch.einsum(
+        "btlhw,btshw->btls", F.one_hot(labels, K + 2).movedim(-1, 2).double(), pred.double()
+    )
+    counts = frame_counts("test", true, pred, ignore_background=False, ignore_overlaps=True)
+    assert (n_on == 0).any() and (n_on > 1).any()
+    torch.testing.assert_close(counts.table, expected, rtol=0, atol=0)
+
+
+def test_float_reductions_by_frame_match_the_elementwise_path() -> None:
+    """The CPU path (NumPy count, BLAS gemv per frame) against the elementwise one (CUDA's)."""
+    _, pred = _random_masks(14)
+    one_hot = pred.flatten(3).flatten(0, 1).contiguous()  # (N, S, P)
+    soft = torch.rand(one_hot.shape, generator=torch.Generator().manual_seed(14))
+    for x, exact in [(one_hot, True), (one_hot.double(), True), (soft, False)]:
+        # one-hot: one nonzero term per pixel, so no rounding; soft: the summation orders differ
+        weights = torch.arange(x.shape[1], dtype=x.dtype) + 1 / torch.finfo(x.dtype).eps
+        n, y, lowest, highest = _float_reductions_by_frame(x, weights)
+        expected = _float_reductions(x, weights)
+        assert n == expected[0]
+        torch.testing.assert_close(y, expected[1], **({"rtol": 0, "atol": 0} if exact else {}))
+        torch.testing.assert_close(torch.tensor([lowest, highest]), torch.tensor(expected[2:]))
+
+
+def test_reduced_float32_matmul_precision_changes_nothing() -> None:
+    """The slot weights (2^23 + s) do not survive bf16/TF32: the CPU path must not use such a matmul."""
+    true, pred = _random_masks(15)
+    expected = frame_counts("test", true, pred, ignore_background=True, ignore_overlaps=False).table
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        got = frame_counts("test", true, pred, ignore_background=True, ignore_overlaps=False).table
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert torch.equal(got, expected)
+
+
 # ---- edge cases and semantics ----------------------------------------------------------------
 
 
@@ -336,11 +385,12 @@ def test_summed_states_of_two_ranks_equal_one_metric(metric_class: type) -> None
 def test_other_pred_dtypes_give_the_same_result() -> None:
     true, pred = _random_masks(7)
     results = []
-    for p in (pred, pred.double(), pred.bool()):
+    negative_zeros = torch.where(pred == 0, -0.0, 1.0)  # zeros by value, but not by their bits
+    for p in (pred, pred.double(), pred.bool(), pred.half(), pred.long(), negative_zeros):
         metric = MBO(ignore_background=True)
         metric.update(true, p)
         results.append(metric.compute())
-    assert results[0] == results[1] == results[2]
+    assert all(result == results[0] for result in results)
 
 
 # ---- input checks ----------------------------------------------------------------------------
@@ -349,7 +399,7 @@ def test_other_pred_dtypes_give_the_same_result() -> None:
 def _poke(pred: torch.Tensor, values: list[float]) -> torch.Tensor:
     """A copy of ``pred`` whose first pixel has the given slot values."""
     poked = pred.clone()
-    poked[0, 0, :, 0, 0] = torch.tensor(values)
+    poked[0, 0, :, 0, 0] = torch.tensor(values, dtype=pred.dtype)
     return poked
 
 
@@ -365,6 +415,14 @@ def test_bad_inputs_raise_clear_errors(metric_class: type) -> None:
         (true, _poke(pred, [1 + 1e-9] + [1e-9] * (pred.shape[2] - 1)), "one-hot"),  # mass rounds to 1
         (true, _poke(pred, [2.0, -1.0] + [0.0] * (pred.shape[2] - 2)), "one-hot"),  # mass 1
         (true, _poke(pred, [float("nan")] * pred.shape[2]), "one-hot"),
+        (true, _poke(pred, [1 + 2**-23] + [0.0] * (pred.shape[2] - 1)), "one-hot"),  # 1 ulp above 1
+        (true, _poke(pred, [1 + 2**-7] + [0.0] * (pred.shape[2] - 1)), "one-hot"),  # a bfloat16 value
+        (true, _poke(pred, [0.0] * (pred.shape[2] - 1) + [1 - 2**-24]), "one-hot"),
+        (true, _poke(pred, [2.0] + [0.0] * (pred.shape[2] - 1)), "one-hot"),
+        (true, _poke(pred, [0.5, 0.5] + [0.0] * (pred.shape[2] - 2)), "one-hot"),
+        (true, _poke(pred, [1.0, 1.0] + [0.0] * (pred.shape[2] - 2)), "one-hot"),
+        (true, _poke(pred, [0.0] * pred.shape[2]), "one-hot"),
+        (true, _poke(pred.double(), [1.0, 1e-300] + [0.0] * (pred.shape[2] - 2)), "one-hot"),
         (true[:, 0], pred[:, 0], r"\(B, T, K, H, W\)"),
         (true, pred[..., :-1], "differ in B, T, H or W"),
     ]
