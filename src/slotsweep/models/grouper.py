@@ -62,6 +62,11 @@ class SlotAttention(nn.Module):
         eps: added to the attention before renormalising over tokens.
         gru_on_normed_slots: [Q] the reference feeds LN(slots) as the GRU hidden state instead of
             the raw slots (videosaur.md §2.3, §10.2); needed for released checkpoints.
+        kmeans_init_scale: not in the reference (null = its default init). A number c starts the
+            weights as soft k-means: q = c·LN(slot), k = c·LN(token), v = LN(token), and the GRU
+            passes tanh(update) on, so an untrained grouper already clusters tokens by cosine
+            similarity with logits up to c²·sqrt(D). Needs inp_dim == kvq_dim == slot_dim. Used by
+            the CPU demo, where the reference init collapses all slots into one within ~50 steps.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: int | None = None,
         eps: float = 1e-8,
         gru_on_normed_slots: bool = True,
+        kmeans_init_scale: float | None = None,
     ) -> None:
         super().__init__()
         for key, value in (("n_slots", n_slots), ("slot_dim", slot_dim), ("n_iters", n_iters)):
@@ -101,6 +107,26 @@ class SlotAttention(nn.Module):
         if use_mlp:
             hidden = mlp_hidden_dim or 4 * slot_dim
             self.mlp = nn.Sequential(nn.LayerNorm(slot_dim), *mlp(slot_dim, [hidden], slot_dim))
+        if kmeans_init_scale is not None:
+            if not inp_dim == kvq_dim == slot_dim:
+                raise ValueError(
+                    f"grouper.kmeans_init_scale needs inp_dim == kvq_dim == slot_dim, got {inp_dim}, "
+                    f"{kvq_dim}, {slot_dim}: set kvq_dim and inp_dim to null"
+                )
+            self._init_as_kmeans(kmeans_init_scale)
+
+    @torch.no_grad()
+    def _init_as_kmeans(self, scale: float) -> None:
+        """Identity projections and a GRU whose output is tanh(update): soft k-means before training."""
+        eye = torch.eye(self.slot_dim)
+        self.to_q.weight.copy_(scale * eye)
+        self.to_k.weight.copy_(scale * eye)
+        self.to_v.weight.copy_(eye)
+        for weight_or_bias in (self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh):
+            weight_or_bias.zero_()
+        D = self.slot_dim  # GRU rows are the [reset, update, new] gates
+        self.gru.bias_ih[D : 2 * D] = -5.0  # update gate ~0.007: the new state replaces the old one
+        self.gru.weight_ih[2 * D :] = eye  # candidate state = tanh(update)
 
     @property
     def n_slots(self) -> int:

@@ -123,8 +123,55 @@ def test_random_init_generator_is_repeatable() -> None:
         (dict(n_slots=3, slot_dim=0), "grouper.slot_dim=0"),
         (dict(n_slots=3, slot_dim=8, n_iters=0), "grouper.n_iters=0"),
         (dict(n_slots=3, slot_dim=8, n_iters_first=0), "grouper.n_iters_first=0"),
+        (dict(n_slots=3, slot_dim=8, inp_dim=12, kmeans_init_scale=4.0), "grouper.kmeans_init_scale"),
     ],
 )
 def test_bad_config_names_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         SlotAttention(**kwargs)
+
+
+def clustered_tokens(n_clusters: int, per_cluster: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, P, dim) tokens around n_clusters random centres, shuffled, and each token's cluster (P,)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_clusters, dim, generator=g) * 3
+    labels = torch.arange(n_clusters).repeat_interleave(per_cluster)
+    order = torch.randperm(len(labels), generator=g)
+    tokens = centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=g)
+    return tokens[order][None], labels[order]
+
+
+def agreement(masks: torch.Tensor, labels: torch.Tensor) -> float:
+    """Purity x completeness of the hard slot assignment: 1 when slots and clusters match one to one.
+
+    masks: (1, S, P) soft masks; labels: (P,) cluster of each token.
+    """
+    slot = masks[0].argmax(0)
+    purity = sum(torch.bincount(labels[slot == s]).max().item() for s in slot.unique())
+    completeness = sum(torch.bincount(slot[labels == c]).max().item() for c in labels.unique())
+    return purity * completeness / len(labels) ** 2
+
+
+def test_kmeans_init_clusters_before_training() -> None:
+    """The demo's named option: an untrained grouper already separates clear clusters; the reference
+    init (random projections, small logits) splits and merges them."""
+    scores: dict[float | None, list[float]] = {None: [], 4.0: []}
+    for seed in range(4):
+        tokens, labels = clustered_tokens(n_clusters=4, per_cluster=30, dim=32, seed=seed)
+        for scale, seed_scores in scores.items():
+            torch.manual_seed(0)
+            sa = SlotAttention(n_slots=4, slot_dim=32, n_iters=3, kmeans_init_scale=scale)
+            slots = sa.initializer(1, generator=torch.Generator().manual_seed(1))
+            seed_scores.append(agreement(sa(tokens, slots)[1], labels))
+    kmeans, reference = (sum(v) / len(v) for v in (scores[4.0], scores[None]))
+    assert kmeans > 0.9
+    assert reference < kmeans - 0.15
+
+
+def test_kmeans_init_weights() -> None:
+    sa = SlotAttention(n_slots=3, slot_dim=8, kmeans_init_scale=2.0)
+    assert_close(sa.to_q.weight, 2.0 * torch.eye(8))
+    assert_close(sa.to_k.weight, sa.to_q.weight)
+    assert_close(sa.to_v.weight, torch.eye(8))
+    update = torch.randn(5, 8)
+    assert_close(sa.gru(update, torch.randn(5, 8)), torch.tanh(update), atol=0.02, rtol=0)
