@@ -131,7 +131,9 @@ def test_bad_config_names_the_key(kwargs: dict, key: str) -> None:
         SlotAttention(**kwargs)
 
 
-def clustered_tokens(n_clusters: int, per_cluster: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_tokens(
+    n_clusters: int, per_cluster: int, dim: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, P, dim) tokens around n_clusters random centres, shuffled, and each token's cluster (P,)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_clusters, dim, generator=g) * 3
