@@ -137,3 +137,28 @@ def test_run_with_visualize(compose_train: Callable[..., DictConfig], capsys: py
     with Image.open(masks / "clip0.gif") as gif:
         assert gif.n_frames == T
     assert (run_dir / "report.md").read_text().splitlines() == table
+
+
+def test_demo_preset_on_a_tiny_budget(
+    compose_train: Callable[..., DictConfig], capsys: pytest.CaptureFixture
+):
+    """`make demo`'s preset, cut to three steps: its summary line, table and pictures are written."""
+    cfg = compose_train(
+        "experiment=demo",
+        "dataset.batch_size=4",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.limit_val_batches=1",
+        "visualize.n_clips=1",
+    )
+    assert cfg.grouper.kmeans_init_scale == 4.0  # the named non-reference option the demo relies on
+    training.run(cfg)
+    out = capsys.readouterr().out.strip().splitlines()
+    results = json.loads(next(Path(cfg.paths.runs_dir).glob("demo-*/seed0/results.json")).read_text())
+    assert results["status"] == "completed" and results["step"] == 3
+    assert out[-1].startswith("demo: video_fg_ari=") and out[-1].endswith(results["run_dir"])
+    T, H, S = cfg.dataset.n_frames, cfg.dataset.resolution, cfg.grouper.n_slots
+    with Image.open(Path(results["run_dir"]) / "masks" / "clip0.png") as image:
+        assert image.size == _grid_size(3 + S, T, H, H)
+    with Image.open(Path(results["run_dir"]) / "masks" / "clip0.gif") as gif:
+        assert gif.n_frames == T
