@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ __all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+# Lightning warnings that say nothing to a user here: the frozen encoder is in eval mode on purpose,
+# and the pytree deprecation is Lightning's own call into torch.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn.Module]]:
