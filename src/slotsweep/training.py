@@ -16,12 +16,13 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import tracking
 from slotsweep.cache import attach_feature_cache, cache_root
+from slotsweep.callbacks import VerifiedCheckpoint
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
@@ -100,12 +101,12 @@ def _n_devices(cfg: DictConfig) -> int:
 
 
 def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
-    checkpoints = ModelCheckpoint(
+    checkpoints = VerifiedCheckpoint(
         dirpath=directory / "checkpoints",
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint_every_n_steps,
-        save_top_k=1,  # monitor=None: keeps only the newest step checkpoint, as the reference
+        save_top_k=1,  # monitor=None: keeps the newest step checkpoint, as the reference
         save_last=True,
     )
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.

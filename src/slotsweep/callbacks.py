@@ -1,0 +1,54 @@
+"""Lightning callbacks of the training run."""
+
+import shutil
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from slotsweep.module import NonFiniteLossError
+
+__all__ = ["VerifiedCheckpoint"]
+
+
+class VerifiedCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that never leaves a run with only weights whose loss was NaN/inf.
+
+    A step checkpoint holds the weights after that step's update; their loss is only seen on the next
+    batch. So the step checkpoint before the newest is deleted once a batch trained from the newest
+    weights ends (its loss was finite), not when the newest is written. If that loss is NaN/inf
+    instead, the newest checkpoint is dropped and `last` rolls back to the one before.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._superseded: list[str] = []  # older step checkpoints, kept until the newest proves good
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if filepath == self.last_model_path:
+            super()._remove_checkpoint(trainer, filepath)
+        else:
+            self._superseded.append(filepath)
+
+    def _drop_superseded(self, trainer: L.Trainer) -> None:
+        for path in self._superseded:
+            super()._remove_checkpoint(trainer, path)
+        self._superseded.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._drop_superseded(trainer)  # this batch's loss, from the newest weights, was finite
+        super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._drop_superseded(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if not (isinstance(exception, NonFiniteLossError) and self._superseded):
+            return
+        good, bad = self._superseded.pop(), self.best_model_path
+        if self.last_model_path and trainer.is_global_zero:
+            shutil.copyfile(good, self.last_model_path)
+        super()._remove_checkpoint(trainer, bad)
+        self.best_model_path = good
+        self._drop_superseded(trainer)
