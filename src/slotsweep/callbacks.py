@@ -1,6 +1,7 @@
 """Lightning callbacks of the training run."""
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -34,6 +35,16 @@ class VerifiedCheckpoint(ModelCheckpoint):
         for path in self._superseded:
             super()._remove_checkpoint(trainer, path)
         self._superseded.clear()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        # A session killed between writing a checkpoint and verifying it leaves the older one behind;
+        # a resumed session removes it like any other superseded checkpoint.
+        if self.dirpath is None or not trainer.is_global_zero:
+            return
+        for path in sorted(Path(self.dirpath).glob("*.ckpt")):
+            if str(path) != self.best_model_path and not path.name.startswith(self.CHECKPOINT_NAME_LAST):
+                self._superseded.append(str(path))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         self._drop_superseded(trainer)  # this batch's loss, from the newest weights, was finite

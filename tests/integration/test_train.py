@@ -123,6 +123,11 @@ def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
     adam_steps = {int(state["step"]) for state in final["optimizer_states"][0]["state"].values()}
     assert adam_steps == {30}  # Adam's moments and step count carried over, not restarted at `step`
     assert final["lr_schedulers"][0]["last_epoch"] == 30  # the lr schedule too
+    # older step checkpoints, including one the kill may have left unverified, are gone
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == [
+        "last.ckpt",
+        "step0000030.ckpt",
+    ]
 
 
 def test_completed_run_is_skipped_and_force_reruns(
