@@ -50,8 +50,8 @@ class VerifiedCheckpoint(ModelCheckpoint):
         self._drop_superseded(trainer)  # this batch's loss, from the newest weights, was finite
         super().on_train_batch_end(trainer, *args, **kwargs)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_end(trainer, module)
         self._drop_superseded(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
