@@ -3,7 +3,7 @@
 See docs/datasets.md for where to get each dataset and the exact commands.
 """
 
-from slotsweep.data.convert import main
+from slotsweep.data.converters.cli import main
 
 if __name__ == "__main__":
     main()

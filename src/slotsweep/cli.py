@@ -8,14 +8,20 @@ the job as failed and the sweep goes on.
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["report_errors"]
+__all__ = ["exit_with_error", "report_errors"]
+
+
+def exit_with_error(error: BaseException | str) -> NoReturn:
+    """Bad input: one `error: ...` line on stderr, exit code 2 (what every entry point promises)."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _user_error(error: BaseException | None) -> SlotsweepError | None:
@@ -36,7 +42,6 @@ def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
             if user_error is None or multirun:
                 raise
-            print(f"error: {user_error}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(user_error)
 
     return wrapper

@@ -1,12 +1,11 @@
-"""Experiment identity, run directories and results.json: what sweeps and aggregation read.
+"""Loggers and W&B: run naming and grouping, offline mode, best-value summaries, media.
 
-A run's directory is a function of its config, not of the clock, so a requeued, relaunched or
-re-submitted job finds its own checkpoints (DESIGN.md "Experiment identity").
+`conf/logger/<option>.yaml` names the logger class by `_target_` (with `_partial_: true`); training
+fills the run-specific arguments from `logger_kwargs`. W&B groups the seeds of one experiment by
+its exp_id (runs.py), so the dashboard shows mean ± std across seeds (docs/wandb.md).
 """
 
-import hashlib
 import inspect
-import json
 import logging
 import netrc
 import os
@@ -22,12 +21,6 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
-    "NON_RESULT_KEYS",
-    "experiment_id",
-    "run_dir",
-    "read_results",
-    "write_results",
-    "RESULTS_FILE",
     "BEST_SUMMARY_KEYS",
     "define_best_summaries",
     "finish_wandb",
@@ -39,76 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
-
-# Dotted keys that never change a result: left out of the experiment id.
-NON_RESULT_KEYS = (
-    "seed",
-    "force",
-    "run_dir",
-    "objective",
-    "paths",
-    "logger",
-    "hydra",
-    "sweep",
-    "visualize",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.enable_progress_bar",
-    "dataset.num_workers",
-    "dataset.data_dir",
-    "dataset.root",  # where a video folder lives, not what it holds
-    "dataset.convert_command",  # help text of the missing-data error
-    "encoder.weights",
-)
-
-
-def _drop(tree: dict, dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.get(key)
-        if not isinstance(tree, dict):
-            return
-    tree.pop(leaf, None)
-
-
-def experiment_id(cfg: DictConfig) -> str:
-    """`<exp_name>-<8 hex>`: a hash of the resolved config without NON_RESULT_KEYS."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_RESULT_KEYS:
-        _drop(tree, key)
-    digest = hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{cfg.exp_name}-{digest[:8]}"
-
-
-def run_dir(cfg: DictConfig, exp_id: str) -> Path:
-    """`<paths.runs_dir>/<exp_id>/seed<k>`, or `run_dir` when the user set it explicitly."""
-    if cfg.run_dir is not None:
-        return Path(cfg.run_dir)
-    return Path(cfg.paths.runs_dir) / exp_id / f"seed{cfg.seed}"
-
-
-def write_results(directory: Path, results: dict[str, Any]) -> Path:
-    """Write results.json atomically: a reader never sees half a file."""
-    path = Path(directory) / RESULTS_FILE
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
-
-
-def read_results(directory: Path) -> dict[str, Any] | None:
-    """The run's results.json, or None if it has none yet."""
-    path = Path(directory) / RESULTS_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-# ---------------------------------------------------------------------------------------------------
-# Loggers and W&B. `conf/logger/<option>.yaml` names the logger class by `_target_` (with
-# `_partial_: true`); training fills the run-specific arguments from `logger_kwargs`.
 
 # Validation metrics whose best value (max) W&B keeps in the run summary, beside the last one.
 BEST_SUMMARY_KEYS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import tracking
+from slotsweep import runs, tracking
 from slotsweep.cache import attach_feature_cache, cache_root
 from slotsweep.callbacks import VerifiedCheckpoint
 from slotsweep.checkpoints import load_model_weights
@@ -121,9 +121,9 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
 def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
     check_config(cfg)
-    exp_id = tracking.experiment_id(cfg)
-    directory = tracking.run_dir(cfg, exp_id)
-    previous = tracking.read_results(directory)
+    exp_id = runs.experiment_id(cfg)
+    directory = runs.run_dir(cfg, exp_id)
+    previous = runs.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
         return _objective(cfg, previous["metrics"])
@@ -178,13 +178,13 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             metrics={},
             best_metrics=module.best_metrics,
         )
-        tracking.write_results(directory, results)
+        runs.write_results(directory, results)
         if trainer is not None:
             tracking.finish_wandb(trainer.logger, exit_code=1)
         raise
     tracking.finish_wandb(trainer.logger, exit_code=0)
-    tracking.write_results(directory, results)
-    log.info(f"results: {directory / tracking.RESULTS_FILE}")
+    runs.write_results(directory, results)
+    log.info(f"results: {directory / runs.RESULTS_FILE}")
     if cfg.visualize is not None:
         print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
     return _objective(cfg, results["metrics"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from slotsweep import tracking, training
+from slotsweep import runs, training
 
 STORAGE_TOL = 2e-3  # relative: features are stored as float16 (11 significant bits)
 
@@ -24,7 +24,7 @@ def logged(run_dir: Path, key: str) -> dict[int, float]:
 
 def run(cfg: DictConfig) -> Path:
     training.run(cfg)
-    return Path(cfg.paths.runs_dir) / tracking.experiment_id(cfg) / f"seed{cfg.seed}"
+    return Path(cfg.paths.runs_dir) / runs.experiment_id(cfg) / f"seed{cfg.seed}"
 
 
 def test_training_from_the_cache_gives_the_losses_of_training_from_images(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from slotsweep import tracking, training
+from slotsweep import runs, training
 
 CONTRACT_METRICS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
 
@@ -17,7 +17,7 @@ def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
     """A finished tiny run; returns its run dir."""
     cfg = compose_train(*overrides)
     training.run(cfg)
-    return tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    return runs.run_dir(cfg, runs.experiment_id(cfg))
 
 
 def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli):

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
-from slotsweep import tracking, training
+from slotsweep import runs, training
 from slotsweep.checkpoints import reference_to_local
 from slotsweep.training import build_model, build_task
 
@@ -333,7 +333,7 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         "logger=none",
     )
     objective = training.run(cfg)
-    run_dir = tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    run_dir = runs.run_dir(cfg, runs.experiment_id(cfg))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["step"] == 2
     assert results["exp_id"].startswith(TABLE[preset]["exp_name"] + "-")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import tracking, training
+from slotsweep import runs, training
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.module import NonFiniteLossError
 
@@ -43,7 +43,7 @@ def only_run_dir(runs_dir: Path) -> Path:
 def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., DictConfig]):
     cfg = compose_train()
     objective = training.run(cfg)
-    exp_id = tracking.experiment_id(cfg)
+    exp_id = runs.experiment_id(cfg)
     run_dir = Path(cfg.paths.runs_dir) / exp_id / "seed0"
     assert only_run_dir(Path(cfg.paths.runs_dir)) == run_dir
 
@@ -160,24 +160,24 @@ def test_completed_run_is_skipped_and_force_reruns(
 
 def test_seeds(compose_train: Callable[..., DictConfig], tmp_path: Path):
     """seed=0 and seed=1: two run dirs of one experiment, different results; seed=0 again: same losses."""
-    runs = {}
+    dirs = {}
     for name, seed in [("a", 0), ("a", 1), ("b", 0)]:
         cfg = compose_train(f"seed={seed}")
         cfg.paths.runs_dir = str(tmp_path / name)
         training.run(cfg)
-        runs[name, seed] = tracking.run_dir(cfg, tracking.experiment_id(cfg))
-    assert runs["a", 0].parent == runs["a", 1].parent  # the same exp_id...
-    assert runs["a", 0] != runs["a", 1]  # ...a dir per seed
+        dirs[name, seed] = runs.run_dir(cfg, runs.experiment_id(cfg))
+    assert dirs["a", 0].parent == dirs["a", 1].parent  # the same exp_id...
+    assert dirs["a", 0] != dirs["a", 1]  # ...a dir per seed
 
     def results(key):
-        return json.loads((runs[key] / "results.json").read_text())
+        return json.loads((dirs[key] / "results.json").read_text())
 
     assert results(("a", 1))["seed"] == 1
-    assert train_losses(runs["a", 0]) != train_losses(runs["a", 1])
+    assert train_losses(dirs["a", 0]) != train_losses(dirs["a", 1])
     assert results(("a", 0))["metrics"] != results(("a", 1))["metrics"]
 
-    same = [loss for _, loss in train_losses(runs["b", 0])]
-    assert same == pytest.approx([loss for _, loss in train_losses(runs["a", 0])], rel=1e-5, abs=1e-6)
+    same = [loss for _, loss in train_losses(dirs["b", 0])]
+    assert same == pytest.approx([loss for _, loss in train_losses(dirs["a", 0])], rel=1e-5, abs=1e-6)
     for key in ("val/video_fg_ari", "val/video_mbo", "val/loss"):
         assert results(("b", 0))["metrics"][key] == pytest.approx(results(("a", 0))["metrics"][key], abs=1e-5)
 
@@ -220,11 +220,11 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
 def test_load_weights_starts_from_the_checkpoint(compose_train: Callable[..., DictConfig]):
     source_cfg = compose_train()
     training.run(source_cfg)
-    source = tracking.run_dir(source_cfg, tracking.experiment_id(source_cfg)) / training.LAST_CHECKPOINT
+    source = runs.run_dir(source_cfg, runs.experiment_id(source_cfg)) / training.LAST_CHECKPOINT
 
     cfg = compose_train(f"load_weights={source}", "seed=1", "trainer.max_steps=1")
     training.run(cfg)
-    run_dir = tracking.run_dir(cfg, tracking.experiment_id(cfg))
+    run_dir = runs.run_dir(cfg, runs.experiment_id(cfg))
     assert run_dir.parent != source.parents[2]  # another experiment: it starts from other weights
 
     def model_weights(path: Path) -> dict[str, torch.Tensor]:

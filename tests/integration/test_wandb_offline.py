@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from slotsweep import tracking
+from slotsweep import runs, tracking
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "slotsweep-test-key-" + "7" * 21  # 40 characters, like a real key; never to be written
@@ -100,7 +100,7 @@ def test_logger_session_writes_config_group_history_and_best_summary(
     compose_train: Callable[..., DictConfig], offline_env: Path
 ):
     cfg = compose_train("logger=wandb", "seed=4")
-    exp_id = tracking.experiment_id(cfg)
+    exp_id = runs.experiment_id(cfg)
     run_dir = offline_env / "run"
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))
     tracking.define_best_summaries(logger)
@@ -127,9 +127,9 @@ def test_training_run_logs_an_offline_run(compose_train: Callable[..., DictConfi
     cfg = compose_train("logger=wandb")
     training.run(cfg)
     assert wandb.run is None, "training.run must end its W&B run: tracking.finish_wandb(trainer.logger)"
-    exp_id = tracking.experiment_id(cfg)
-    run_dir = tracking.run_dir(cfg, exp_id)
-    results = tracking.read_results(run_dir)
+    exp_id = runs.experiment_id(cfg)
+    run_dir = runs.run_dir(cfg, exp_id)
+    results = runs.read_results(run_dir)
     logged = read_offline_run(run_dir)
 
     assert (logged["run"].run_id, logged["run"].run_group) == (f"{exp_id}-s0", exp_id)

@@ -5,7 +5,6 @@ at each start-up, so this front stays light: Optuna is imported by `slotsweep.sw
 only when a sweep actually runs. The schema is in `config.py`, the behaviour in that module.
 """
 
-import sys
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
@@ -18,29 +17,8 @@ __all__ = ["OptunaSweeper"]
 class OptunaSweeper(Sweeper):
     """Hydra Sweeper that runs an Optuna study; arguments are the fields of OptunaSweeperConf."""
 
-    def __init__(
-        self,
-        sampler: DictConfig,
-        direction: str | list[str],
-        n_trials: int,
-        n_jobs: int,
-        seeds: list[int] | None,
-        max_failure_rate: float,
-        study_name: str | None,
-        storage: str | None,
-        params: dict[str, str] | None,
-    ) -> None:
-        self.settings = dict(
-            sampler=sampler,
-            direction=direction,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            seeds=seeds,
-            max_failure_rate=max_failure_rate,
-            study_name=study_name,
-            storage=storage,
-            params=params,
-        )
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings  # OptunaSweeperConf's fields, as Hydra composed them
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
@@ -55,12 +33,14 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        from slotsweep.cli import exit_with_error
         from slotsweep.errors import SlotsweepError
         from slotsweep.sweeps.optuna_sweeper import OptunaSweep
+        from slotsweep.sweeps.settings import OptunaSweeperConf
 
         assert self.hydra_context is not None and self.config is not None and self.launcher is not None
         try:
-            return OptunaSweep(**self.settings).run(
+            return OptunaSweep(OptunaSweeperConf(**self.settings)).run(
                 arguments,
                 config=self.config,
                 launcher=self.launcher,
@@ -68,5 +48,4 @@ class OptunaSweeper(Sweeper):
             )
         except SlotsweepError as error:
             # Bad settings or too many failed trials: one line, as the entry points print it.
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(error)

@@ -1,88 +1,15 @@
-"""Schema of `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml) and its samplers.
+"""Registers the schema of `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml) and its samplers.
 
 Registered in Hydra's ConfigStore when Hydra scans `hydra_plugins`, so a typo in a sweeper key
-fails at compose time. Samplers are selected with `hydra/sweeper/sampler=tpe|random|cmaes|gp|grid`;
-each names its Optuna class by `_target_`, and any other argument of that class can be added with
-`+hydra.sweeper.sampler.<arg>=...`.
+fails at compose time. The dataclasses themselves, with a comment per field, are in
+slotsweep/sweeps/settings.py (light to import: no Optuna).
 """
 
-from dataclasses import dataclass
-from typing import Any
-
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-
-@dataclass
-class TPESamplerConf:
-    _target_: str = "optuna.samplers.TPESampler"
-    seed: int | None = None  # sampler seed: same seed + same results -> same suggestions
-    n_startup_trials: int = 10  # random trials before the model takes over
-
-
-@dataclass
-class RandomSamplerConf:
-    _target_: str = "optuna.samplers.RandomSampler"
-    seed: int | None = None
-
-
-@dataclass
-class CmaEsSamplerConf:
-    _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: int | None = None
-    n_startup_trials: int = 1  # continuous params only; choice() params are sampled at random
-
-
-@dataclass
-class GPSamplerConf:
-    _target_: str = "optuna.samplers.GPSampler"
-    seed: int | None = None
-    n_startup_trials: int = 10
-
-
-@dataclass
-class GridSamplerConf:
-    # The grid is built by the sweeper from the choice()/range() params; n_trials is capped at
-    # its size. interval() params are refused: a grid needs listed values.
-    _target_: str = "optuna.samplers.GridSampler"
-    seed: int | None = None  # order in which the grid points are visited
-
-
-@dataclass
-class OptunaSweeperConf:
-    _target_: str = "hydra_plugins.slotsweep_sweeper.OptunaSweeper"
-    _recursive_: bool = False  # the sampler is built by the sweeper (the grid needs the space)
-
-    sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|cmaes|gp|grid (default in optuna.yaml)
-    # "maximize"/"minimize", or a list of them, one per key of the task's `objective`
-    direction: Any = "maximize"
-    # trials run to an end (completed or failed) that the study should hold; a trial cut off by a
-    # killed sweeper does not count and is re-run on relaunch
-    n_trials: int = 20
-    # trials launched together in one batch (each runs one job per seed)
-    n_jobs: int = 1
-    # every trial runs one job per seed (override seed=k) and reports the mean; null: one job,
-    # with the config's own seed
-    seeds: list[int] | None = None
-    # stop when more than this fraction of n_trials has failed (0: stop at the first failure)
-    max_failure_rate: float = 0.25
-    # null: the sweep's name (`sweep`), else the sweep dir's name
-    study_name: str | None = None
-    # null: SQLite file <sweep dir>/optuna.db; "journal": <sweep dir>/optuna_journal.log (for
-    # shared cluster disks, where SQLite locking is unreliable); else any RDB URL
-    storage: str | None = None
-    # search space {dotted key: override value}, e.g. {grouper.n_slots: "range(4, 12)"};
-    # command-line sweeps (key=interval(a,b)) are added to it and win on the same key
-    params: dict[str, str] | None = None
-
+from slotsweep.sweeps.settings import SAMPLERS, OptunaSweeperConf
 
 _STORE = ConfigStore.instance()
 _STORE.store(group="hydra/sweeper", name="slotsweep_optuna", node=OptunaSweeperConf, provider="slotsweep")
-for _name, _node in {
-    "tpe": TPESamplerConf,
-    "random": RandomSamplerConf,
-    "cmaes": CmaEsSamplerConf,
-    "gp": GPSamplerConf,
-    "grid": GridSamplerConf,
-}.items():
+for _name, _node in SAMPLERS.items():
     _STORE.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="slotsweep")

@@ -3,7 +3,7 @@
 - `shapes`: synthetic videos of moving, occluding sprites with exact instance masks.
 - `shards`: the reference's WebDataset shards (MOVi-C/E, YT-VIS, COCO) with its transforms.
 - `video_files`: folders of mp4 clips (decord) with lossless masks beside them.
-- `ytvis`, `coco`, `movi`, `convert`: converters from the official releases to shards and mp4.
+- `converters/`: from the official releases (YT-VIS, COCO, MOVi) to shards, and shards to mp4.
 - `transforms`, `video_transforms`: normalisation, frames-to-tensor, crops and resizes.
 
 Modules are imported by their `_target_` paths, not here, so that loading one dataset does not pull

@@ -13,7 +13,7 @@ unlabelled pixels. Masks have the frames' size. Without a validation folder, or 
 masks file, there is nothing to score: training runs, and no metric is computed.
 
 Unreadable or corrupt videos are named in an error at setup, or skipped and counted with
-`skip_corrupt: true`. `shards_to_videos` writes this layout from the reference's shards.
+`skip_corrupt: true`. `converters.videos.shards_to_videos` writes this layout from the reference's shards.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from slotsweep.data.arguments import check, check_positive_ints
-from slotsweep.data.layouts import SampleLayout
-from slotsweep.data.shards import VAL_PROTOCOLS, read_samples
+from slotsweep.data.shards import VAL_PROTOCOLS
 from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share
 from slotsweep.data.video_transforms import ClipTransform
 from slotsweep.errors import SlotsweepError
@@ -46,7 +45,6 @@ __all__ = [
     "read_frames",
     "read_masks",
     "scan_videos",
-    "shards_to_videos",
     "write_masks",
     "write_video",
 ]
@@ -351,27 +349,3 @@ class VideoFolderDataModule(L.LightningDataModule):
             self.val_batch_size,
         )
         return self._loader(clips, batch_size=None)
-
-
-def shards_to_videos(
-    shards: list[Path], layout: SampleLayout, out: str | Path, fps: float = 10.0, crf: int = 18
-) -> list[Path]:
-    """Write every sample of the shards as <out>/<key>.mp4 (+ <key>.masks.npz if it has masks).
-
-    Returns the video paths. Point `dataset.root` at the folder holding the train videos, with the
-    validation ones in its `validation/` subfolder (python src/convert.py videos does both).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for sample in read_samples(shards, (layout.frames_key,), optional=(layout.masks_key,)):
-        frames = layout.to_frames(sample[layout.frames_key])
-        path = out / f"{sample['__key__']}.mp4"
-        write_video(path, frames, fps=fps, crf=crf)
-        if layout.masks_key in sample:
-            where = f"sample {sample['__key__']} of {sample['__url__']}"
-            masks = layout.to_masks(sample[layout.masks_key], None, where)
-            write_masks(path.with_name(path.stem + MASKS_SUFFIX), masks, layout.ignore_background)
-        written.append(path)
-    log.info("wrote %d videos to %s", len(written), out)
-    return written

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from slotsweep.models.grouper import mlp
+from slotsweep.models.layers import mlp
 from slotsweep.models.transformer import TransformerEncoder
 
 __all__ = ["SlotMixerDecoder", "MLPDecoder"]

@@ -5,20 +5,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RandomInit", "SlotAttention", "mlp"]
+from slotsweep.models.layers import mlp
 
-
-def mlp(inp_dim: int, hidden_dims: list[int], outp_dim: int, final_relu: bool = False) -> nn.Sequential:
-    """Linear/ReLU stack with zero biases and default weights (reference `networks.MLP`)."""
-    dims = [inp_dim, *hidden_dims, outp_dim]
-    layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        linear = nn.Linear(d_in, d_out)
-        nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if i < len(dims) - 2 or final_relu:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+__all__ = ["RandomInit", "SlotAttention"]
 
 
 class RandomInit(nn.Module):

@@ -7,9 +7,10 @@ import torch
 from torch import Tensor, nn
 
 from slotsweep.models.encoder import EncoderOutput, ViTEncoder
-from slotsweep.models.grouper import SlotAttention, mlp
+from slotsweep.models.grouper import SlotAttention
+from slotsweep.models.layers import feature_projection, fold_time
 
-__all__ = ["ModelOutput", "ObjectCentricModel", "feature_projection"]
+__all__ = ["ModelOutput", "ObjectCentricModel"]
 
 
 @dataclass
@@ -30,16 +31,6 @@ class ModelOutput:
     grouping_masks: Tensor
     reconstruction: Tensor
     decoder_masks: Tensor
-
-
-def feature_projection(feat_dim: int, slot_dim: int) -> nn.Sequential:
-    """LN -> Linear(F, 2F) -> ReLU -> Linear(2F, D): the reference encoder `output_transform`."""
-    return nn.Sequential(nn.LayerNorm(feat_dim), *mlp(feat_dim, [2 * feat_dim], slot_dim))
-
-
-def fold_time(x: Tensor) -> Tensor:
-    """(B, T, ...) -> (B·T, ...): frames processed independently share the batch axis."""
-    return x.flatten(0, 1)
 
 
 class ObjectCentricModel(nn.Module):

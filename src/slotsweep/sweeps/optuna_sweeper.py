@@ -23,53 +23,29 @@ from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from slotsweep.errors import SlotsweepError
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
+from slotsweep.sweeps.settings import OptunaSweeperConf
+from slotsweep.sweeps.storage import open_storage
 
-__all__ = ["OptunaSweep", "open_storage", "RESULTS_FILE"]
+__all__ = ["OptunaSweep", "RESULTS_FILE"]
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"
-SQLITE_FILE = "optuna.db"
-JOURNAL_FILE = "optuna_journal.log"
 SEED_KEY = "seed"  # the task's seed key: a trial with seeds [0, 1] runs seed=0 and seed=1
 RETRY_OF = "retry_of"  # trial user attr: number of the cut-off trial whose parameters it re-runs
 STUDY_ATTR = "slotsweep_sweep"  # study user attr: what the study optimises, checked on relaunch
 
 
-def open_storage(storage: str | None, sweep_dir: Path) -> tuple[str | BaseStorage, str]:
-    """The storage to give optuna.create_study, and the argument that opens it in optuna-dashboard."""
-    if storage is None:
-        url = f"sqlite:///{(sweep_dir / SQLITE_FILE).resolve()}"
-        return url, url
-    if storage == "journal":
-        # An append-only file with file locks: works on NFS/Lustre, where SQLite's locking does not.
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = str((sweep_dir / JOURNAL_FILE).resolve())
-        return JournalStorage(JournalFileBackend(path)), path
-    return storage, storage
-
-
 class OptunaSweep:
     """One sweep: the settings of OptunaSweeperConf (see its comments), run by `run`."""
 
-    def __init__(
-        self,
-        sampler: DictConfig,
-        direction: str | Sequence[str],
-        n_trials: int,
-        n_jobs: int,
-        seeds: Sequence[int] | None,
-        max_failure_rate: float,
-        study_name: str | None,
-        storage: str | None,
-        params: dict[str, str] | None,
-    ) -> None:
+    def __init__(self, settings: OptunaSweeperConf) -> None:
+        direction, n_trials, n_jobs = settings.direction, settings.n_trials, settings.n_jobs
+        max_failure_rate, seeds = settings.max_failure_rate, settings.seeds
         self.directions = [direction] if isinstance(direction, str) else list(direction)
         bad = [d for d in self.directions if d not in ("maximize", "minimize")]
         if bad or not self.directions:
@@ -87,14 +63,14 @@ class OptunaSweep:
             raise SlotsweepError(
                 f"hydra.sweeper.seeds={list(seeds)} must be distinct seeds, or null for one job per trial"
             )
-        self.sampler_cfg = sampler
+        self.sampler_cfg = settings.sampler
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.seeds: list[int | None] = list(seeds) if seeds is not None else [None]
         self.max_failure_rate = max_failure_rate
-        self.study_name = study_name
-        self.storage = storage
-        self.params = dict(params or {})
+        self.study_name = settings.study_name
+        self.storage = settings.storage
+        self.params = dict(settings.params or {})
         # Set by run(): the sweep's config (task and hydra keys), its launcher and config loader.
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from slotsweep.sweeps.aggregate import Group, Table
+from slotsweep.sweeps.storage import STORAGE_FILES, open_storage_file
 
-__all__ = ["DPI", "FIGSIZE_IN", "OPTUNA_STORAGE_FILES", "plot_optuna", "plot_params"]
+if TYPE_CHECKING:
+    from slotsweep.sweeps.records import Group, Table
+
+__all__ = ["DPI", "FIGSIZE_IN", "plot_optuna", "plot_params"]
 
 FIGSIZE_IN, DPI = (6.0, 4.0), 100  # every plot is 600 x 400 pixels
-OPTUNA_STORAGE_FILES = ("optuna.db", "optuna_journal.log")  # names the Optuna sweeper writes
 
 
 def _numeric(value: Any) -> bool:
@@ -80,14 +81,6 @@ def plot_params(table: Table, out_dir: Path) -> list[Path]:
     return written
 
 
-def _optuna_storage(path: Path) -> Any:
-    import optuna
-
-    if path.name == "optuna.db":
-        return f"sqlite:///{path.resolve()}"
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
 def plot_optuna(sweep_dir: Path, out_dir: Path) -> list[Path]:
     """Optimization history and parameter importances of every Optuna study stored below sweep_dir."""
     import matplotlib.pyplot as plt
@@ -95,9 +88,9 @@ def plot_optuna(sweep_dir: Path, out_dir: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     written = []
-    files = sorted(p for name in OPTUNA_STORAGE_FILES for p in sweep_dir.rglob(name))
+    files = sorted(p for name in STORAGE_FILES for p in sweep_dir.rglob(name))
     for file in files:
-        storage = _optuna_storage(file)
+        storage = open_storage_file(file)
         for name in optuna.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage)
             completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -1,7 +1,7 @@
 """The aggregation table as Markdown (printed), CSV (full precision) and LaTeX (booktabs).
 
 Cells are mean ± sample std over a group's completed seeds, with the Student-t 95% CI beside them;
-the best group per metric is bold. See slotsweep.sweeps.aggregate for how the table is made.
+the best group per metric is bold. See slotsweep.sweeps.statistics for how the table is made.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from slotsweep.sweeps.aggregate import Group, Table
+    from slotsweep.sweeps.records import Group, Table
 
 __all__ = ["format_csv", "format_latex", "format_markdown"]
 

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from slotsweep import tracking
+from slotsweep import runs, tracking
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 from slotsweep.training import build_model, build_task, build_trainer
@@ -146,7 +146,7 @@ def _optim(cfg: DictConfig, option: str, tmp_path: Path) -> None:
 
 
 def _trainer_or_logger(cfg: DictConfig, option: str, tmp_path: Path) -> None:
-    exp_id = tracking.experiment_id(cfg)
+    exp_id = runs.experiment_id(cfg)
     trainer = build_trainer(cfg, exp_id, tmp_path / "run")
     assert isinstance(trainer, L.Trainer)
     assert trainer.max_steps == cfg.trainer.max_steps
@@ -201,7 +201,7 @@ def test_experiment_preset_builds(compose_train: Callable[..., DictConfig], pres
     """A preset composes, passes the cross-group checks and builds its model (no data needed)."""
     cfg = compose_train(f"experiment={preset}", "encoder.pretrained=false", debug=False)
     check_config(cfg)
-    assert tracking.experiment_id(cfg).startswith(f"{cfg.exp_name}-")
+    assert runs.experiment_id(cfg).startswith(f"{cfg.exp_name}-")
     model, losses = build_model(cfg)  # timm's random init (pretrained=false); not run, some are large
     assert model.grouper.n_slots == cfg.grouper.n_slots
     assert set(losses) == {name for name, loss in cfg.loss.items() if loss.weight > 0}

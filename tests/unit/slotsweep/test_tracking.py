@@ -1,173 +1,215 @@
-"""Run identity in tracking.py: exp_id, the run dir layout, results.json written atomically.
+"""Loggers and W&B in tracking.py: offline rule, run kwargs, every logger option, media, stale runs.
 
-(The logger and W&B parts of tracking.py are tested in test_tracking_wandb.py.)
+W&B runs here are real offline runs written under tmp_path (no network, no API key).
 """
 
 import json
-import re
-import threading
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import wandb
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 
-from slotsweep import tracking
+from slotsweep import runs, tracking
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
-
-# Overrides that must not change the experiment id: they change where or how a run is logged or
-# executed, not what it computes.
-NOT_RESULT_RELEVANT = [
-    "seed=1",
-    "seed=123",
-    "paths.runs_dir=/elsewhere/runs",
-    "paths.data_dir=/elsewhere/data",
-    "logger=none",
-    "logger=wandb",
-    "dataset.num_workers=3",
-    "trainer.devices=2",
-    "trainer.num_nodes=2",
-    "force=true",
-    "+sweep=seeds",  # the sweep a run belongs to (a group that sets `sweep` and hydra keys)
-    "run_dir=/somewhere/else",
-    "objective=[val/video_mbo]",
-    "visualize={n_clips:2,gif:true}",
-]
-
-# Overrides that change what a run computes, so they must change the id.
-RESULT_RELEVANT = [
-    "grouper.n_slots=3",
-    "grouper.slot_dim=32",
-    "loss.timesim.weight=0.5",
-    "loss=dinosaur",
-    "optim.base_lr=0.001",
-    "trainer.max_steps=5",
-    "dataset.batch_size=4",
-    "dataset.n_train_clips=9",
-    "encoder.block=1",
-    "exp_name=other",
-]
+LOGGER_OPTIONS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
 
 
-def test_exp_id_format_and_stable(compose_train: Callable[..., DictConfig]):
-    first = tracking.experiment_id(compose_train())
-    second = tracking.experiment_id(compose_train())
-    assert re.fullmatch(r"shapes-[0-9a-f]{8}", first), first
-    assert first == second
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No API key, no WANDB_MODE, W&B's own files under tmp_path; any open run is finished after."""
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield tmp_path
+    if wandb.run is not None:
+        wandb.run.finish()
 
 
-def test_exp_id_starts_with_exp_name(compose_train: Callable[..., DictConfig]):
-    assert re.fullmatch(r"my_run-[0-9a-f]{8}", tracking.experiment_id(compose_train("exp_name=my_run")))
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    server = socket.create_server(("127.0.0.1", 0))
+    yield server.getsockname()[1]
+    server.close()
 
 
-@pytest.mark.parametrize("override", NOT_RESULT_RELEVANT)
-def test_exp_id_unchanged_by(compose_train: Callable[..., DictConfig], override: str):
-    base = tracking.experiment_id(compose_train())
-    assert tracking.experiment_id(compose_train(override)) == base
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return server.getsockname()[1]
 
 
-@pytest.mark.parametrize("override", RESULT_RELEVANT)
-def test_exp_id_changed_by(compose_train: Callable[..., DictConfig], override: str):
-    base = tracking.experiment_id(compose_train())
-    assert tracking.experiment_id(compose_train(override)) != base
+def test_mode_explicit_and_env(wandb_env: Path, monkeypatch: pytest.MonkeyPatch):
+    assert tracking.wandb_mode("disabled") == "disabled"
+    with pytest.raises(
+        ValueError, match=r"logger.mode=cloud is not one of \['online', 'offline', 'disabled'\]"
+    ):
+        tracking.wandb_mode("cloud")
+    monkeypatch.setenv("WANDB_MODE", "online")  # respected as is, even without a key
+    assert tracking.wandb_mode() == "online"
 
 
-def test_exp_id_independent_of_key_order(compose_train: Callable[..., DictConfig]):
-    cfg = compose_train()
-    shuffled = DictConfig({key: cfg[key] for key in reversed(list(cfg.keys()))})
-    assert tracking.experiment_id(shuffled) == tracking.experiment_id(cfg)
+def test_mode_offline_without_api_key(wandb_env: Path, caplog: pytest.LogCaptureFixture):
+    assert tracking.wandb_mode() == "offline"
+    assert "no API key" in caplog.text and "make wandb-sync" in caplog.text
 
 
-def test_run_dir_layout(compose_train: Callable[..., DictConfig], tmp_path: Path):
-    cfg = compose_train("seed=0")
-    exp_id = tracking.experiment_id(cfg)
-    assert tracking.run_dir(cfg, exp_id) == Path(cfg.paths.runs_dir) / exp_id / "seed0"
-    cfg1 = compose_train("seed=1")
-    assert tracking.experiment_id(cfg1) == exp_id  # seeds of one experiment share its directory...
-    assert tracking.run_dir(cfg1, exp_id) == Path(cfg.paths.runs_dir) / exp_id / "seed1"  # ...not a seed dir
+def test_mode_with_api_key_follows_reachability(
+    wandb_env: Path, monkeypatch: pytest.MonkeyPatch, listening_port: int, caplog: pytest.LogCaptureFixture
+):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{listening_port}")
+    assert tracking.wandb_mode() == "online"
+    port = _closed_port()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert tracking.wandb_mode(timeout_s=1.0) == "offline"
+    assert f"127.0.0.1:{port} unreachable" in caplog.text
 
 
-def test_run_dir_explicit(compose_train: Callable[..., DictConfig], tmp_path: Path):
-    cfg = compose_train(f"run_dir={tmp_path / 'mine'}")
-    assert tracking.run_dir(cfg, tracking.experiment_id(cfg)) == tmp_path / "mine"
+def test_netrc_entry_is_an_api_key(wandb_env: Path, monkeypatch: pytest.MonkeyPatch, listening_port: int):
+    netloc = f"127.0.0.1:{listening_port}"
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://{netloc}")
+    (wandb_env / "netrc").write_text("machine other.host login user password abc\n")
+    assert tracking.wandb_mode() == "offline"  # an entry for another host is no key for this one
+    (wandb_env / "netrc").write_text(f"machine {netloc} login user password {'k' * 40}\n")
+    assert tracking.wandb_mode() == "online"
 
 
-def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("SLOTSWEEP_RUNS_DIR", str(tmp_path / "env-runs"))
+def test_wandb_run_kwargs(compose_train: Callable[..., DictConfig], wandb_env: Path):
+    cfg = compose_train("logger=wandb")
+    exp_id = runs.experiment_id(cfg)
+    kwargs = tracking.wandb_run_kwargs(cfg, exp_id, wandb_env / "run")
+    assert kwargs == {
+        "project": "slotsweep",
+        "entity": None,
+        "name": f"{exp_id}-s0",
+        "group": exp_id,
+        "id": f"{exp_id}-s0",
+        "resume": "allow",
+        "job_type": "train",
+        "tags": ["shapes"],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "dir": str(wandb_env / "run" / "logs"),
+        "mode": "offline",
+    }
+    swept = compose_train("logger=wandb", "seed=3")
+    swept.sweep = "lossw"  # what a named sweep sets
+    kwargs = tracking.wandb_run_kwargs(swept, exp_id, wandb_env / "run")
+    assert (kwargs["id"], kwargs["job_type"], kwargs["tags"]) == (
+        f"{exp_id}-s3",
+        "sweep-trial",
+        ["shapes", "lossw"],
+    )
+    assert tracking.wandb_run_kwargs(swept, exp_id, wandb_env, job_type="eval")["job_type"] == "eval"
+
+
+def test_wandb_config_has_no_secrets(compose_train: Callable[..., DictConfig], wandb_env: Path):
+    cfg = compose_train("logger=wandb")
+    with open_dict(cfg):
+        cfg.logger.api_key = "secret-value-1"
+        cfg.dataset.hub_token = "secret-value-2"
+    config = tracking.wandb_run_kwargs(cfg, "x-00000000", wandb_env)["config"]
+    assert "secret-value" not in json.dumps(config)
+    assert config["logger"]["project"] == "slotsweep" and config["dataset"]["batch_size"] == 2
+
+
+def test_tags_name_the_dataset_and_encoder_options_under_hydra(wandb_env: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["seed=2"])
-    exp_id = tracking.experiment_id(cfg)
-    assert tracking.run_dir(cfg, exp_id) == tmp_path / "env-runs" / exp_id / "seed2"
-    monkeypatch.setenv("SLOTSWEEP_RUNS_DIR", str(tmp_path / "other-runs"))
-    assert tracking.experiment_id(cfg) == exp_id  # where runs live is not part of the identity
-
-
-def _results(**extra) -> dict:
-    return {
-        "exp_id": "shapes-0123abcd",
-        "exp_name": "shapes",
-        "seed": 0,
-        "status": "completed",
-        "step": 4,
-        "max_steps": 4,
-        "wall_time_s": 1.5,
-        "metrics": {"val/video_fg_ari": 0.5, "val/video_mbo": 0.25},
-        "best_metrics": {"val/video_fg_ari": 0.5},
-        "error": None,
-        "config": {"grouper": {"n_slots": 7}},
-        "run_dir": "/runs/shapes-0123abcd/seed0",
-        **extra,
-    }
-
-
-def test_results_roundtrip(tmp_path: Path):
-    assert tracking.read_results(tmp_path) is None
-    path = tracking.write_results(tmp_path, _results())
-    assert path == tmp_path / tracking.RESULTS_FILE
-    assert tracking.read_results(tmp_path) == _results()
-    tracking.write_results(tmp_path, _results(status="failed", error="boom"))
-    assert tracking.read_results(tmp_path)["status"] == "failed"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [tracking.RESULTS_FILE]  # no temporary left
-
-
-def test_results_failed_write_keeps_previous_file(tmp_path: Path):
-    tracking.write_results(tmp_path, _results())
-    circular: dict = {}
-    circular["self"] = circular
-    with pytest.raises(ValueError, match="Circular"):
-        tracking.write_results(tmp_path, _results(metrics=circular))
-    assert tracking.read_results(tmp_path) == _results()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [tracking.RESULTS_FILE]
-
-
-def test_results_reader_never_sees_half_a_file(tmp_path: Path):
-    """A reader polling while results.json is rewritten always parses a whole file."""
-    big = {f"val/metric{i}": float(i) for i in range(20_000)}  # ~0.6 MB: a plain write would tear
-    versions = [_results(step=step, metrics=big) for step in range(30)]
-    tracking.write_results(tmp_path, versions[0])
-    done = threading.Event()
-    seen: list[int] = []
-    errors: list[Exception] = []
-
-    def read() -> None:
-        while not done.is_set():
-            try:
-                seen.append(json.loads((tmp_path / tracking.RESULTS_FILE).read_text())["step"])
-            except json.JSONDecodeError as error:
-                errors.append(error)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+        cfg = compose("train", overrides=["logger=wandb", "encoder=dino_vits16"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a job's config, as @hydra.main passes it
     try:
-        for results in versions[1:]:
-            tracking.write_results(tmp_path, results)
+        kwargs = tracking.wandb_run_kwargs(cfg, "shapes-00000000", wandb_env)
     finally:
-        done.set()
-        reader.join()
-    assert not errors, f"reader saw a partial results.json: {errors[0]}"
-    assert seen and seen == sorted(seen)
-    assert tracking.read_results(tmp_path)["step"] == 29
+        HydraConfig.instance().cfg = None
+    assert kwargs["tags"] == ["shapes", "dino_vits16"]  # exp_name shapes and dataset shapes: one tag
+
+
+@pytest.mark.parametrize("option", LOGGER_OPTIONS)
+def test_every_logger_option_instantiates(
+    compose_train: Callable[..., DictConfig], wandb_env: Path, option: str
+):
+    cfg = compose_train(f"logger={option}")
+    exp_id = runs.experiment_id(cfg)
+    run_dir = wandb_env / "run"
+    logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))
+    if option == "none":
+        assert logger is False
+    elif option == "csv":
+        assert isinstance(logger, CSVLogger)
+        assert Path(logger.log_dir) == run_dir / "logs" / "version_0"
+    else:
+        assert option == "wandb", f"conf/logger/{option}.yaml: add its expected logger to this test"
+        assert isinstance(logger, WandbLogger) and logger._experiment is None  # the run starts lazily
+        assert Path(logger.save_dir) == run_dir / "logs"
+        assert logger.version == f"{exp_id}-s0" and logger._wandb_init["group"] == exp_id
+
+
+def _wandb_logger(compose_train: Callable[..., DictConfig], run_dir: Path, *overrides: str) -> WandbLogger:
+    cfg = compose_train("logger=wandb", *overrides)
+    return instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, runs.experiment_id(cfg), run_dir))
+
+
+def test_log_media_writes_images_and_gifs(compose_train: Callable[..., DictConfig], wandb_env: Path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    clip = rng.integers(0, 255, (5, 16, 24, 3), dtype=np.uint8)
+    png, gif = wandb_env / "grid.png", wandb_env / "clip.gif"
+    Image.fromarray(image).save(png)
+    frames = [Image.fromarray(frame) for frame in clip[:2]]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    run_dir = wandb_env / "run"
+    logger = _wandb_logger(compose_train, run_dir)
+    tracking.log_media(
+        logger, {"val/overlay": image, "val/clip": clip, "val/grid": png, "val/video": gif}, step=3
+    )
+    with pytest.raises(ValueError, match=r"'val/bad' is float32 \(4, 4, 3\); expected uint8 RGB"):
+        tracking.log_media(logger, {"val/bad": np.zeros((4, 4, 3), np.float32)}, step=3)
+    with pytest.raises(FileNotFoundError, match=r"'val/gone' names .*nothing\.png, which does not exist"):
+        tracking.log_media(logger, {"val/gone": wandb_env / "nothing.png"}, step=3)
+    tracking.finish_wandb(logger)
+
+    (media,) = (run_dir / "logs" / "wandb").glob("offline-run-*/files/media")
+    images = sorted(media.glob("images/**/*.png"))
+    videos = sorted(media.glob("videos/**/*.gif"))
+    assert [p.name.split("_")[0] for p in images] == ["grid", "overlay"]
+    assert [p.name.split("_")[0] for p in videos] == ["clip", "video"]
+    with Image.open(videos[0]) as logged:  # the (T, H, W, 3) array, as a GIF of T frames
+        assert (logged.n_frames, logged.size) == (5, (24, 16))
+    with Image.open(images[1]) as logged:
+        assert np.array_equal(np.asarray(logged.convert("RGB")), image)
+
+
+def test_log_media_is_a_no_op_for_other_loggers(wandb_env: Path):
+    csv_logger = CSVLogger(save_dir=wandb_env / "csv", name=None)
+    tracking.log_media(csv_logger, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
+    tracking.log_media(False, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
+    tracking.define_best_summaries(csv_logger)
+    tracking.finish_wandb(csv_logger)
+    assert not (wandb_env / "csv").exists() and wandb.run is None
+
+
+def test_a_run_left_open_does_not_swallow_the_next(compose_train: Callable[..., DictConfig], wandb_env: Path):
+    """A Hydra multirun runs its jobs in one process: each seed must get its own W&B run."""
+    first = _wandb_logger(compose_train, wandb_env / "seed0")
+    first.log_metrics({"train/loss": 1.0}, step=0)  # starts the run; finish_wandb is "forgotten"
+    second = _wandb_logger(compose_train, wandb_env / "seed1", "seed=1")
+    second.log_metrics({"train/loss": 2.0}, step=0)
+    assert second.experiment.id.endswith("-s1") and first.experiment.id.endswith("-s0")
+    tracking.finish_wandb(second)
+    runs = sorted(p.name.rsplit("-", 1)[1] for p in wandb_env.glob("seed*/logs/wandb/offline-run-*"))
+    assert runs == ["s0", "s1"]

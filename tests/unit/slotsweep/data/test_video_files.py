@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from real_formats import write_movi_shards, write_ytvis_shards
+from slotsweep.data.converters.videos import shards_to_videos
 from slotsweep.data.layouts import LAYOUTS
 from slotsweep.data.shards import read_samples
 from slotsweep.data.video_files import (
@@ -16,7 +17,6 @@ from slotsweep.data.video_files import (
     read_frames,
     read_masks,
     scan_videos,
-    shards_to_videos,
     write_masks,
     write_video,
 )

@@ -11,7 +11,8 @@ from slotsweep.checkpoints import reference_to_local
 from slotsweep.models.decoder import SlotMixerDecoder
 from slotsweep.models.encoder import EncoderOutput, ViTEncoder
 from slotsweep.models.grouper import SlotAttention
-from slotsweep.models.object_centric import ObjectCentricModel, feature_projection
+from slotsweep.models.layers import feature_projection
+from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.models.transformer import TransformerEncoder
 
 FEAT_DIM, N_PATCHES, IMG = 192, 16, 32

@@ -12,10 +12,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from slotsweep import tracking
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs import write_results
 from slotsweep.sweeps import aggregate as agg
+from slotsweep.sweeps import loaders, statistics
 from slotsweep.sweeps.plots import DPI, FIGSIZE_IN, plot_optuna, plot_params
+from slotsweep.sweeps.records import Table
 from slotsweep.sweeps.tables import format_csv, format_latex, format_markdown
 
 CONF = Path(__file__).resolve().parents[4] / "conf"
@@ -60,7 +62,7 @@ def _write(
         "config": config,
         "run_dir": str(directory),
     }
-    tracking.write_results(directory, results)
+    write_results(directory, results)
     return directory
 
 
@@ -78,21 +80,21 @@ def runs_dir(tmp_path: Path) -> Path:
     return runs
 
 
-def _table(runs_dir: Path, **kwargs) -> agg.Table:
-    runs, planned = agg.load_local(runs_dir)
-    return agg.aggregate(runs, planned_seeds=planned, **kwargs)
+def _table(runs_dir: Path, **kwargs) -> Table:
+    runs, planned = loaders.load_local(runs_dir)
+    return statistics.aggregate(runs, planned_seeds=planned, **kwargs)
 
 
 def test_seed_stat_hand_computed():
-    stat = agg.seed_stat([0.5, 0.6, 0.7])
+    stat = statistics.seed_stat([0.5, 0.6, 0.7])
     assert stat.n == 3
     assert stat.mean == pytest.approx(0.6, abs=1e-12)
     assert stat.std == pytest.approx(0.1, abs=1e-12)  # sample std: sqrt(0.02 / 2)
     half = T_975_DF2 * 0.1 / math.sqrt(3)
     assert (stat.ci_low, stat.ci_high) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-9)
-    one = agg.seed_stat([0.25])
+    one = statistics.seed_stat([0.25])
     assert (one.n, one.mean) == (1, 0.25) and math.isnan(one.std) and math.isnan(one.ci_low)
-    assert agg.seed_stat([]).n == 0 and math.isnan(agg.seed_stat([]).mean)
+    assert statistics.seed_stat([]).n == 0 and math.isnan(statistics.seed_stat([]).mean)
 
 
 def test_groups_by_exp_id_with_exact_stats(runs_dir: Path):
@@ -255,10 +257,10 @@ def test_sweep_dir_selects_the_sweeps_runs_and_planned_seeds(runs_dir: Path, hyd
     config = _config(n_slots=5, seed=0) | {"sweep": "s"}
     config["hydra"] = hydra | {"runtime": {"choices": {"grouper": "slot_attention", "trainer": "debug"}}}
     (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-    runs, planned = agg.load_local(sweep)
+    runs, planned = loaders.load_local(sweep)
     assert planned == [0, 1, 2, 3]
     assert sorted({run.exp_id for run in runs}) == ["toy-aaaa0001", "toy-bbbb0002"]  # not n_slots=11
-    table = agg.aggregate(runs, planned_seeds=planned)
+    table = statistics.aggregate(runs, planned_seeds=planned)
     assert table.groups[0].missing == {3: "absent"}
     assert table.groups[1].missing == {2: "failed", 3: "absent"}
 
@@ -272,11 +274,15 @@ def test_cli_writes_tables_and_plots(runs_dir: Path, tmp_path: Path, capsys: pyt
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "table.tex", "plots"}
     assert [p.name for p in (out / "plots").iterdir()] == ["val-video_fg_ari__grouper.n_slots.png"]
 
-    assert agg.main([str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        agg.main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
     assert "nowhere is not a directory; pass a runs dir" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert agg.main([str(empty)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        agg.main([str(empty)])
+    assert exit_info.value.code == 2
     assert "no runs to aggregate (no results.json found)" in capsys.readouterr().err
 
 
@@ -300,12 +306,10 @@ def test_named_optuna_sweep_from_the_real_config(tmp_path: Path):
             directory.mkdir(parents=True)
             results = {"exp_id": exp_id, "seed": seed, "status": "completed", "error": None}
             results |= {"metrics": {"val/video_fg_ari": 0.5, "val/video_mbo": 0.3}, "best_metrics": {}}
-            tracking.write_results(
-                directory, results | {"config": OmegaConf.to_container(task, resolve=True)}
-            )
-    found, planned = agg.load_local(sweep)
+            write_results(directory, results | {"config": OmegaConf.to_container(task, resolve=True)})
+    found, planned = loaders.load_local(sweep)
     assert planned == [0, 1, 2]  # hydra.sweeper.seeds
     assert sorted({run.exp_id for run in found}) == ["shapes-a", "shapes-b"]
-    table = agg.aggregate(found, planned_seeds=planned)
+    table = statistics.aggregate(found, planned_seeds=planned)
     assert table.keys == ["loss.timesim.weight"]
     assert [group.missing for group in table.groups] == [{2: "absent"}, {2: "absent"}]

@@ -6,7 +6,9 @@ import optuna
 import pytest
 
 from slotsweep.errors import SlotsweepError
-from slotsweep.sweeps.optuna_sweeper import OptunaSweep, open_storage
+from slotsweep.sweeps.optuna_sweeper import OptunaSweep
+from slotsweep.sweeps.settings import OptunaSweeperConf
+from slotsweep.sweeps.storage import open_storage
 
 
 def test_storage_default_sqlite_journal_or_url(tmp_path: Path):
@@ -47,4 +49,4 @@ def _settings(**changes):
 )
 def test_bad_settings_name_their_key(changes, key):
     with pytest.raises(SlotsweepError, match=key):
-        OptunaSweep(**_settings(**changes))
+        OptunaSweep(OptunaSweeperConf(**_settings(**changes)))

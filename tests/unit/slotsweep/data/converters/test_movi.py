@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from slotsweep.data.movi import convert_movi, movi_samples
+from slotsweep.data.converters.movi import convert_movi, movi_samples
 from slotsweep.data.shards import ShardDataModule, read_samples, write_shards
 from slotsweep.errors import SlotsweepError
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from real_formats import write_coco_release
-from slotsweep.data.coco import convert_coco
+from slotsweep.data.converters.coco import convert_coco
 from slotsweep.data.shards import ShardDataModule, read_samples
 from slotsweep.errors import SlotsweepError
 

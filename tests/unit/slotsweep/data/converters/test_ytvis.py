@@ -11,8 +11,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from real_formats import write_ytvis_release
+from slotsweep.data.converters.ytvis import convert_ytvis, resize_short_side_uint8
 from slotsweep.data.shards import ShardDataModule, read_samples
-from slotsweep.data.ytvis import convert_ytvis, resize_short_side_uint8
 from slotsweep.errors import SlotsweepError
 
 

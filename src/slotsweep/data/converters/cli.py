@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slotsweep.cli import report_errors
-from slotsweep.data import coco, movi, ytvis
+from slotsweep.data.converters import coco, movi, ytvis
+from slotsweep.data.converters.videos import shards_to_videos
 from slotsweep.data.layouts import LAYOUTS
 from slotsweep.data.shards import expand_shards
-from slotsweep.data.video_files import VAL_SUBDIR, shards_to_videos
+from slotsweep.data.video_files import VAL_SUBDIR
 from slotsweep.errors import SlotsweepError
 
 __all__ = ["main", "parser"]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from real_formats import write_coco_release, write_movi_shards, write_ytvis_release
-from slotsweep.data.convert import main
+from slotsweep.data.converters.cli import main
 from slotsweep.data.shards import read_samples
 from slotsweep.data.video_files import read_masks
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[5]
 
 
 def test_ytvis_command(tmp_path):

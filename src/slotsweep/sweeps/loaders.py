@@ -1,0 +1,147 @@
+"""Where runs come from: results.json files below a dir, a Hydra multirun dir, or a W&B project.
+
+- any directory holding run dirs (`runs/`, `runs/<exp_id>/`): every results.json below it;
+- a Hydra multirun dir (it has `multirun.yaml`): the runs whose config that sweep produced, found
+  under its `paths.runs_dir`; its `seed=` sweep gives the planned seeds;
+- `wandb:<entity>/<project>`: the project's runs through the W&B API (needs network).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from hydra.errors import OverrideParseException
+from omegaconf import OmegaConf
+
+from slotsweep.runs import RESULTS_FILE
+from slotsweep.sweeps.records import Run, flatten, is_result_key
+
+__all__ = ["load_local", "load_wandb"]
+
+
+def _run_from_results(results: dict[str, Any], source: str) -> Run:
+    return Run(
+        exp_id=results["exp_id"],
+        seed=int(results["seed"]),
+        status=results["status"],
+        metrics=results.get("metrics") or {},
+        best_metrics=results.get("best_metrics") or {},
+        config=flatten(results.get("config") or {}),
+        error=results.get("error"),
+        source=source,
+    )
+
+
+def _read_runs(directories: list[Path]) -> list[Run]:
+    paths = {path.resolve() for d in directories if d.is_dir() for path in d.rglob(RESULTS_FILE)}
+    return [_run_from_results(json.loads(path.read_text()), str(path)) for path in sorted(paths)]
+
+
+def load_local(source: Path) -> tuple[list[Run], list[int]]:
+    """Runs below `source` and the seeds the sweep planned ([] when unknown).
+
+    A Hydra multirun dir holds no results itself: its `multirun.yaml` says which configs it ran,
+    and those runs are looked up under its `paths.runs_dir`.
+    """
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"{source} is not a directory; pass a runs dir, a multirun dir or wandb:<entity>/<project>"
+        )
+    if not (source / "multirun.yaml").is_file():
+        return _read_runs([source]), []
+    config = OmegaConf.load(source / "multirun.yaml")
+    runs_dir = _runs_dir_of_sweep(config, source)
+    hydra = config.pop("hydra")
+    reference = flatten(OmegaConf.to_container(config, resolve=True))
+    allowed, free, planned = _sweep_space(hydra)
+    runs = [run for run in _read_runs([source, runs_dir]) if _in_sweep(run.config, reference, allowed, free)]
+    return runs, planned
+
+
+def _runs_dir_of_sweep(config: Any, sweep_dir: Path) -> Path:
+    """The runs dir the sweep wrote to: as many levels above sweep_dir as `hydra.sweep.dir` is below
+    `paths.runs_dir` (runs/multirun/<time>, runs/sweeps/<sweep>/<exp_name>). Re-resolving
+    paths.runs_dir alone would use this shell's env variables and working directory."""
+    pattern = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # ${now:} needs Hydra
+    runs_dir = Path(config.paths.runs_dir)
+    prefix = "${paths.runs_dir}/"
+    if pattern.startswith(prefix):
+        depth = len(Path(pattern.removeprefix(prefix)).parts)
+    elif Path(pattern).is_relative_to(runs_dir):  # a literal dir, e.g. hydra.sweep.dir=runs/sweeps/mine
+        depth = len(Path(pattern).relative_to(runs_dir).parts)
+    else:  # the sweep dir was set outside the runs dir
+        return runs_dir
+    return sweep_dir.resolve().parents[depth - 1]
+
+
+def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]]:
+    """From multirun.yaml's hydra node: {swept key: values}, free key prefixes, planned seeds."""
+    parser = OverridesParser.create()
+    groups = set(hydra.runtime.choices)
+    # Sweeper `params` (the basic sweeper's and Optuna's search space) sweep like CLI overrides.
+    params = [f"{key}={value}" for key, value in (hydra.sweeper.get("params") or {}).items()]
+    allowed: dict[str, list[Any]] = {}
+    free: list[str] = []
+    for text in [*hydra.overrides.task, *params]:
+        try:
+            override = parser.parse_override(text)
+        except OverrideParseException:  # a sweeper's own search-space syntax: any value belongs
+            free.append(text.split("=", 1)[0])
+            continue
+        key = override.key_or_group
+        if not override.is_sweep_override():
+            continue
+        if key in groups or isinstance(override.value(), IntervalSweep):
+            free.append(key)  # a swept group changes every key below it; an interval has no list
+        else:
+            allowed[key] = list(override.sweep_iterator())
+    # The Optuna sweeper runs every trial with each of `hydra.sweeper.seeds`.
+    seeds = allowed.pop("seed", None) or hydra.sweeper.get("seeds") or []
+    return allowed, free, sorted(int(seed) for seed in seeds)
+
+
+def _in_sweep(config: dict[str, Any], reference: dict[str, Any], allowed: dict, free: list[str]) -> bool:
+    for key in set(config) | set(reference):
+        if not is_result_key(key) or any(key == f or key.startswith(f"{f}.") for f in free):
+            continue
+        if key in allowed:
+            if config.get(key) not in allowed[key]:
+                return False
+        elif config.get(key) != reference.get(key):
+            return False
+    return True
+
+
+def load_wandb(project: str) -> list[Run]:
+    """Runs of a W&B project (`entity/project`) with the fields results.json would hold."""
+    import wandb
+
+    runs = []
+    for run in wandb.Api().runs(project):
+        summary = dict(run.summary)
+        # define_best_summaries stores {"max": .., "last": ..}; other runs keep plain numbers.
+        final = {k: v["last"] if isinstance(v, dict) else v for k, v in summary.items() if _number(v, "last")}
+        best = {k: v["max"] for k, v in summary.items() if isinstance(v, dict) and _number(v, "max")}
+        state = {"finished": "completed", "crashed": "failed", "failed": "failed"}.get(run.state, run.state)
+        runs.append(
+            Run(
+                exp_id=run.group or run.id,
+                seed=int(run.config.get("seed", -1)),
+                status=state,
+                metrics=final,
+                best_metrics=best,
+                config=flatten(dict(run.config)),
+                error=None if state == "completed" else f"W&B state {run.state}",
+                source=f"wandb:{project}/{run.id}",
+            )
+        )
+    return runs
+
+
+def _number(value: Any, part: str) -> bool:
+    value = value.get(part) if isinstance(value, dict) else value
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,76 @@
+"""What aggregation works on: runs (one seed each), seed statistics, groups and the table.
+
+Loaders (loaders.py) make `Run`s from results.json files or W&B; statistics.py groups them into a
+`Table`; tables.py and plots.py format it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from slotsweep.runs import NON_RESULT_KEYS
+
+__all__ = ["Group", "Run", "Stat", "Table", "flatten", "is_result_key"]
+
+
+@dataclass
+class Run:
+    """One seed of one experiment, as results.json (or W&B) describes it."""
+
+    exp_id: str
+    seed: int
+    status: str  # "completed", "failed", or what W&B says ("running", ...)
+    metrics: dict[str, float]  # final validation values
+    best_metrics: dict[str, float]  # best over validations
+    config: dict[str, Any]  # flattened resolved config: {"grouper.n_slots": 7, ...}
+    error: str | None
+    source: str  # results.json path or W&B run path, for messages
+
+
+@dataclass
+class Stat:
+    """A metric over the completed seeds of a group; nan where undefined (std and CI need n >= 2)."""
+
+    n: int
+    mean: float
+    std: float  # sample standard deviation (ddof=1)
+    ci_low: float  # Student-t 95% confidence interval of the mean
+    ci_high: float
+
+
+@dataclass
+class Group:
+    label: str
+    params: dict[str, Any]  # the config keys that differ between groups -> this group's values
+    runs: list[Run]
+    stats: dict[str, Stat] = field(default_factory=dict)
+    missing: dict[int, str] = field(default_factory=dict)  # seed -> why ("failed", "absent", ...)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(run.seed for run in self.runs if run.status == "completed")
+
+
+@dataclass
+class Table:
+    keys: list[str]
+    metrics: list[str]
+    groups: list[Group]
+    best: dict[str, str]  # metric -> label of the best group
+    notes: list[str]  # failed runs' errors, NaN values: printed under the table
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_result_key(key: str) -> bool:
+    return not any(key == skip or key.startswith(f"{skip}.") for skip in NON_RESULT_KEYS)

@@ -1,0 +1,173 @@
+"""Run identity in runs.py: exp_id, the run dir layout, results.json written atomically.
+
+(The logger and W&B parts are in tracking.py, tested in test_tracking.py.)
+"""
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from slotsweep import runs
+
+CONF = Path(__file__).resolve().parents[3] / "conf"
+
+# Overrides that must not change the experiment id: they change where or how a run is logged or
+# executed, not what it computes.
+NOT_RESULT_RELEVANT = [
+    "seed=1",
+    "seed=123",
+    "paths.runs_dir=/elsewhere/runs",
+    "paths.data_dir=/elsewhere/data",
+    "logger=none",
+    "logger=wandb",
+    "dataset.num_workers=3",
+    "trainer.devices=2",
+    "trainer.num_nodes=2",
+    "force=true",
+    "+sweep=seeds",  # the sweep a run belongs to (a group that sets `sweep` and hydra keys)
+    "run_dir=/somewhere/else",
+    "objective=[val/video_mbo]",
+    "visualize={n_clips:2,gif:true}",
+]
+
+# Overrides that change what a run computes, so they must change the id.
+RESULT_RELEVANT = [
+    "grouper.n_slots=3",
+    "grouper.slot_dim=32",
+    "loss.timesim.weight=0.5",
+    "loss=dinosaur",
+    "optim.base_lr=0.001",
+    "trainer.max_steps=5",
+    "dataset.batch_size=4",
+    "dataset.n_train_clips=9",
+    "encoder.block=1",
+    "exp_name=other",
+]
+
+
+def test_exp_id_format_and_stable(compose_train: Callable[..., DictConfig]):
+    first = runs.experiment_id(compose_train())
+    second = runs.experiment_id(compose_train())
+    assert re.fullmatch(r"shapes-[0-9a-f]{8}", first), first
+    assert first == second
+
+
+def test_exp_id_starts_with_exp_name(compose_train: Callable[..., DictConfig]):
+    assert re.fullmatch(r"my_run-[0-9a-f]{8}", runs.experiment_id(compose_train("exp_name=my_run")))
+
+
+@pytest.mark.parametrize("override", NOT_RESULT_RELEVANT)
+def test_exp_id_unchanged_by(compose_train: Callable[..., DictConfig], override: str):
+    base = runs.experiment_id(compose_train())
+    assert runs.experiment_id(compose_train(override)) == base
+
+
+@pytest.mark.parametrize("override", RESULT_RELEVANT)
+def test_exp_id_changed_by(compose_train: Callable[..., DictConfig], override: str):
+    base = runs.experiment_id(compose_train())
+    assert runs.experiment_id(compose_train(override)) != base
+
+
+def test_exp_id_independent_of_key_order(compose_train: Callable[..., DictConfig]):
+    cfg = compose_train()
+    shuffled = DictConfig({key: cfg[key] for key in reversed(list(cfg.keys()))})
+    assert runs.experiment_id(shuffled) == runs.experiment_id(cfg)
+
+
+def test_run_dir_layout(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    cfg = compose_train("seed=0")
+    exp_id = runs.experiment_id(cfg)
+    assert runs.run_dir(cfg, exp_id) == Path(cfg.paths.runs_dir) / exp_id / "seed0"
+    cfg1 = compose_train("seed=1")
+    assert runs.experiment_id(cfg1) == exp_id  # seeds of one experiment share its directory...
+    assert runs.run_dir(cfg1, exp_id) == Path(cfg.paths.runs_dir) / exp_id / "seed1"  # ...not a seed dir
+
+
+def test_run_dir_explicit(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    cfg = compose_train(f"run_dir={tmp_path / 'mine'}")
+    assert runs.run_dir(cfg, runs.experiment_id(cfg)) == tmp_path / "mine"
+
+
+def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("SLOTSWEEP_RUNS_DIR", str(tmp_path / "env-runs"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["seed=2"])
+    exp_id = runs.experiment_id(cfg)
+    assert runs.run_dir(cfg, exp_id) == tmp_path / "env-runs" / exp_id / "seed2"
+    monkeypatch.setenv("SLOTSWEEP_RUNS_DIR", str(tmp_path / "other-runs"))
+    assert runs.experiment_id(cfg) == exp_id  # where runs live is not part of the identity
+
+
+def _results(**extra) -> dict:
+    return {
+        "exp_id": "shapes-0123abcd",
+        "exp_name": "shapes",
+        "seed": 0,
+        "status": "completed",
+        "step": 4,
+        "max_steps": 4,
+        "wall_time_s": 1.5,
+        "metrics": {"val/video_fg_ari": 0.5, "val/video_mbo": 0.25},
+        "best_metrics": {"val/video_fg_ari": 0.5},
+        "error": None,
+        "config": {"grouper": {"n_slots": 7}},
+        "run_dir": "/runs/shapes-0123abcd/seed0",
+        **extra,
+    }
+
+
+def test_results_roundtrip(tmp_path: Path):
+    assert runs.read_results(tmp_path) is None
+    path = runs.write_results(tmp_path, _results())
+    assert path == tmp_path / runs.RESULTS_FILE
+    assert runs.read_results(tmp_path) == _results()
+    runs.write_results(tmp_path, _results(status="failed", error="boom"))
+    assert runs.read_results(tmp_path)["status"] == "failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.RESULTS_FILE]  # no temporary left
+
+
+def test_results_failed_write_keeps_previous_file(tmp_path: Path):
+    runs.write_results(tmp_path, _results())
+    circular: dict = {}
+    circular["self"] = circular
+    with pytest.raises(ValueError, match="Circular"):
+        runs.write_results(tmp_path, _results(metrics=circular))
+    assert runs.read_results(tmp_path) == _results()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.RESULTS_FILE]
+
+
+def test_results_reader_never_sees_half_a_file(tmp_path: Path):
+    """A reader polling while results.json is rewritten always parses a whole file."""
+    big = {f"val/metric{i}": float(i) for i in range(20_000)}  # ~0.6 MB: a plain write would tear
+    versions = [_results(step=step, metrics=big) for step in range(30)]
+    runs.write_results(tmp_path, versions[0])
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[Exception] = []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                seen.append(json.loads((tmp_path / runs.RESULTS_FILE).read_text())["step"])
+            except json.JSONDecodeError as error:
+                errors.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for results in versions[1:]:
+            runs.write_results(tmp_path, results)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, f"reader saw a partial results.json: {errors[0]}"
+    assert seen and seen == sorted(seen)
+    assert runs.read_results(tmp_path)["step"] == 29
