@@ -12,9 +12,25 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["NON_RESULT_KEYS", "RESULTS_FILE", "experiment_id", "read_results", "run_dir", "write_results"]
+from slotsweep.errors import SlotsweepError
+
+__all__ = [
+    "IDENTITY_FILE",
+    "NON_RESULT_KEYS",
+    "RESULTS_FILE",
+    "check_run_dir",
+    "experiment_id",
+    "flatten",
+    "identity",
+    "read_results",
+    "run_dir",
+    "total_batch_size",
+    "write_identity",
+    "write_results",
+]
 
 RESULTS_FILE = "results.json"
+IDENTITY_FILE = "identity.json"  # exp_id, seed and the hashed tree of the run that owns the dir
 
 # Dotted keys that never change a result: left out of the experiment id.
 NON_RESULT_KEYS = (
@@ -27,14 +43,17 @@ NON_RESULT_KEYS = (
     "hydra",
     "sweep",
     "visualize",
-    "trainer.devices",
+    "trainer.devices",  # enter as the total batch (identity(): batch x devices x nodes)
     "trainer.num_nodes",
     "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "checkpoint_every_n_steps",  # where a run can resume from, not what it computes
     "dataset.num_workers",
     "dataset.data_dir",
     "dataset.root",  # where a video folder lives, not what it holds
     "dataset.convert_command",  # help text of the missing-data error
-    "encoder.weights",
+    "encoder.weights",  # enters by content (identity(): the file's sha256), never by path
+    "encoder.cache",  # enters as on/off (float16 features), not by location
 )
 
 
@@ -47,12 +66,70 @@ def _drop(tree: dict, dotted: str) -> None:
     tree.pop(leaf, None)
 
 
-def experiment_id(cfg: DictConfig) -> str:
-    """`<exp_name>-<8 hex>`: a hash of the resolved config without NON_RESULT_KEYS."""
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def total_batch_size(cfg: DictConfig) -> int:
+    """Samples per optimizer step over all devices and nodes: what the lr is scaled with (optim.py)."""
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int | str) and str(devices).isdigit() and int(devices) > 0:
+        n = int(devices)
+    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        n = len(devices)
+    else:  # "auto" / -1: one device on the CPU machines this default is meant for
+        n = 1
+    return cfg.dataset.batch_size * n * cfg.trainer.get("num_nodes", 1)
+
+
+def _encoder_weights(encoder: DictConfig) -> str | None:
+    """What the encoder's weights are, by content: a local file's sha256, the hub's pretrained
+    identity (timm `architecture.tag` and its source), or None for a seeded random init."""
+    if encoder.get("weights") is not None:
+        return f"sha256:{_file_sha256(Path(encoder.weights))}"
+    if not encoder.get("pretrained", False):
+        return None
+    from timm.models import get_pretrained_cfg  # only here: aggregation never needs timm
+
+    hub = get_pretrained_cfg(encoder.model_name)
+    if hub is None:  # not a timm name: building the encoder reports it
+        return f"timm:{encoder.model_name}"
+    return f"timm:{hub.architecture}.{hub.tag}:{hub.hf_hub_id or hub.url}"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as e:
+        raise SlotsweepError(f"encoder.weights={path} cannot be read ({e.strerror}): check the path") from e
+    return digest.hexdigest()
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """Everything that decides a run's result, and nothing else: the resolved config without
+    NON_RESULT_KEYS, plus the encoder weights by content, the cache on/off and the total batch."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_RESULT_KEYS:
         _drop(tree, key)
-    digest = hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+    tree["encoder"]["weights_identity"] = _encoder_weights(cfg.encoder)
+    tree["encoder"]["cached"] = cfg.encoder.get("cache") not in (None, False)
+    tree["total_batch_size"] = total_batch_size(cfg)
+    return tree
+
+
+def experiment_id(cfg: DictConfig) -> str:
+    """`<exp_name>-<8 hex>`: a hash of identity(cfg)."""
+    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.exp_name}-{digest[:8]}"
 
 
@@ -78,3 +155,61 @@ def read_results(directory: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def write_identity(directory: Path, cfg: DictConfig, exp_id: str) -> None:
+    """Record who owns `directory` (check_run_dir reads it): exp_id, seed and the hashed tree."""
+    record = {"exp_id": exp_id, "seed": cfg.seed, "identity": identity(cfg)}
+    tmp = Path(directory) / f"{IDENTITY_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, Path(directory) / IDENTITY_FILE)
+
+
+def check_run_dir(directory: Path, cfg: DictConfig, exp_id: str) -> None:
+    """Refuse a run dir that holds another config's run (an explicit run_dir=, a hash collision,
+    a hand-copied dir), naming the keys that differ. force=true sets such a run aside instead."""
+    path = Path(directory) / IDENTITY_FILE
+    if cfg.force or not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+        theirs = (record["exp_id"], record["seed"], record["identity"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SlotsweepError(
+            f"{path} is unreadable ({type(e).__name__}): pass force=true to set the dir aside, "
+            "or another run_dir"
+        ) from e
+    ours = (exp_id, cfg.seed, identity(cfg))
+    if theirs[:2] == ours[:2]:
+        return
+    differences = _differences({**theirs[2], "seed": theirs[1]}, {**ours[2], "seed": ours[1]})
+    shown = ", ".join(differences[:4]) + (f" and {len(differences) - 4} more" if len(differences) > 4 else "")
+    raise SlotsweepError(
+        f"run_dir={directory} holds another run ({theirs[0]}, seed {theirs[1]}; it differs in {shown}): "
+        "pass force=true to set it aside and start over, or choose another run_dir"
+    )
+
+
+def _differences(theirs: dict, ours: dict) -> list[str]:
+    """`key: old -> new` for each leaf that differs; a class (`_target_`) change is one entry."""
+    old, new = flatten(theirs), flatten(ours)
+    changed_targets = {
+        key.removesuffix("._target_")
+        for key in old.keys() | new.keys()
+        if key.endswith("._target_") and old.get(key) != new.get(key)
+    }
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) == new.get(key):
+            continue
+        group = key.removesuffix("._target_")
+        if group in changed_targets and key.endswith("._target_"):
+            lines.append(f"{group}: {_short(old.get(key))} -> {_short(new.get(key))}")
+        elif not any(key.startswith(f"{g}.") for g in changed_targets):
+            lines.append(f"{key}: {old.get(key, '<absent>')} -> {new.get(key, '<absent>')}")
+    return lines
+
+
+def _short(target: Any) -> str:
+    """slotsweep.models.decoder.SlotMixerDecoder -> SlotMixerDecoder."""
+    return str(target).rsplit(".", 1)[-1]

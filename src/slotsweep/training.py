@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,7 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 from slotsweep.report import format_table, mask_report, write_report
+from slotsweep.run_lock import claim_run_dir
 
 __all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
@@ -80,7 +82,7 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
         model=model,
         losses=losses,
         optim=instantiate(cfg.optim),
-        total_batch_size=cfg.dataset.batch_size * _n_devices(cfg),
+        total_batch_size=runs.total_batch_size(cfg),
         ignore_background=datamodule.ignore_background,
         ignore_overlaps=datamodule.ignore_overlaps,
         eval_seed=cfg.eval_seed,
@@ -92,12 +94,6 @@ def _cache_device(cfg: DictConfig) -> str:
     """Where to build a feature cache: the GPU when training may use one (same features, faster)."""
     use_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-
-
-def _n_devices(cfg: DictConfig) -> int:
-    devices = cfg.trainer.get("devices", 1)
-    n = devices if isinstance(devices, int) and devices > 0 else 1
-    return n * cfg.trainer.get("num_nodes", 1)
 
 
 def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
@@ -123,6 +119,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     check_config(cfg)
     exp_id = runs.experiment_id(cfg)
     directory = runs.run_dir(cfg, exp_id)
+    runs.check_run_dir(directory, cfg, exp_id)  # another config's run: refuse before reading it
     previous = runs.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
@@ -130,10 +127,24 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
-    if previous is not None and cfg.force:  # start over, but never destroy a finished run
-        kept = _set_aside(directory)
-        log.info(f"force=true: previous run moved to {kept}")
-    directory.mkdir(parents=True, exist_ok=True)
+    set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
+    lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
+    try:
+        return _train(cfg, exp_id, directory, datamodule, module)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: DictConfig,
+    exp_id: str,
+    directory: Path,
+    datamodule: L.LightningDataModule,
+    module: ObjectCentricModule,
+) -> float | tuple[float, ...]:
+    """Fit, validate and write results.json in a claimed run dir (completed, failed or interrupted)."""
+    runs.write_identity(directory, cfg, exp_id)
     (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     results: dict[str, Any] = {
         "exp_id": exp_id,
@@ -188,14 +199,6 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     if cfg.visualize is not None:
         print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
     return _objective(cfg, results["metrics"])
-
-
-def _set_aside(directory: Path) -> Path:
-    n = 1
-    while (kept := directory.with_name(f"{directory.name}.replaced{n}")).exists():
-        n += 1
-    directory.rename(kept)
-    return kept
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slotsweep.runs import NON_RESULT_KEYS
+from slotsweep.runs import NON_RESULT_KEYS, flatten
 
 __all__ = ["Group", "Run", "Stat", "Table", "flatten", "is_result_key"]
 
@@ -59,17 +59,6 @@ class Table:
     groups: list[Group]
     best: dict[str, str]  # metric -> label of the best group
     notes: list[str]  # failed runs' errors, NaN values: printed under the table
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def is_result_key(key: str) -> bool:

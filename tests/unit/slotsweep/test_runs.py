@@ -28,8 +28,8 @@ NOT_RESULT_RELEVANT = [
     "logger=none",
     "logger=wandb",
     "dataset.num_workers=3",
-    "trainer.devices=2",
-    "trainer.num_nodes=2",
+    "trainer.log_every_n_steps=7",
+    "checkpoint_every_n_steps=3",
     "force=true",
     "+sweep=seeds",  # the sweep a run belongs to (a group that sets `sweep` and hydra keys)
     "run_dir=/somewhere/else",
@@ -49,6 +49,9 @@ RESULT_RELEVANT = [
     "dataset.n_train_clips=9",
     "encoder.block=1",
     "exp_name=other",
+    "trainer.devices=2",  # through the total batch, and so the learning rate
+    "trainer.num_nodes=2",
+    "encoder.cache=true",  # cached features are float16
 ]
 
 
@@ -73,6 +76,55 @@ def test_exp_id_unchanged_by(compose_train: Callable[..., DictConfig], override:
 def test_exp_id_changed_by(compose_train: Callable[..., DictConfig], override: str):
     base = runs.experiment_id(compose_train())
     assert runs.experiment_id(compose_train(override)) != base
+
+
+def test_device_count_enters_only_as_the_total_batch(compose_train: Callable[..., DictConfig]):
+    two_devices = compose_train("trainer.devices=2")
+    assert runs.total_batch_size(two_devices) == 2 * two_devices.dataset.batch_size
+    same_total = [compose_train("trainer.num_nodes=2"), compose_train("trainer.devices=[0,1]")]
+    assert {runs.experiment_id(cfg) for cfg in same_total} == {runs.experiment_id(two_devices)}
+
+
+def test_cache_location_is_not_identity(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    cached = runs.experiment_id(compose_train("encoder.cache=true"))
+    assert runs.experiment_id(compose_train(f"encoder.cache={tmp_path / 'features'}")) == cached
+
+
+def test_encoder_weights_enter_by_content(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    """A weights file is hashed: the same bytes at two paths are one experiment, other bytes are
+    another, and any file differs from the random init (the bug: all three shared one id)."""
+    (tmp_path / "a").mkdir()
+    paths = [tmp_path / "a" / "w.pth", tmp_path / "w_copy.pth", tmp_path / "other.pth"]
+    paths[0].write_bytes(b"weights" * 1000)
+    paths[1].write_bytes(b"weights" * 1000)
+    paths[2].write_bytes(b"weights" * 999 + b"Weights")
+    ids = [runs.experiment_id(compose_train(f"encoder.weights={p}")) for p in paths]
+    assert ids[0] == ids[1] != ids[2]
+    assert runs.experiment_id(compose_train()) not in ids
+
+
+def test_hub_weights_enter_by_their_pretrained_identity(compose_train: Callable[..., DictConfig]):
+    """Hub weights are named by timm's architecture.tag and source (no download needed)."""
+    tree = runs.identity(compose_train("encoder=dino_vits16"))
+    assert tree["encoder"]["weights_identity"].startswith("timm:vit_small_patch16_224.dino:")
+    other = runs.experiment_id(compose_train("encoder=dino_vits16", "encoder.model_name=vit_small_patch16_224"))
+    assert other != runs.experiment_id(compose_train("encoder=dino_vits16"))
+    assert runs.identity(compose_train())["encoder"]["weights_identity"] is None  # seeded random init
+
+
+def test_run_dir_of_another_config_is_refused(compose_train: Callable[..., DictConfig], tmp_path: Path):
+    owner = compose_train("decoder=slot_mixer", "grouper.n_slots=5")
+    runs.write_identity(tmp_path, owner, runs.experiment_id(owner))
+    same = compose_train("decoder=slot_mixer", "grouper.n_slots=5", "logger=none")
+    runs.check_run_dir(tmp_path, same, runs.experiment_id(same))  # no raise: the same experiment
+    other = compose_train("decoder=mlp", "grouper.n_slots=5", "seed=3")
+    with pytest.raises(runs.SlotsweepError) as refused:
+        runs.check_run_dir(tmp_path, other, runs.experiment_id(other))
+    message = str(refused.value)
+    assert "decoder: SlotMixerDecoder -> MLPDecoder" in message and "seed: 0 -> 3" in message
+    assert "force=true" in message and "grouper" not in message
+    forced = compose_train("decoder=mlp", "force=true")
+    runs.check_run_dir(tmp_path, forced, runs.experiment_id(forced))  # force sets it aside later
 
 
 def test_exp_id_independent_of_key_order(compose_train: Callable[..., DictConfig]):
