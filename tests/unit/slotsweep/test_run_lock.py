@@ -11,9 +11,9 @@ from slotsweep.run_lock import LOCK_FILE, RunDirLock, claim_run_dir
 
 
 def test_second_holder_is_refused_and_named(tmp_path: Path):
-    with RunDirLock(tmp_path):
-        with pytest.raises(SlotsweepError, match=r"being trained by pid \d+ on .*another run_dir"):
-            RunDirLock(tmp_path).acquire()
+    refused = pytest.raises(SlotsweepError, match=r"being trained by pid \d+ on .*another run_dir")
+    with RunDirLock(tmp_path), refused:
+        RunDirLock(tmp_path).acquire()
     with RunDirLock(tmp_path):  # released: the next one gets it
         pass
 

@@ -107,8 +107,8 @@ def test_hub_weights_enter_by_their_pretrained_identity(compose_train: Callable[
     """Hub weights are named by timm's architecture.tag and source (no download needed)."""
     tree = runs.identity(compose_train("encoder=dino_vits16"))
     assert tree["encoder"]["weights_identity"].startswith("timm:vit_small_patch16_224.dino:")
-    other = runs.experiment_id(compose_train("encoder=dino_vits16", "encoder.model_name=vit_small_patch16_224"))
-    assert other != runs.experiment_id(compose_train("encoder=dino_vits16"))
+    untagged = compose_train("encoder=dino_vits16", "encoder.model_name=vit_small_patch16_224")
+    assert runs.experiment_id(untagged) != runs.experiment_id(compose_train("encoder=dino_vits16"))
     assert runs.identity(compose_train())["encoder"]["weights_identity"] is None  # seeded random init
 
 
