@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
 __all__ = ["TrainConfig", "check_config"]
 
@@ -22,7 +23,7 @@ class TrainConfig:
 
     exp_name: str = MISSING  # first part of the experiment id and of the run dir
     seed: int = 0  # seed=0 is a seed like any other
-    objective: list[str] = field(default_factory=lambda: ["val/video_fg_ari"])  # returned to sweepers
+    objective: list[str] = field(default_factory=lambda: [DEFAULT_OBJECTIVE])  # returned to sweepers
     checkpoint_every_n_steps: int = 500  # a checkpoint also lands at the end of training
     eval_seed: int = 0  # seed of the slot initialisation at validation (reference: unseeded, §10.9)
     run_dir: str | None = None  # null: <paths.runs_dir>/<exp_id>/seed<k>
@@ -76,4 +77,4 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.checkpoint_every_n_steps < 1:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:
-        raise SlotsweepError("objective=[] must name at least one metric, e.g. [val/video_fg_ari]")
+        raise SlotsweepError(f"objective=[] must name at least one metric, e.g. [{DEFAULT_OBJECTIVE}]")

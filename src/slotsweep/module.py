@@ -8,30 +8,23 @@ import torch
 from torch import Tensor, nn
 
 from slotsweep.masks import hard_masks, resize_patch_masks
-from slotsweep.metrics import FGARI, MBO, MaskMetrics
+from slotsweep.metric_names import METRICS, val_key
+from slotsweep.metrics import MaskMetrics
 from slotsweep.models.encoder import EncoderOutput
 from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
 from slotsweep.optim import AdamWarmupDecay
 
-__all__ = ["METRIC_NAMES", "NonFiniteLossError", "ObjectCentricModule", "make_metrics", "model_inputs"]
-
-# Metric name -> (class, video?). Logged as val/<name> on the decoder masks (the official ones).
-METRIC_NAMES = {
-    "video_fg_ari": (FGARI, True),
-    "video_mbo": (MBO, True),
-    "image_fg_ari": (FGARI, False),
-    "image_mbo": (MBO, False),
-}
+__all__ = ["NonFiniteLossError", "ObjectCentricModule", "make_metrics", "model_inputs"]
 
 
 def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
-    """A fresh {name: metric} set for METRIC_NAMES with the dataset's mask conventions.
+    """A fresh {name: metric} set for the registry's metrics (metric_names.METRICS) with the
+    dataset's mask conventions; logged as val/<name> on the decoder masks (the official ones).
 
-    Its `update` counts a batch once for all four metrics (they differ only in how they read the
-    counts).
+    Its `update` counts a batch once for all of them (they differ only in how they read the counts).
     """
-    kwargs = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
-    return MaskMetrics({name: cls(video=video, **kwargs) for name, (cls, video) in METRIC_NAMES.items()})
+    conventions = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
+    return MaskMetrics({name: spec.build(**conventions) for name, spec in METRICS.items()})
 
 
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput]:
@@ -125,9 +118,10 @@ class ObjectCentricModule(L.LightningModule):
         for name, metric in self.metrics.items():
             value = metric.compute().item()
             metric.reset()
-            self.log(f"val/{name}", value, prog_bar=name.startswith("video"))
-            key = f"val/{name}"
-            if not math.isnan(value) and value > self.best_metrics.get(key, -math.inf):
+            spec, key = METRICS[name], val_key(name)
+            self.log(key, value, prog_bar=spec.prog_bar)
+            best = self.best_metrics.get(key)
+            if not math.isnan(value) and (best is None or spec.better(value, best)):
                 self.best_metrics[key] = value
 
     def configure_optimizers(self):

@@ -14,7 +14,8 @@ from lightning.pytorch.utilities import move_data_to_device
 
 from slotsweep.baselines import BASELINES
 from slotsweep.masks import hard_masks, resize_patch_masks
-from slotsweep.module import METRIC_NAMES, ObjectCentricModule, make_metrics
+from slotsweep.metric_names import METRICS
+from slotsweep.module import ObjectCentricModule, make_metrics
 from slotsweep.visualize import clip_grid, overlay, save_gif, save_png
 
 __all__ = ["mask_report", "format_table"]
@@ -72,7 +73,7 @@ def _write_pictures(clips: list[tuple[np.ndarray, ...]], directory: Path, gif: b
 
 def format_table(report: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per mask source, one column per metric."""
-    names = list(METRIC_NAMES)
+    names = list(METRICS)
     lines = ["| masks | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [
         f"| {row} | " + " | ".join(f"{values[n]:.3f}" for n in names) + " |" for row, values in report.items()

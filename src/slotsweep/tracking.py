@@ -20,8 +20,9 @@ from urllib.parse import urlparse
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep.metric_names import METRICS, val_key
+
 __all__ = [
-    "BEST_SUMMARY_KEYS",
     "define_best_summaries",
     "finish_wandb",
     "log_media",
@@ -33,8 +34,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Validation metrics whose best value (max) W&B keeps in the run summary, beside the last one.
-BEST_SUMMARY_KEYS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
 WANDB_MODES = ("online", "offline", "disabled")
 _DEFAULT_WANDB_URL = "https://api.wandb.ai"
 # Config keys named like credentials (`api_key`, `hub_token`, not `n_tokens`) never go to W&B.
@@ -204,16 +203,17 @@ def _wandb_run(logger: Any) -> Any:
     return logger.experiment if isinstance(logger, WandbLogger) else None
 
 
-def define_best_summaries(logger: Any, keys: tuple[str, ...] = BEST_SUMMARY_KEYS) -> None:
-    """Keep the best (max) and last value of each validation metric in the W&B summary.
+def define_best_summaries(logger: Any) -> None:
+    """Keep the best (max, or min where lower is better) and last value of each registered
+    validation metric (metric_names.METRICS) in the W&B summary.
 
     The runs table then shows `val/video_fg_ari.max` and `.last`; no-op for other loggers.
     """
     run = _wandb_run(logger)
     if run is None:
         return
-    for key in keys:
-        run.define_metric(key, summary="max,last")
+    for name, spec in METRICS.items():
+        run.define_metric(val_key(name), summary=f"{spec.summary},last")
 
 
 def finish_wandb(logger: Any, exit_code: int = 0) -> None:

@@ -13,9 +13,10 @@ import matplotlib
 
 from slotsweep.cli import exit_with_error
 from slotsweep.errors import SlotsweepError
+from slotsweep.metric_names import AGGREGATE_KEYS
 from slotsweep.sweeps.loaders import load_local, load_wandb
 from slotsweep.sweeps.plots import plot_optuna, plot_params
-from slotsweep.sweeps.statistics import DEFAULT_METRICS, aggregate
+from slotsweep.sweeps.statistics import aggregate
 from slotsweep.sweeps.tables import format_csv, format_latex, format_markdown
 
 __all__ = ["main"]
@@ -27,7 +28,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("source", help="runs dir, Hydra multirun dir, or wandb:<entity>/<project>")
     parser.add_argument("--by", help="group by these config keys (comma-separated) instead of exp_id")
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys")
+    parser.add_argument("--metrics", default=",".join(AGGREGATE_KEYS), help="comma-separated metric keys")
     parser.add_argument(
         "--best", action="store_true", help="each run's best validation value, not its final one"
     )

@@ -123,9 +123,14 @@ def load_wandb(project: str) -> list[Run]:
     runs = []
     for run in wandb.Api().runs(project):
         summary = dict(run.summary)
-        # define_best_summaries stores {"max": .., "last": ..}; other runs keep plain numbers.
+        # define_best_summaries stores {"max" or "min": .., "last": ..}; other runs keep plain numbers.
         final = {k: v["last"] if isinstance(v, dict) else v for k, v in summary.items() if _number(v, "last")}
-        best = {k: v["max"] for k, v in summary.items() if isinstance(v, dict) and _number(v, "max")}
+        best = {
+            k: v[extreme]
+            for k, v in summary.items()
+            for extreme in ("max", "min")
+            if isinstance(v, dict) and _number(v, extreme)
+        }
         state = {"finished": "completed", "crashed": "failed", "failed": "failed"}.get(run.state, run.state)
         runs.append(
             Run(

@@ -17,11 +17,10 @@ from typing import Any
 from scipy import stats
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.metric_names import AGGREGATE_KEYS, higher_is_better
 from slotsweep.sweeps.records import Group, Run, Stat, Table, is_result_key
 
-__all__ = ["DEFAULT_METRICS", "aggregate", "seed_stat"]
-
-DEFAULT_METRICS = ("val/video_fg_ari", "val/video_mbo")
+__all__ = ["aggregate", "seed_stat"]
 
 
 def seed_stat(values: list[float]) -> Stat:
@@ -37,10 +36,6 @@ def seed_stat(values: list[float]) -> Stat:
     return Stat(n, mean, std, mean - half, mean + half)
 
 
-def _higher_is_better(metric: str) -> bool:
-    return "loss" not in metric  # ARI and mBO; losses (train/loss, val/...) are minimised
-
-
 def _sort_key(value: Any) -> tuple:
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     return (0, value, "") if numeric else (1, 0, str(value))
@@ -48,7 +43,7 @@ def _sort_key(value: Any) -> tuple:
 
 def aggregate(
     runs: list[Run],
-    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    metrics: list[str] | tuple[str, ...] = AGGREGATE_KEYS,
     by: list[str] | None = None,
     planned_seeds: list[int] | None = None,
     use_best: bool = False,
@@ -110,7 +105,7 @@ def aggregate(
     best = {}
     for metric in metrics:
         scored = [g for g in groups if g.stats[metric].n > 0]
-        sign = 1 if _higher_is_better(metric) else -1
+        sign = 1 if higher_is_better(metric) else -1
         if scored:
             best[metric] = max(scored, key=lambda g: sign * g.stats[metric].mean).label
     return Table(keys=keys, metrics=list(metrics), groups=groups, best=best, notes=notes)

@@ -14,8 +14,8 @@ from PIL import Image
 
 from slotsweep import training
 from slotsweep.baselines import BASELINES, grid_segments
+from slotsweep.metric_names import METRICS
 from slotsweep.metrics import FGARI, MBO
-from slotsweep.module import METRIC_NAMES
 from slotsweep.report import MODEL_DECODER, MODEL_GROUPING, format_table, mask_report, write_report
 
 REPORT = {
@@ -26,8 +26,8 @@ REPORT = {
 
 def test_format_table():
     lines = format_table(REPORT).splitlines()
-    assert lines[0] == "| masks | " + " | ".join(METRIC_NAMES) + " |"
-    assert lines[1] == "|---|" + "---:|" * len(METRIC_NAMES)
+    assert lines[0] == "| masks | " + " | ".join(METRICS) + " |"
+    assert lines[1] == "|---|" + "---:|" * len(METRICS)
     assert lines[2] == f"| {MODEL_DECODER} | 0.512 | 0.250 | 0.600 | 0.300 |"
     assert lines[3] == "| grid | 0.100 | 0.125 | 0.200 | nan |"
     assert len(lines) == 4
@@ -59,7 +59,7 @@ def test_mask_report_rows_and_pictures(task, tmp_path: Path):
     report = mask_report(module, datamodule, tmp_path, n_clips=3, gif=True)
     assert list(report) == [MODEL_DECODER, MODEL_GROUPING, *BASELINES]
     for row, values in report.items():
-        assert list(values) == list(METRIC_NAMES)
+        assert list(values) == list(METRICS)
         # an adjusted Rand index dips below 0 for worse-than-chance masks (an untrained model)
         assert all((-1 if "ari" in k else 0) <= v <= 1 for k, v in values.items()), (row, values)
     T, H = cfg.dataset.n_frames, cfg.dataset.resolution
@@ -87,7 +87,7 @@ def test_mask_report_scores_match_validation_and_direct_baselines(task, tmp_path
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
     logged = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    for name in METRIC_NAMES:
+    for name in METRICS:
         assert report[MODEL_DECODER][name] == pytest.approx(logged[f"val/{name}"], abs=1e-6)
 
     flags = dict(ignore_background=datamodule.ignore_background, ignore_overlaps=datamodule.ignore_overlaps)
