@@ -54,6 +54,32 @@ def compose_train(data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return _compose
 
 
+class _Payload:
+    """Pickles as a call to os.mkdir(marker): unpickling it with weights_only=False runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+@dataclass(frozen=True)
+class PickleBomb:
+    """A checkpoint-like file whose unpickling would create `marker` (so a test sees whether it ran)."""
+
+    path: Path
+    marker: Path
+
+
+@pytest.fixture
+def pickle_bomb(tmp_path: Path) -> PickleBomb:
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "bomb.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, path)
+    return PickleBomb(path=path, marker=marker)
+
+
 @pytest.fixture(scope="session")
 def reference() -> Callable[[str], Any]:
     """reference(file) -> the original VideoSAUR's outputs (shared/reference/fixtures), or a skip."""

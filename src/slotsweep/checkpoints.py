@@ -8,10 +8,10 @@ is the one place that knows those names.
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.safe_load import load_file
 
 __all__ = ["load_model_weights", "read_state_dict", "reference_to_local"]
 
@@ -37,15 +37,10 @@ def reference_to_local(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return renamed
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Model parameters from a Lightning .ckpt (ours or the reference's) or a plain state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise SlotsweepError(f"checkpoint {path} does not exist: check the path (load_weights=/ckpt=)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling/zip error means the same to the user
-        raise SlotsweepError(f"checkpoint {path} is not a readable torch checkpoint ({e})") from e
+def read_state_dict(path: str | Path, key: str = "ckpt", allow_pickle: bool = False) -> dict[str, Tensor]:
+    """Model parameters from a Lightning .ckpt (ours or the reference's), a plain state dict or a
+    .safetensors file; `key` names the config key that gave `path` (slotsweep.safe_load)."""
+    data = load_file(path, key, allow_pickle)
     state = data.get("state_dict", data)
     if any(k.startswith("model.") for k in state):  # ours: the LightningModule holds `model`
         return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
@@ -54,9 +49,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return dict(state)
 
 
-def load_model_weights(model: nn.Module, path: str | Path) -> None:
+def load_model_weights(
+    model: nn.Module, path: str | Path, key: str = "ckpt", allow_pickle: bool = False
+) -> None:
     """Load every parameter of `model` from `path`, or fail listing what does not match."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, key, allow_pickle)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -29,6 +29,9 @@ class TrainConfig:
     run_dir: str | None = None  # null: <paths.runs_dir>/<exp_id>/seed<k>
     force: bool = False  # re-run even if results.json says completed
     load_weights: str | None = None  # initial weights (this project's or reference checkpoint)
+    # Read checkpoints/weights files that need arbitrary unpickling (resume, load_weights,
+    # encoder.weights). Unpickling can run code from the file: only for files you trust.
+    allow_pickle: bool = False
     sweep: str | None = None  # name of the sweep this run belongs to (tags, aggregation)
     visualize: Any = None  # pictures written at the end (demo)
     paths: Any = MISSING

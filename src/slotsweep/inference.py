@@ -74,9 +74,12 @@ def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_checkpoint_model(
-    ckpt: str | Path, config: str | Path | None = None
+    ckpt: str | Path, config: str | Path | None = None, allow_pickle: bool = False
 ) -> tuple[ObjectCentricModel, DictConfig]:
-    """The model of a training run, weights from `ckpt`, config from the run's config.yaml."""
+    """The model of a training run, weights from `ckpt`, config from the run's config.yaml.
+
+    allow_pickle: read a checkpoint that needs arbitrary unpickling (trusted files only).
+    """
     from slotsweep.training import build_model  # training imports Lightning; keep this module light
 
     ckpt = Path(ckpt)
@@ -89,9 +92,9 @@ def load_checkpoint_model(
         raise SlotsweepError(f"config={config} does not exist: pass config=<the run's config.yaml>")
     cfg = OmegaConf.load(config)
     cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too
-    cfg.load_weights = None
+    cfg.load_weights, cfg.allow_pickle = None, allow_pickle
     model, _ = build_model(cfg)
-    load_model_weights(model, ckpt)
+    load_model_weights(model, ckpt, "ckpt", allow_pickle)
     return model.eval(), cfg
 
 
@@ -118,7 +121,7 @@ def infer_video(
 
 def run_inference(cfg: DictConfig) -> Path:
     """conf/infer.yaml -> <out>/overlay.mp4 (frame | mask overlay) and <out>/masks.npz (T, S, S) labels."""
-    model, _ = load_checkpoint_model(cfg.ckpt, cfg.config)
+    model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle)
     if cfg.n_slots is not None and cfg.n_slots < 1:
         raise SlotsweepError(f"n_slots={cfg.n_slots} must be >= 1")
     source = FrameSource(cfg.video)

@@ -36,6 +36,7 @@ IDENTITY_FILE = "identity.json"  # exp_id, seed and the hashed tree of the run t
 NON_RESULT_KEYS = (
     "seed",
     "force",
+    "allow_pickle",
     "run_dir",
     "objective",
     "paths",

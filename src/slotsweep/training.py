@@ -31,6 +31,7 @@ from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 from slotsweep.report import format_table, mask_report, write_report
 from slotsweep.run_lock import claim_run_dir
+from slotsweep.safe_load import SafeCheckpointIO
 
 __all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
@@ -47,7 +48,7 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
     """The model (with `load_weights` loaded) and its {name: loss} dict; losses with weight 0 are
     dropped with their decoder channels."""
     log.info(f"Instantiating encoder <{cfg.encoder._target_}>")
-    encoder = instantiate(cfg.encoder)
+    encoder = instantiate(cfg.encoder, allow_pickle=cfg.allow_pickle)
     losses = {name: instantiate(loss_cfg) for name, loss_cfg in cfg.loss.items()}
     losses = {name: loss for name, loss in losses.items() if loss.weight > 0}
     channels = sum(loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values())
@@ -59,7 +60,7 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
         decoder_channels=channels,
     )
     if cfg.load_weights is not None:  # a released reference checkpoint or one of ours
-        load_model_weights(model, cfg.load_weights)
+        load_model_weights(model, cfg.load_weights, "load_weights", cfg.allow_pickle)
     return model, losses
 
 
@@ -106,11 +107,14 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
         save_last=True,
     )
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
     callbacks = [checkpoints] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
     return instantiate(cfg.trainer)(
-        default_root_dir=directory, callbacks=callbacks, logger=logger, plugins=plugins
+        default_root_dir=directory,
+        callbacks=callbacks,
+        logger=logger,
+        plugins=[*plugins, SafeCheckpointIO(cfg.allow_pickle)],  # resume without unpickling code
     )
 
 
@@ -163,7 +167,7 @@ def _train(
         if last.is_file():
             log.info(f"Resuming from {last}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # the full state, for a later resume
         validation = trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
         results.update(
@@ -227,9 +231,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not config_path.is_file():
         raise SlotsweepError(f"config={config_path} does not exist: pass config=<the run's config.yaml>")
     train_cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.from_dotlist(list(cfg.overrides)))
-    train_cfg.load_weights = None
+    train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
     datamodule, module = build_task(train_cfg, stage="validate")
-    load_model_weights(module.model, ckpt)
+    load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)
     module.eval_seed, module.eval_n_slots = cfg.eval_seed, cfg.n_slots
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, limit_val_batches=cfg.limit_batches

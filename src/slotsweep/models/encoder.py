@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.safe_load import refuse_unpickling
 
 __all__ = ["EncoderOutput", "ViTEncoder", "sincos_2d"]
 
@@ -53,6 +54,8 @@ class ViTEncoder(nn.Module):
         cache: read by the task builder, not here: where it keeps this encoder's outputs to train
             from them (slotsweep.cache); None = off, True = <paths.data_dir>/features, or a
             directory. Only a frozen encoder can be cached.
+        allow_pickle: read a `weights` file that needs arbitrary unpickling (runs code from the file;
+            slotsweep.safe_load). Set from the top-level `allow_pickle` by the task builder.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class ViTEncoder(nn.Module):
         sincos_pos_scale: float | None = None,
         model_kwargs: dict | None = None,
         cache: bool | str | None = None,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__()
         if weights is not None and not Path(weights).is_file():
@@ -78,7 +82,11 @@ class ViTEncoder(nn.Module):
         kwargs = dict(model_kwargs or {}, num_classes=0, img_size=pos_embed_size or img_size)
         if pos_embed_size not in (None, img_size):
             kwargs["dynamic_img_size"] = True
-        if weights is not None:
+        if weights is not None and Path(weights).suffix != ".npz":  # .npz: numpy arrays, timm's loader
+            with refuse_unpickling("encoder.weights", weights):
+                state = timm.models.load_state_dict(weights, weights_only=not allow_pickle)
+            kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
+        elif weights is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
             with torch.random.fork_rng():

@@ -173,5 +173,5 @@ def test_unreadable_checkpoints(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(SlotsweepError, match=f"checkpoint {garbage} is not a readable"):
+    with pytest.raises(SlotsweepError, match=f"ckpt={garbage} is not a readable"):
         read_state_dict(garbage)
