@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +29,7 @@ from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
+from slotsweep.progress import progress_callbacks
 from slotsweep.report import format_table, mask_report, write_report
 from slotsweep.run_lock import claim_run_dir
 from slotsweep.safe_load import SafeCheckpointIO
@@ -110,9 +111,11 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
     callbacks = [checkpoints] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
+    progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
         default_root_dir=directory,
-        callbacks=callbacks,
+        callbacks=callbacks + progress,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),  # else plain lines
         logger=logger,
         plugins=[*plugins, SafeCheckpointIO(cfg.allow_pickle)],  # resume without unpickling code
     )
