@@ -2,9 +2,11 @@
 
 Slots carry across chunk borders (the predicted slots of a chunk's last frame start the next
 chunk), so the result equals one pass over the whole video while memory stays bounded by the
-chunk length.
+chunk length. Frames become the model's square input as the user chooses (`RESIZE_MODES`), on the
+device the user chooses (`resolve_device`); both are said in the log.
 """
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +25,24 @@ from slotsweep.masks import resize_patch_masks
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.visualize import overlay
 
-__all__ = ["FrameSource", "infer_video", "load_checkpoint_model", "run_inference"]
+__all__ = [
+    "RESIZE_MODES",
+    "FrameSource",
+    "fit_to_square",
+    "infer_video",
+    "load_checkpoint_model",
+    "resolve_device",
+    "run_inference",
+]
 
+log = logging.getLogger(__name__)
+
+# How a (H, W) frame becomes the model's (S, S) input.
+RESIZE_MODES = {
+    "short_side_crop": "short side resized to {S}, centred {S}x{S} crop (the reference's inference)",
+    "stretch": "whole frame resized to {S}x{S} (aspect ratio not kept)",
+}
+ACCELERATORS = ("auto", "cpu", "gpu")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -61,16 +79,39 @@ class FrameSource:
             yield self.read(start, min(start + size, self.n_frames))
 
 
-def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """Centred full square crop, then bilinear resize to size x size: (T, H, W, 3) uint8 -> same."""
-    T, H, W, _ = frames.shape
-    side = min(H, W)
-    top, left = (H - side) // 2, (W - side) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + side, left : left + side]))
-    resized = F.interpolate(
-        crop.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", antialias=True
-    )
+def fit_to_square(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, bilinear, as RESIZE_MODES[mode] says.
+
+    short_side_crop takes the centred full square (side min(H, W)) before resizing, which is the
+    same as resizing the short side to `size` and cropping the centre (videosaur.md §7).
+    """
+    _check_resize(mode)
+    H, W = frames.shape[1:3]
+    if mode == "short_side_crop":
+        side = min(H, W)
+        top, left = (H - side) // 2, (W - side) // 2
+        frames = frames[:, top : top + side, left : left + side]
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
     return resized.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def _check_resize(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise SlotsweepError(f"resize={mode} is not a resize mode: choose one of {sorted(RESIZE_MODES)}")
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """auto: the GPU when there is one, else the CPU; gpu: a GPU or an error (never a silent CPU run)."""
+    if accelerator not in ACCELERATORS:
+        raise SlotsweepError(f"accelerator={accelerator} is not one of {list(ACCELERATORS)}")
+    has_gpu = torch.cuda.is_available()
+    if accelerator == "gpu" and not has_gpu:
+        raise SlotsweepError(
+            "accelerator=gpu but torch sees no CUDA GPU (check CUDA_VISIBLE_DEVICES and the driver); "
+            "use accelerator=cpu or accelerator=auto"
+        )
+    return torch.device("cuda" if accelerator != "cpu" and has_gpu else "cpu")
 
 
 def load_checkpoint_model(
@@ -105,14 +146,16 @@ def infer_video(
     chunk_size: int = 8,
     n_slots: int | None = None,
     seed: int = 0,
+    resize: str = "short_side_crop",
 ) -> Iterator[tuple[np.ndarray, Tensor]]:
-    """Yield (frames (t, S, S, 3) uint8 as fed to the model, soft masks (t, n_slots, S, S)) per chunk."""
+    """Yield (frames (t, S, S, 3) uint8 as fed to the model, soft masks (t, n_slots, S, S)) per chunk;
+    `resize` is one of RESIZE_MODES."""
     size = model.encoder.img_size
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     slots = None
     for frames in source.chunks(chunk_size):
-        frames = square_resize(frames, size)
+        frames = fit_to_square(frames, size, resize)
         video = frames_to_tensor(frames)[None].to(device)  # (1, t, 3, S, S)
         out = model(video=video, initial_slots=slots, n_slots=n_slots, generator=generator)
         slots = out.slots_predicted[:, -1]  # carried into the next chunk
@@ -121,10 +164,16 @@ def infer_video(
 
 def run_inference(cfg: DictConfig) -> Path:
     """conf/infer.yaml -> <out>/overlay.mp4 (frame | mask overlay) and <out>/masks.npz (T, S, S) labels."""
+    device = resolve_device(cfg.accelerator)  # before the model loads: a missing GPU fails at once
+    _check_resize(cfg.resize)
     model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle)
+    model.to(device)
     if cfg.n_slots is not None and cfg.n_slots < 1:
         raise SlotsweepError(f"n_slots={cfg.n_slots} must be >= 1")
     source = FrameSource(cfg.video)
+    height, width = source.read(0, 1).shape[1:3]
+    how = RESIZE_MODES[cfg.resize].format(S=model.encoder.img_size)
+    log.info(f"infer: {source.n_frames} frames of {width}x{height} on {device}: {how} (resize={cfg.resize})")
     out_dir = (
         Path(cfg.out) if cfg.out is not None else Path(cfg.video).with_name(Path(cfg.video).stem + "_slots")
     )
@@ -132,7 +181,8 @@ def run_inference(cfg: DictConfig) -> Path:
     labels = []
     with iio.imopen(out_dir / "overlay.mp4", "w", plugin="pyav") as writer:
         writer.init_video_stream("libx264", fps=cfg.fps)
-        for frames, soft in infer_video(model, source, cfg.chunk_size, cfg.n_slots, cfg.seed):
+        chunks = infer_video(model, source, cfg.chunk_size, cfg.n_slots, cfg.seed, cfg.resize)
+        for frames, soft in chunks:
             hard = soft.argmax(dim=1).numpy().astype(np.uint8)  # (t, S, S) slot index per pixel
             labels.append(hard)
             panels = np.concatenate([frames, overlay(frames, soft.numpy())], axis=2)  # (t, S, 2S, 3)

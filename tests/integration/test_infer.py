@@ -53,6 +53,19 @@ def test_cli_writes_one_mask_per_frame(cli, checkpoint: Path, video: Path, tmp_p
     assert decord.VideoReader(str(out / "overlay.mp4"))[0].shape == (SIZE, 2 * SIZE, 3)  # frame | overlay
 
 
+def test_cli_says_how_it_fits_frames_and_where_it_runs(cli, checkpoint: Path, video: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    args = (f"ckpt={checkpoint}", f"video={video}", f"out={out}")
+    result = cli.run("infer.py", *args, "resize=stretch", "accelerator=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = f"infer: {N_FRAMES} frames of 96x80 on cpu: whole frame resized to {SIZE}x{SIZE} (aspect ratio"
+    assert said in result.stdout, result.stdout[-3000:]
+    assert np.load(out / "masks.npz")["masks"].shape == (N_FRAMES, SIZE, SIZE)
+    if not torch.cuda.is_available():  # a GPU that is absent is an error, before the model loads
+        result = cli.run("infer.py", *args, "accelerator=gpu")
+        assert result.returncode == 2 and "error: accelerator=gpu but torch sees no CUDA GPU" in result.stderr
+
+
 def test_n_slots_override(cli, checkpoint: Path, video: Path, tmp_path: Path):
     out = tmp_path / "out"
     result = cli.run("infer.py", f"ckpt={checkpoint}", f"video={video}", f"out={out}", "n_slots=2")
