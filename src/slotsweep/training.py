@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +27,7 @@ from slotsweep.cache import attach_feature_cache, cache_root
 from slotsweep.callbacks import VerifiedCheckpoint
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.config import check_config
+from slotsweep.cost import DeviceClock
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
@@ -33,6 +35,8 @@ from slotsweep.progress import progress_callbacks
 from slotsweep.report import format_table, mask_report, write_report
 from slotsweep.run_lock import claim_run_dir
 from slotsweep.safe_load import SafeCheckpointIO
+from slotsweep.trial_callback import TrialReporter
+from slotsweep.trial_files import clear_stop_request
 
 __all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
 
@@ -110,7 +114,8 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
-    callbacks = [checkpoints] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
+    reporter = TrialReporter(directory, list(cfg.objective))  # a sweep's intermediate values, pruning
+    callbacks = [checkpoints, reporter] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
         default_root_dir=directory,
@@ -131,13 +136,18 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
         return _objective(cfg, previous["metrics"])
+    if previous is not None and previous["status"] == "pruned" and not cfg.force:
+        # Deliberately not a finished run: launched again (outside the sweep that pruned it), it
+        # resumes from its checkpoint and trains on to trainer.max_steps.
+        log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
     set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
     lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
     try:
-        return _train(cfg, exp_id, directory, datamodule, module)
+        clock = DeviceClock(previous if not cfg.force else None)  # a resumed run's cost goes on
+        return _train(cfg, exp_id, directory, datamodule, module, clock)
     finally:
         if lock is not None:
             lock.release()
@@ -149,9 +159,12 @@ def _train(
     directory: Path,
     datamodule: L.LightningDataModule,
     module: ObjectCentricModule,
+    clock: DeviceClock,
 ) -> float | tuple[float, ...]:
-    """Fit, validate and write results.json in a claimed run dir (completed, failed or interrupted)."""
+    """Fit, validate and write results.json in a claimed run dir (completed, pruned, failed or
+    interrupted)."""
     runs.write_identity(directory, cfg, exp_id)
+    clear_stop_request(directory)  # left by a job that was cancelled before it could stop
     (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     results: dict[str, Any] = {
         "exp_id": exp_id,
@@ -171,17 +184,24 @@ def _train(
             log.info(f"Resuming from {last}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
         trainer.save_checkpoint(last, weights_only=False)  # the full state, for a later resume
-        validation = trainer.validate(module, datamodule=datamodule, verbose=False)
-        metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
+        reporter = _reporter(trainer)
+        if reporter.stopped:  # pruned by the sweep: the last validation is the result
+            clear_stop_request(directory)
+            metrics = reporter.last_metrics
+        else:
+            validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+            metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
         results.update(
-            status="completed",
+            status="pruned" if reporter.stopped else "completed",
             error=None,
             step=trainer.global_step,
             wall_time_s=module.elapsed_s(),
             metrics={k: float(v) for k, v in metrics.items()},
             best_metrics=module.best_metrics,
+            **_cost(clock, trainer),
         )
-        if cfg.visualize is not None:  # the demo's table of model vs baselines, and pictures
+        shows_report = cfg.visualize is not None and not reporter.stopped
+        if shows_report:  # the demo's table of model vs baselines, and pictures
             report = mask_report(module, datamodule, directory, **cfg.visualize)
             results["mask_report"] = report
             summary = write_report(report, directory)
@@ -195,6 +215,7 @@ def _train(
             wall_time_s=time.monotonic() - start,
             metrics={},
             best_metrics=module.best_metrics,
+            **_cost(clock, trainer),
         )
         runs.write_results(directory, results)
         if trainer is not None:
@@ -203,9 +224,22 @@ def _train(
     tracking.finish_wandb(trainer.logger, exit_code=0)
     runs.write_results(directory, results)
     log.info(f"results: {directory / runs.RESULTS_FILE}")
-    if cfg.visualize is not None:
+    if shows_report:
         print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
     return _objective(cfg, results["metrics"])
+
+
+def _reporter(trainer: L.Trainer) -> TrialReporter:
+    return next(c for c in trainer.callbacks if isinstance(c, TrialReporter))
+
+
+def _cost(clock: DeviceClock, trainer: L.Trainer | None) -> dict[str, Any]:
+    """results.json's device_kind, device_seconds and steps (slotsweep.cost)."""
+    if trainer is None:  # failed while building the trainer: nothing trained
+        return clock.record(n_gpus=0, first_step=0, last_step=0)
+    on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
+    n_gpus = trainer.num_devices * trainer.num_nodes if on_gpu else 0
+    return clock.record(n_gpus, _reporter(trainer).start_step, trainer.global_step)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:

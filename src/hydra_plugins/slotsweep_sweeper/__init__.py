@@ -22,12 +22,14 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
         self.hydra_context = hydra_context
         self.config = config
+        self.task_function = task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -44,7 +46,8 @@ class OptunaSweeper(Sweeper):
                 arguments,
                 config=self.config,
                 launcher=self.launcher,
-                config_loader=self.hydra_context.config_loader,
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
             )
         except SlotsweepError as error:
             # Bad settings or too many failed trials: one line, as the entry points print it.

@@ -1,42 +1,46 @@
-"""Optuna studies over Hydra jobs: ask a batch of trials, launch one job per (trial, seed), tell the mean.
+"""Optuna studies over Hydra jobs: up to n_jobs trials in flight, each one job per seed.
 
 `hydra_plugins.slotsweep_sweeper.OptunaSweeper` (selected with `hydra/sweeper=optuna`) hands each
-sweep to `OptunaSweep.run`. The study lives in persistent storage in the sweep dir, so relaunching
-the same command resumes it: finished trials are kept; trials cut off by a killed sweeper are marked
-failed and their parameters run again, where their seeds' run dirs are found by experiment id
-(finished seeds are skipped, the others resume from their checkpoints). See docs/sweeps.md.
+sweep to `OptunaSweep.run`. The scheduler keeps `n_jobs` trials running: the moment one ends (all
+its seeds done, pruned or failed) the next is asked and launched, so no GPU waits for a batch's
+straggler. Jobs go through slotsweep.sweeps.jobs (SLURM via submitit, or local subprocesses); each
+training job writes its validation objective to its run dir, the sweeper reports the per-step mean
+over seeds to the study and, when the pruner says so, asks the jobs to stop (slotsweep.trial_files).
+The study lives in persistent storage in the sweep dir, with every trial's job ids, so relaunching
+the same command resumes it and adopts the jobs a killed sweeper left running. See docs/sweeps.md.
 """
 
 import logging
 import math
-import shutil
 import statistics
-import subprocess
 import time
-from collections.abc import Sequence
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from slotsweep import runs
 from slotsweep.errors import SlotsweepError
+from slotsweep.sweeps import confirmation
+from slotsweep.sweeps.jobs import Jobs, make_jobs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
 from slotsweep.sweeps.settings import OptunaSweeperConf
 from slotsweep.sweeps.storage import open_storage
+from slotsweep.sweeps.summary import RESULTS_FILE, summarize
+from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
 
 __all__ = ["OptunaSweep", "RESULTS_FILE"]
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "optimization_results.yaml"
 SEED_KEY = "seed"  # the task's seed key: a trial with seeds [0, 1] runs seed=0 and seed=1
-RETRY_OF = "retry_of"  # trial user attr: number of the cut-off trial whose parameters it re-runs
+JOBS_ATTR = "jobs"  # trial user attr: [{seed, job_id, kind, run_dir}], written at each submission
 STUDY_ATTR = "slotsweep_sweep"  # study user attr: what the study optimises, checked on relaunch
 
 
@@ -71,20 +75,45 @@ class OptunaSweep:
         self.study_name = settings.study_name
         self.storage = settings.storage
         self.params = dict(settings.params or {})
-        # Set by run(): the sweep's config (task and hydra keys), its launcher and config loader.
+        self.pruner_cfg = settings.pruner
+        self.poll_s, self.prune_grace_s, self.budget_hours = (
+            settings.poll_s,
+            settings.prune_grace_s,
+            settings.budget_hours,
+        )
+        self.confirm = OmegaConf.create(settings.confirm)
+        pruning = get_class(self.pruner_cfg._target_) is not optuna.pruners.NopPruner
+        if pruning and len(self.directions) > 1:
+            raise SlotsweepError(
+                f"hydra/sweeper/pruner={self.pruner_cfg._target_} with {len(self.directions)} directions: "
+                "Optuna prunes single-objective studies only; use hydra/sweeper/pruner=none"
+            )
+        if self.confirm.top_k > 0 and (len(self.directions) > 1 or not self.confirm.seeds):
+            raise SlotsweepError(
+                f"hydra.sweeper.confirm={OmegaConf.to_container(self.confirm)}: confirmation needs one "
+                "direction and a non-empty list of extra seeds, e.g. 'hydra.sweeper.confirm.seeds=[3,4]'"
+            )
+        # Set by run(): the sweep's config (task and hydra keys) and its config loader.
         self.config: DictConfig | None = None
-        self.launcher: Launcher | None = None
         self.config_loader: Any = None
 
     def run(
-        self, arguments: list[str], *, config: DictConfig, launcher: Launcher, config_loader: Any
+        self,
+        arguments: list[str],
+        *,
+        config: DictConfig,
+        launcher: Launcher,
+        hydra_context: Any,
+        task_function: Any,
     ) -> dict[str, Any]:
         """Run (or resume) the study until it holds n_trials finished trials; return the summary."""
-        self.config, self.launcher, self.config_loader = config, launcher, config_loader
+        self.config, self.config_loader = config, hydra_context.config_loader
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
-        space = parse_search_space([*(f"{k}={v}" for k, v in self.params.items()), *arguments], config_loader)
+        space = parse_search_space(
+            [*(f"{k}={v}" for k, v in self.params.items()), *arguments], self.config_loader
+        )
         self._check(space, config)
         storage, dashboard = open_storage(self.storage, sweep_dir)
         study_name = self.study_name or OmegaConf.select(config, "sweep") or sweep_dir.name
@@ -99,36 +128,62 @@ class OptunaSweep:
             study_name=study_name,
             storage=storage,
             sampler=sampler,
+            pruner=instantiate(self.pruner_cfg),
             directions=self.directions,
             load_if_exists=True,
         )
         self._check_same_study(study, space, config, sweep_dir)
-        if _retry_cut_off(study):
-            _wait_for_orphaned_jobs(OmegaConf.select(config, "hydra.launcher.submitit_folder"))
+        objective = OmegaConf.select(config, "objective")
+        if objective is not None:  # dashboards and plots name the objective(s)
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, unchanged since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(objective))
         planned = self.n_trials
         if is_grid:
             n_points = math.prod(len(values) for values in space.listed.values())
             planned = min(planned, n_points)
             log.info(f"Grid of {n_points} points: {planned} trials")
         log.info(f"Study '{study_name}' in {dashboard}: {planned} trials of {len(self.seeds)} seed(s)")
-
+        backend = make_jobs(launcher, config, hydra_context, task_function)
+        in_flight = {t.number: self._adopt(study, t, space, backend) for t in _running(study)}
+        stopped: str | None = None  # why no new trial is launched, once that is so
         while True:
-            n_complete, n_failed = _finished_counts(study)
+            self._poll(study, in_flight, backend)
+            n_finished, n_failed = _finished_counts(study)
             if n_failed > self.max_failure_rate * planned:
-                self._summarize(study, sweep_dir, dashboard)
-                raise SlotsweepError(
-                    f"{n_failed} of {planned} planned trials failed, more than "
-                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped. Each failed "
-                    f"trial's fail_reason is in the study ({dashboard}). Failed trials count as run: "
-                    "relaunch with a higher hydra.sweeper.max_failure_rate to go on, or fix the cause "
-                    "and start a new study (another hydra.sweep.dir)"
+                stopped = stopped or "failures"
+            spent = _spent_hours(study)
+            if self.budget_hours is not None and spent >= self.budget_hours and stopped is None:
+                stopped = "budget"
+                log.warning(
+                    f"hydra.sweeper.budget_hours={self.budget_hours} spent ({spent:.4f} device-hours): "
+                    f"no new trial is launched; {len(in_flight)} in flight finish"
                 )
-            remaining = planned - n_complete - n_failed
-            if remaining <= 0:
+            while stopped is None and len(in_flight) < self.n_jobs and n_finished + len(in_flight) < planned:
+                trial = study.ask(space.distributions)
+                launched = self._launch(study, trial, space, backend)
+                if launched is None:  # did not compose: failed at once
+                    n_finished, n_failed = _finished_counts(study)
+                    if n_failed > self.max_failure_rate * planned:
+                        stopped = "failures"
+                    continue
+                in_flight[trial.number] = launched
+            if not in_flight:
                 break
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
-            self._run_batch(study, trials, space)
-        return self._summarize(study, sweep_dir, dashboard)
+            time.sleep(self.poll_s)
+        if stopped == "failures":
+            summarize(study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped)
+            raise SlotsweepError(
+                f"{n_failed} of {planned} planned trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped. Each failed "
+                f"trial's fail_reason is in the study ({dashboard}). Failed trials count as run: "
+                "relaunch with a higher hydra.sweeper.max_failure_rate to go on, or fix the cause "
+                "and start a new study (another hydra.sweep.dir)"
+            )
+        confirmed = None
+        if self.confirm.top_k > 0:
+            confirmed = self._confirm(study, space, backend)
+        return summarize(study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped, confirmed)
 
     def _check(self, space: SearchSpace, config: DictConfig) -> None:
         """Fail before launching anything when the settings contradict the task config."""
@@ -191,54 +246,97 @@ class OptunaSweep:
                 "hydra.sweep.dir (or hydra.sweeper.study_name)"
             )
 
-    def _run_batch(self, study: optuna.Study, trials: list[Trial], space: SearchSpace) -> None:
-        """Launch every (trial, seed) job of the batch in one launcher call, then tell each trial."""
-        batch: list[tuple[Trial, list[list[str]]]] = []
-        for trial in trials:
-            overrides = [override_string(key, value) for key, value in trial.params.items()]
-            trial.set_user_attr("overrides", overrides)
-            seeds = [[] if seed is None else [f"{SEED_KEY}={seed}"] for seed in self.seeds]
-            jobs = [[*space.fixed, *overrides, *seed] for seed in seeds]
-            try:  # compose here, as the jobs will: a bad key or option fails now, not on a GPU node
-                for job in jobs:
-                    self.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
-            except Exception as error:
-                trial.set_user_attr("fail_reason", f"config: {error}")
-                _tell(study, trial, state=TrialState.FAIL)
-                log.warning(f"Trial {trial.number} failed before launch: {error}")
-                continue
-            batch.append((trial, jobs))
-        if not batch:
-            return
-        numbers = [trial.number for trial, _ in batch]
-        jobs = [job for _, trial_jobs in batch for job in trial_jobs]
-        log.info(f"Launching trial(s) {numbers}: {len(jobs)} job(s)")
-        try:
-            returns = self.launcher.launch(jobs, initial_job_idx=numbers[0] * len(self.seeds))
-        except BaseException:
-            # The trials stay RUNNING: a relaunch of the sweep retries them (finished seeds are
-            # skipped by their run dirs), as after a killed sweeper.
-            log.error(f"The launcher failed on trial(s) {numbers}; relaunch the sweep to retry them")
-            raise
-        n_seeds = len(self.seeds)
-        for i, (trial, _) in enumerate(batch):
-            self._report(study, trial, returns[i * n_seeds : (i + 1) * n_seeds])
+    def _seed_jobs(
+        self, params: dict[str, Any], space: SearchSpace, seeds: list[int | None]
+    ) -> list[SeedJob]:
+        """One job per seed: its overrides and run dir (composed as the job will: raises when the
+        values do not compose together)."""
+        overrides = [override_string(key, value) for key, value in params.items()]
+        jobs = []
+        for seed in seeds:
+            job = [*space.fixed, *overrides, *([] if seed is None else [f"{SEED_KEY}={seed}"])]
+            job_cfg = self.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
+            jobs.append(SeedJob(seed=seed, overrides=job, run_dir=_run_dir(job_cfg)))
+        return jobs
 
-    def _report(self, study: optuna.Study, trial: Trial, returns: Sequence[JobReturn]) -> None:
-        """Tell the mean over seeds, or FAIL when a seed's job raised or returned NaN."""
+    def _trial_jobs(self, study: optuna.Study, number: int, jobs: list[SeedJob]) -> TrialJobs:
+        trial_id = _trial_id(study, number)
+        return TrialJobs(
+            number=number,
+            jobs=jobs,
+            save=lambda attrs: study._storage.set_trial_user_attr(trial_id, JOBS_ATTR, attrs),
+            as_values=lambda value: _as_values(value, len(self.directions)),
+        )
+
+    def _launch(
+        self, study: optuna.Study, trial: Trial, space: SearchSpace, backend: Jobs
+    ) -> TrialJobs | None:
+        """Submit every seed's job of a new trial; None when its values do not compose (FAIL)."""
+        trial.set_user_attr("overrides", [override_string(k, v) for k, v in trial.params.items()])
+        try:  # compose here, as the jobs will: a bad key or option fails now, not on a GPU node
+            jobs = self._seed_jobs(trial.params, space, self.seeds)
+        except Exception as error:
+            trial.set_user_attr("fail_reason", f"config: {error}")
+            _tell(study, trial, state=TrialState.FAIL)
+            log.warning(f"Trial {trial.number} failed before launch: {error}")
+            return None
+        launched = self._trial_jobs(study, trial.number, jobs)
+        log.info(f"Launching trial {trial.number}: {len(jobs)} job(s), params {trial.params}")
+        launched.launch(backend)
+        return launched
+
+    def _adopt(self, study: optuna.Study, trial: FrozenTrial, space: SearchSpace, backend: Jobs) -> TrialJobs:
+        """A trial a killed sweeper left RUNNING: follow its stored jobs, submit those it had not."""
+        jobs = self._seed_jobs(trial.params, space, self.seeds)
+        for job, stored in zip(jobs, trial.user_attrs.get(JOBS_ATTR, []), strict=False):
+            job.job_id, job.kind = stored["job_id"], stored["kind"]
+        adopted = self._trial_jobs(study, trial.number, jobs)
+        adopted.reported = dict(trial.intermediate_values)  # pruning goes on from what was reported
+        ids = [job.job_id for job in jobs if job.job_id is not None and job.kind == backend.kind]
+        log.warning(f"Trial {trial.number} was left running by a previous sweeper: adopting job(s) {ids}")
+        adopted.launch(backend)
+        return adopted
+
+    def _poll(self, study: optuna.Study, in_flight: dict[int, TrialJobs], backend: Jobs) -> None:
+        """Collect ended jobs, report new intermediate values, prune, and tell ended trials."""
+        ids = [job.job_id for trial in in_flight.values() for job in trial.unended() if job.job_id]
+        running = backend.running(ids) if ids else {}
+        for number, trial_jobs in list(in_flight.items()):
+            trial_jobs.collect(backend, running)
+            trial = Trial(study, _trial_id(study, number))
+            if len(self.directions) == 1 and trial_jobs.stop_requested_at is None:
+                for step, value in trial_jobs.new_intermediate_values():
+                    trial.report(value, step)
+                if trial_jobs.reported and not trial_jobs.ended and trial.should_prune():
+                    step = max(trial_jobs.reported)
+                    log.info(f"Trial {number} pruned at step {step} (value {trial_jobs.reported[step]})")
+                    trial_jobs.stop(backend, f"trial {number} pruned at step {step}", self.prune_grace_s)
+            elif trial_jobs.stop_requested_at is not None and not trial_jobs.ended:
+                trial_jobs.stop(backend, "", self.prune_grace_s)  # cancels the late ones
+            if trial_jobs.ended:
+                for key, value in trial_jobs.cost().items():
+                    trial.set_user_attr(key, value)
+                self._finish(study, trial, trial_jobs)
+                del in_flight[number]
+
+    def _finish(self, study: optuna.Study, trial: Trial, trial_jobs: TrialJobs) -> None:
+        """PRUNED (value: the last intermediate value), FAIL when a seed's job raised or returned
+        NaN, else COMPLETE with the mean over seeds."""
+        if trial_jobs.stop_requested_at is not None:
+            _tell(study, trial, state=TrialState.PRUNED)
+            return
         per_seed: list[tuple[float, ...]] = []
         errors = []
-        for seed, job in zip(self.seeds, returns, strict=True):
-            name = "job" if seed is None else f"{SEED_KEY}={seed}"
-            try:
-                values = _as_values(job.return_value, len(self.directions))
-            except Exception as error:  # the job's own exception, re-raised by JobReturn
-                errors.append(f"{name}: {type(error).__name__}: {error}")
+        for job in trial_jobs.jobs:
+            if isinstance(job.outcome, str):
+                errors.append(f"{job.name}: {job.outcome}")
                 continue
-            if seed is not None:
-                trial.set_user_attr(f"seed{seed}", values[0] if len(values) == 1 else list(values))
+            assert job.outcome is not None
+            values = job.outcome
+            if job.seed is not None:
+                trial.set_user_attr(f"seed{job.seed}", values[0] if len(values) == 1 else list(values))
             if any(math.isnan(v) for v in values):
-                errors.append(f"{name} returned NaN")
+                errors.append(f"{job.name} returned NaN")
                 continue
             per_seed.append(values)
         if errors:
@@ -254,34 +352,40 @@ class OptunaSweep:
         shown = means[0] if len(means) == 1 else means
         log.info(f"Trial {trial.number} finished: {shown} (mean of {len(per_seed)}), params {trial.params}")
 
-    def _summarize(self, study: optuna.Study, sweep_dir: Path, dashboard: str) -> dict[str, Any]:
-        """Write optimization_results.yaml in the sweep dir and log the best trial(s)."""
-        n_complete, n_failed = _finished_counts(study)
-        summary: dict[str, Any] = {
-            "name": "optuna",
-            "study_name": study.study_name,
-            "storage": dashboard,
-            "directions": self.directions,
-            "n_complete": n_complete,
-            "n_failed": n_failed,
-        }
-        if n_complete == 0:
-            log.warning(f"No trial of study '{study.study_name}' completed")
-        elif len(self.directions) == 1:
-            best = study.best_trial
-            summary.update(best_trial=best.number, best_params=best.params, best_value=best.value)
-            if "std" in best.user_attrs:
-                summary["best_value_std"] = best.user_attrs["std"]
-            log.info(f"Best trial {best.number}: value {best.value}, params {best.params}")
-        else:
-            summary["best_trials"] = [
-                {"number": t.number, "params": t.params, "values": t.values} for t in study.best_trials
-            ]
-            for t in study.best_trials:
-                log.info(f"Pareto-optimal trial {t.number}: values {t.values}, params {t.params}")
-        OmegaConf.save(OmegaConf.create(summary), sweep_dir / RESULTS_FILE)
-        log.info(f"Results: {sweep_dir / RESULTS_FILE}; browse the study with: optuna-dashboard {dashboard}")
-        return summary
+    def _confirm(self, study: optuna.Study, space: SearchSpace, backend: Jobs) -> list[dict[str, Any]]:
+        """Run the top_k trials on the extra seeds (n_jobs trials at a time); their per-seed values."""
+        top = confirmation.top_trials(study, self.confirm.top_k)
+        extra = [seed for seed in self.confirm.seeds if seed not in self.seeds]
+        pending = []
+        for trial in top:
+            jobs = self._seed_jobs(trial.params, space, extra)
+            stored = confirmation.stored_jobs(study, trial.number)
+            for job, attr in zip(jobs, stored, strict=False):
+                job.job_id, job.kind = attr["job_id"], attr["kind"]
+            pending.append(
+                TrialJobs(
+                    number=trial.number,
+                    jobs=jobs,
+                    save=lambda attrs, n=trial.number: confirmation.store_jobs(study, n, attrs),
+                    as_values=lambda value: _as_values(value, 1),
+                )
+            )
+        log.info(f"Confirming trials {[t.number for t in top]} on seeds {extra}")
+        in_flight: list[TrialJobs] = []
+        while pending or in_flight:
+            while pending and len(in_flight) < self.n_jobs:
+                in_flight.append(pending.pop(0))
+                in_flight[-1].launch(backend)
+            ids = [job.job_id for trial in in_flight for job in trial.unended() if job.job_id]
+            running = backend.running(ids) if ids else {}
+            for trial_jobs in list(in_flight):
+                trial_jobs.collect(backend, running)
+                if trial_jobs.ended:
+                    confirmation.store_values(study, trial_jobs)
+                    in_flight.remove(trial_jobs)
+            if in_flight:
+                time.sleep(self.poll_s)
+        return confirmation.rank(study, top, self.seeds, OmegaConf.select(self.config, SEED_KEY))
 
 
 def _as_values(value: Any, n_objectives: int) -> tuple[float, ...]:
@@ -304,57 +408,33 @@ def _tell(study: optuna.Study, trial: Trial | int, **outcome: Any) -> None:
             raise
 
 
-def _retry_cut_off(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials left RUNNING by a killed sweeper: mark them FAIL and queue their parameters again."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    cut_off = [t for t in trials if t.state == TrialState.RUNNING]
-    for trial in cut_off:
-        log.warning(
-            f"Trial {trial.number} was cut off (the sweeper stopped before it finished): marked FAIL, "
-            f"its parameters {trial.params} run again"
-        )
-        # Queue first: a sweeper killed between the two steps leaves a RUNNING trial that already
-        # has its retry, and is not queued twice on the next relaunch.
-        if trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-        _tell(study, trial.number, state=TrialState.FAIL)
-    return cut_off
+def _run_dir(job_cfg: DictConfig) -> Path | None:
+    """The run dir a training job of this config writes (slotsweep.runs); None for another task."""
+    if OmegaConf.select(job_cfg, "paths.runs_dir") is None or "exp_name" not in job_cfg:
+        return None
+    task_cfg = job_cfg.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
+    return runs.run_dir(task_cfg, runs.experiment_id(task_cfg)).resolve()
 
 
-def _wait_for_orphaned_jobs(submitit_folder: str | None, poll_s: float = 10.0) -> None:
-    """Wait until the SLURM jobs of a killed sweeper have ended.
+def _trial_id(study: optuna.Study, number: int) -> int:
+    # Optuna's public API reaches a trial through its handle only; a relaunch has its number.
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
 
-    They go on without it, and the re-run of their trials would otherwise start a twin job in each
-    of their run dirs. submitit keeps one folder per job, named by job id, in which it writes a
-    result file when the job ends; jobs without one are looked up in squeue.
-    """
-    if submitit_folder is None or shutil.which("squeue") is None:  # not SLURM: the jobs died with it
-        return
-    folders = Path(submitit_folder).parent  # the folder pattern ends with %j
-    unfinished = [d.name for d in folders.glob("*") if d.is_dir() and not any(d.glob("*_result.pkl"))]
-    announced = False
-    while unfinished:
-        squeue = subprocess.run(
-            ["squeue", "--noheader", "--format=%i", f"--jobs={','.join(unfinished)}"],
-            capture_output=True,
-            text=True,
-        )
-        # squeue fails on ids it has forgotten (long ended) when it knows none of the others.
-        alive = squeue.stdout.split() if squeue.returncode == 0 else []
-        if not alive:
-            return
-        if not announced:
-            log.warning(f"Waiting for SLURM jobs {alive} of the previous sweeper to end (or scancel them)")
-            announced = True
-        time.sleep(poll_s)
-        unfinished = alive
+
+def _running(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _spent_hours(study: optuna.Study) -> float:
+    """Device-hours of the study's ended trials (their jobs' results.json, summed)."""
+    return sum(t.user_attrs.get("device_seconds", 0.0) for t in study.get_trials(deepcopy=False)) / 3600
 
 
 def _finished_counts(study: optuna.Study) -> tuple[int, int]:
-    """(completed, failed) trials, not counting cut-off trials that were queued again."""
+    """(finished: completed, pruned or failed; failed) trials. Pruned never counts as failed."""
     trials: list[FrozenTrial] = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    n_failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
-    return n_complete, n_failed
+    n_finished = sum(t.state.is_finished() for t in trials)
+    n_failed = sum(t.state == TrialState.FAIL for t in trials)
+    return n_finished, n_failed

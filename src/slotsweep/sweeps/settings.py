@@ -3,20 +3,24 @@
 One dataclass per node, one comment per field: Hydra checks the keys at compose time
 (hydra_plugins/slotsweep_sweeper/config.py registers these), and `OptunaSweep` reads the same
 object, so every setting is declared once. Samplers are selected with
-`hydra/sweeper/sampler=tpe|random|cmaes|gp|grid`; each names its Optuna class by `_target_`, and any
-other argument of that class can be added with `+hydra.sweeper.sampler.<arg>=...`.
+`hydra/sweeper/sampler=tpe|random|cmaes|gp|grid`, pruners with
+`hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband|wilcoxon|threshold`; each
+names its Optuna class by `_target_`, and any other argument of that class can be added with
+`+hydra.sweeper.sampler.<arg>=...` (`+hydra.sweeper.pruner.<arg>=...`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
 
 __all__ = [
     "CmaEsSamplerConf",
+    "ConfirmConf",
     "GPSamplerConf",
     "GridSamplerConf",
     "OptunaSweeperConf",
+    "PRUNERS",
     "RandomSamplerConf",
     "SAMPLERS",
     "TPESamplerConf",
@@ -58,18 +62,94 @@ class GridSamplerConf:
     seed: int | None = None  # order in which the grid points are visited
 
 
+# Pruners judge a trial by its intermediate values: the mean over its seeds of the objective at each
+# validation step (training jobs write them to their run dir; the sweeper reports them). A "step"
+# is a training step, so n_warmup_steps, min_resource etc. count training steps.
+
+
+@dataclass
+class NopPrunerConf:
+    _target_: str = "optuna.pruners.NopPruner"  # never prunes: every trial runs to its end
+
+
+@dataclass
+class MedianPrunerConf:
+    # prunes when the trial's value at a step is worse than the median of earlier trials' at that step
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5  # trials that are never pruned, to have a median to compare with
+    n_warmup_steps: int = 0  # steps of a trial before it can be pruned
+    interval_steps: int = 1
+    n_min_trials: int = 1  # trials that reached a step before that step can prune
+
+
+@dataclass
+class PercentilePrunerConf:
+    _target_: str = "optuna.pruners.PercentilePruner"
+    percentile: float = 25.0  # keep the best 25% at each step (in [0, 100])
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConf:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = "auto"  # steps before the first rung ("auto": from the first finished trial)
+    reduction_factor: int = 4  # 1/reduction_factor of the trials go on at each rung
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1  # steps: the smallest budget a trial gets
+    max_resource: Any = "auto"  # steps: trainer.max_steps ("auto": from the first finished trial)
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class WilcoxonPrunerConf:
+    # paired test of the trial against the best one on the same steps; prunes when it is worse with
+    # p < p_threshold
+    _target_: str = "optuna.pruners.WilcoxonPruner"
+    p_threshold: float = 0.1
+    n_startup_steps: int = 2
+
+
+@dataclass
+class ThresholdPrunerConf:
+    # prunes a trial whose value leaves [lower, upper]; e.g. lower=0.05 drops collapsed runs early
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+
+
+@dataclass
+class ConfirmConf:
+    # after the search, the top_k trials run again on these seeds (the seeds they already ran are
+    # not re-run); the summary ranks them over all their seeds with a paired t-test. 0: no confirmation
+    top_k: int = 0
+    seeds: list[int] = field(default_factory=list)
+
+
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.slotsweep_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sampler is built by the sweeper (the grid needs the space)
 
     sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|cmaes|gp|grid (default in optuna.yaml)
+    pruner: Any = MISSING  # hydra/sweeper/pruner=none|median|...: see the pruner classes above
     # "maximize"/"minimize", or a list of them, one per key of the task's `objective`
     direction: Any = "maximize"
-    # trials run to an end (completed or failed) that the study should hold; a trial cut off by a
-    # killed sweeper does not count and is re-run on relaunch
+    # trials run to an end (completed, pruned or failed) that the study should hold; a trial whose
+    # jobs still run when the sweeper is killed is adopted by the relaunched sweeper
     n_trials: int = 20
-    # trials launched together in one batch (each runs one job per seed)
+    # trials in flight at once (each runs one job per seed); when one ends the next is launched
     n_jobs: int = 1
     # every trial runs one job per seed (override seed=k) and reports the mean; null: one job,
     # with the config's own seed
@@ -84,6 +164,15 @@ class OptunaSweeperConf:
     # search space {dotted key: override value}, e.g. {grouper.n_slots: "range(4, 12)"};
     # command-line sweeps (key=interval(a,b)) are added to it and win on the same key
     params: dict[str, str] | None = None
+    # seconds between two looks at the jobs in flight (squeue, their validation.jsonl)
+    poll_s: float = 5.0
+    # seconds a job of a pruned trial has to stop at its next validation before it is cancelled
+    # (scancel); make it longer than the time between two validations
+    prune_grace_s: float = 600.0
+    # device-hours (GPU-hours on GPU, CPU-hours otherwise; summed from the jobs' results.json) after
+    # which no new trial is launched; trials in flight finish or are pruned. null: no budget
+    budget_hours: float | None = None
+    confirm: ConfirmConf = field(default_factory=ConfirmConf)
 
 
 # hydra/sweeper/sampler=<name>
@@ -93,4 +182,16 @@ SAMPLERS = {
     "cmaes": CmaEsSamplerConf,
     "gp": GPSamplerConf,
     "grid": GridSamplerConf,
+}
+
+
+# hydra/sweeper/pruner=<name>
+PRUNERS = {
+    "none": NopPrunerConf,
+    "median": MedianPrunerConf,
+    "percentile": PercentilePrunerConf,
+    "successive_halving": SuccessiveHalvingPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "wilcoxon": WilcoxonPrunerConf,
+    "threshold": ThresholdPrunerConf,
 }

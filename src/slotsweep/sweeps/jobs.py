@@ -1,0 +1,197 @@
+"""One Hydra job per (trial, seed), submitted, polled, cancelled and adopted one at a time.
+
+The sweeper's scheduler needs what Hydra's `Launcher.launch` does not give: submit a job and go on,
+ask whether it has ended, stop it, and find it again by id after the sweeper itself was killed.
+Both backends go through submitit and run the job as hydra-submitit-launcher does (the launcher
+object is the pickled callable), so a SLURM job gets exactly the `hydra/launcher=slurm_gpu|slurm_cpu`
+settings, and is requeued by submitit on timeout or preemption:
+
+- `SlurmJobs`: the configured submitit launcher's executor; `squeue` tells which jobs still live
+  (the test cluster has no `sacct`, which submitit would ask).
+- `LocalJobs`: submitit's local executor, one subprocess per job (`hydra/launcher=local`, the
+  default). A job is its process id, so a relaunched sweeper adopts the processes of a killed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
+
+__all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs"]
+
+FOLDER_PATTERN = ".submitit/%j"  # below the sweep dir: one folder of logs and pickles per job
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill any real training
+
+
+class Jobs(Protocol):
+    """Submits Hydra jobs and follows them by id (a SLURM job id or a process id)."""
+
+    kind: str  # "slurm" or "local": stored with the ids, a relaunch adopts only its own kind
+
+    def submit(self, overrides: list[str], job_num: int) -> str:
+        """Start the task with these sweep overrides; return the job's id."""
+
+    def running(self, job_ids: list[str]) -> dict[str, bool]:
+        """{id: still running (or waiting to run)} for these ids."""
+
+    def pending(self, job_ids: list[str]) -> set[str]:
+        """The ids among these that have not started yet (nothing to stop gently)."""
+
+    def result(self, job_id: str) -> JobReturn:
+        """The ended job's JobReturn; raises when the job died without one."""
+
+    def cancel(self, job_id: str) -> None:
+        """Stop the job now (scancel, or SIGTERM to the process)."""
+
+
+class _SubmititJobs:
+    """What both backends share: submit through an executor, results from submitit's pickles."""
+
+    kind = "abstract"
+
+    def __init__(self, executor: Any, launcher: Any, folder: Path) -> None:
+        self.executor = executor
+        self.launcher = launcher  # a hydra-submitit launcher, set up: the pickled job callable
+        self.folder = folder  # submitit's folder pattern, ending in %j
+
+    def submit(self, overrides: list[str], job_num: int) -> str:
+        state = Singleton.get_state()
+        job = self.executor.submit(
+            self.launcher, list(overrides), "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", state
+        )
+        self._submitted(job)
+        return str(job.job_id)
+
+    def _submitted(self, job: Any) -> None:
+        """Hook for what a backend keeps of a job it started."""
+
+    def paths(self, job_id: str) -> Any:
+        from submitit.core.utils import JobPaths
+
+        return JobPaths(self.folder, job_id=job_id, task_id=0)
+
+    def result(self, job_id: str, wait_s: float = 15) -> JobReturn:
+        from submitit.core.utils import pickle_load
+
+        paths = self.paths(job_id)
+        deadline = time.monotonic() + wait_s  # a shared disk may show the file a little late
+        while not paths.result_pickle.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        if not paths.result_pickle.exists():
+            raise RuntimeError(
+                f"job {job_id} ended without a result (cancelled or killed); log: {paths.stderr}"
+            )
+        outcome, value = pickle_load(paths.result_pickle)
+        if outcome != "success":  # submitit's own failure (not the task's): value is the traceback
+            raise RuntimeError(f"job {job_id} failed in submitit: {value.strip().splitlines()[-1]}")
+        return value
+
+
+class SlurmJobs(_SubmititJobs):
+    kind = "slurm"
+
+    def _squeue(self, job_ids: list[str]) -> dict[str, str]:
+        """{id: squeue state code (PD, R, CG, ...)} of the ids SLURM still lists."""
+        if not job_ids:
+            return {}
+        out = subprocess.run(
+            ["squeue", "--noheader", "--format=%i %t", f"--jobs={','.join(job_ids)}"],
+            capture_output=True,
+            text=True,
+        )
+        # squeue fails on ids it has forgotten (long ended) when it knows none of the others.
+        rows = [line.split() for line in out.stdout.splitlines()] if out.returncode == 0 else []
+        return {row[0]: row[1] for row in rows if len(row) == 2}
+
+    def running(self, job_ids: list[str]) -> dict[str, bool]:
+        listed = self._squeue(job_ids)
+        # A job that wrote its result is done even while squeue still shows it completing.
+        return {i: i in listed and not self.paths(i).result_pickle.exists() for i in job_ids}
+
+    def pending(self, job_ids: list[str]) -> set[str]:
+        return {i for i, state in self._squeue(job_ids).items() if state == "PD"}
+
+    def cancel(self, job_id: str) -> None:
+        subprocess.run(["scancel", job_id], check=False, capture_output=True)
+
+
+class LocalJobs(_SubmititJobs):
+    kind = "local"
+
+    def __init__(self, executor: Any, launcher: Any, folder: Path) -> None:
+        super().__init__(executor, launcher, folder)
+        self.processes: dict[str, subprocess.Popen] = {}  # the jobs this sweeper started
+
+    def _submitted(self, job: Any) -> None:
+        self.processes[str(job.job_id)] = job._process
+
+    def running(self, job_ids: list[str]) -> dict[str, bool]:
+        states = {}
+        for job_id in job_ids:
+            process = self.processes.get(job_id)
+            if process is not None:  # our own child: poll() also reaps it
+                states[job_id] = process.poll() is None
+            else:  # a killed sweeper's: reparented, reaped by init once it ends
+                states[job_id] = _pid_alive(int(job_id))
+        return states
+
+    def pending(self, job_ids: list[str]) -> set[str]:
+        return set()  # a subprocess starts at once
+
+    def cancel(self, job_id: str) -> None:
+        # submitit's local controller forwards SIGTERM to the task, then kills it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(job_id), signal.SIGTERM)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process took the id
+        return False
+    return True
+
+
+def make_jobs(launcher: Any, config: Any, hydra_context: Any, task_function: Any) -> Jobs:
+    """The backend for the configured `hydra/launcher`: SLURM for the submitit launchers, else local."""
+    import submitit
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        BaseSubmititLauncher,
+        LocalLauncher,
+        SlurmLauncher,
+    )
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if isinstance(launcher, SlurmLauncher):
+        # The executor as hydra-submitit-launcher's launch() builds it, from the same settings.
+        params = dict(launcher.params)
+        folder = Path(params.pop("submitit_folder"))
+        executor = submitit.AutoExecutor(
+            cluster="slurm", folder=folder, slurm_max_num_timeout=params.pop("max_num_timeout")
+        )
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+        return SlurmJobs(executor, launcher, folder)
+    if isinstance(launcher, BaseSubmititLauncher):
+        raise NotImplementedError(
+            f"hydra/launcher {type(launcher).__name__}: use slurm_gpu, slurm_cpu or local"
+        )
+    folder = sweep_dir / FOLDER_PATTERN
+    runner = LocalLauncher(submitit_folder=str(folder))
+    runner.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+    return LocalJobs(executor, runner, folder)

@@ -1,0 +1,134 @@
+"""The jobs of one trial while it is in flight: one per seed, with what they have reported.
+
+A `TrialJobs` is what the scheduler in optuna_sweeper.py holds for each running trial. Its jobs'
+ids and run dirs are stored (trial user attr `jobs`) the moment they are submitted, so a relaunched
+sweeper rebuilds the same object from the study and adopts the jobs instead of starting twins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slotsweep import runs
+from slotsweep.sweeps.jobs import Jobs
+from slotsweep.trial_files import read_reports, request_stop
+
+__all__ = ["SeedJob", "TrialJobs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeedJob:
+    """One seed's job. `outcome`, once it ended: the task's values, or why it has none."""
+
+    seed: int | None
+    overrides: list[str]
+    run_dir: Path | None  # None for a task without slotsweep run dirs (no reports, no cost)
+    job_id: str | None = None
+    kind: str | None = None  # the backend that started it: "slurm" or "local"
+    outcome: tuple[float, ...] | str | None = None
+
+    @property
+    def name(self) -> str:
+        return "job" if self.seed is None else f"seed={self.seed}"
+
+    def as_attr(self) -> dict[str, Any]:
+        run_dir = None if self.run_dir is None else str(self.run_dir)
+        return {"seed": self.seed, "job_id": self.job_id, "kind": self.kind, "run_dir": run_dir}
+
+
+@dataclass
+class TrialJobs:
+    """The jobs of trial `number`; `save(attrs)` stores their ids where a relaunch finds them, and
+    `as_values` turns a job's return value into the objective's values (raising on a bad one)."""
+
+    number: int
+    jobs: list[SeedJob]
+    save: Callable[[list[dict[str, Any]]], None]
+    as_values: Callable[[Any], tuple[float, ...]]
+    stop_requested_at: float | None = None  # set when the trial was pruned
+    reported: dict[int, float] = field(default_factory=dict)  # {step: mean} told to the study
+
+    def launch(self, backend: Jobs) -> None:
+        """Submit the jobs that have none (all of them, or those a killed sweeper had not submitted).
+
+        A stored job of another backend (the sweep was relaunched with another launcher) cannot
+        be followed: its seed is submitted again and resumes from the run dir's checkpoint.
+        """
+        for index, job in enumerate(self.jobs):
+            if job.job_id is not None and job.kind == backend.kind:
+                continue
+            job.job_id, job.kind = backend.submit(job.overrides, 1000 * self.number + index), backend.kind
+            self.save([j.as_attr() for j in self.jobs])  # at once: a kill now must not lose the id
+
+    def unended(self) -> list[SeedJob]:
+        return [job for job in self.jobs if job.outcome is None]
+
+    @property
+    def ended(self) -> bool:
+        return not self.unended()
+
+    def collect(self, backend: Jobs, running: dict[str, bool]) -> None:
+        """Read the outcome of every job that `running` says has ended."""
+        for job in self.unended():
+            assert job.job_id is not None
+            if running[job.job_id]:
+                continue
+            try:
+                job.outcome = self.as_values(backend.result(job.job_id).return_value)
+            except Exception as error:  # the job's own exception, re-raised by JobReturn
+                job.outcome = f"{type(error).__name__}: {error}"
+
+    def new_intermediate_values(self) -> list[tuple[int, float]]:
+        """(step, mean over the seeds that reached it) of steps not yet reported, in step order.
+
+        A step is ready once every seed has reached it or ended (a seed that failed or stopped
+        before it is left out of its mean), so each step is reported once, with its final mean.
+        """
+        reports = {i: read_reports(j.run_dir) for i, j in enumerate(self.jobs) if j.run_dir is not None}
+        if len(reports) != len(self.jobs):
+            return []
+        ready_until = min(
+            math.inf if self.jobs[i].outcome is not None else max(steps, default=-1)
+            for i, steps in reports.items()
+        )
+        steps = sorted(
+            {s for steps in reports.values() for s in steps if s <= ready_until} - set(self.reported)
+        )
+        values = [(s, statistics.fmean(r[s][0] for r in reports.values() if s in r)) for s in steps]
+        self.reported.update(values)
+        return values
+
+    def stop(self, backend: Jobs, reason: str, grace_s: float) -> None:
+        """Ask the running jobs to stop at their next validation; cancel those still pending, and
+        those that have not stopped `grace_s` after the first request."""
+        now = time.monotonic()
+        if self.stop_requested_at is None:
+            self.stop_requested_at = now
+            for job in self.unended():
+                if job.run_dir is not None:
+                    request_stop(job.run_dir, reason)
+        ids = [job.job_id for job in self.unended() if job.job_id is not None]
+        late = now - self.stop_requested_at > grace_s
+        for job_id in ids if late or self.jobs[0].run_dir is None else backend.pending(ids):
+            log.warning(f"Trial {self.number}: cancelling job {job_id} ({'late' if late else 'not started'})")
+            backend.cancel(job_id)
+
+    def cost(self) -> dict[str, Any]:
+        """{device_seconds, steps, device_kind} summed over the seeds' results.json."""
+        results = [runs.read_results(j.run_dir) for j in self.jobs if j.run_dir is not None]
+        results = [r for r in results if r is not None and "device_seconds" in r]
+        kinds = sorted({r["device_kind"] for r in results})
+        return {
+            "device_seconds": sum(r["device_seconds"] for r in results),
+            "steps": sum(r["steps"] for r in results),
+            "device_kind": "+".join(kinds) or None,
+        }
