@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_metrics.py", "bench_train_steps.py", "bench_loader.py", "bench_gpu.py"]
+BENCHMARKS = [
+    "bench_metrics.py",
+    "bench_train_steps.py",
+    "bench_loader.py",
+    "bench_gpu.py",
+    "bench_sweeps.py",
+]
 
 
 def main() -> int:

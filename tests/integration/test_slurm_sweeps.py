@@ -139,50 +139,97 @@ def test_two_trials_of_two_seeds_are_four_slurm_jobs_and_trials_report_seed_mean
     assert (sweep_dir / "optimization_results.yaml").is_file()
 
 
-def test_killed_sweep_relaunched_ends_with_the_planned_trials_none_lost_or_run_twice(slurm_sweep: SlurmSweep):
+def test_killed_sweeper_relaunched_adopts_the_running_jobs_and_starts_no_twin(slurm_sweep: SlurmSweep):
     args = (
         "+sweep=slot_counts",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.poll_s=1",
+        "trainer.max_steps=8",  # long enough to be running when the sweeper is killed
+        "trainer.val_check_interval=4",
     )
+    sweep_dir = slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes"
     sweeper = slurm_sweep.start(*args)
-    wait_until(
-        "the first trial finishing",
-        lambda: "Trial 0 finished" in slurm_sweep.log.read_text(),
-        slurm_sweep.log,
-    )
+
+    def two_trials_running() -> bool:
+        if not (sweep_dir / "optuna.db").is_file() or len(slurm_sweep.jobs()) < 2:
+            return False
+        trials = load_study(sweep_dir, "slot_counts").trials
+        return sum("jobs" in t.user_attrs for t in trials) == 2
+
+    wait_until("two trials' jobs in SLURM", two_trials_running, slurm_sweep.log)
     sweeper.kill()  # like a login-node session that dies: no clean-up of any kind
     sweeper.wait()
-    before = {p: p.stat().st_mtime_ns for p in slurm_sweep.runs.glob("*/seed*/results.json")}
+    left_running = {
+        t.number: t.user_attrs["jobs"][0]["job_id"] for t in load_study(sweep_dir, "slot_counts").trials
+    }
+    still_queued = set(slurm_sweep.jobs())
+    first_log_end = len(slurm_sweep.log.read_text())
 
-    # Relaunched at once: the second trial's job, if already submitted, still runs without its
-    # sweeper; the relaunch waits for it rather than start a twin on the same run dir.
-    slurm_sweep.run(*args)
+    slurm_sweep.run(*args)  # relaunched at once: the jobs of the killed sweeper still run
 
-    trials = load_study(slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes", "slot_counts").trials
-    completed = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(completed) == 2
-    assert len({t.params["grouper.n_slots"] for t in completed}) == 2
-    retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
-    for trial in trials:
-        if trial.state.name == "FAIL":  # only a trial cut off by the kill, re-run with its params
-            assert trial.number in retried and retried[trial.number].params == trial.params
+    relaunch_log = slurm_sweep.log.read_text()[first_log_end:]
+    for number, job_id in left_running.items():
+        if job_id in still_queued:
+            assert f"Trial {number} was left running by a previous sweeper: adopting job(s) ['{job_id}']" in (
+                relaunch_log
+            )
+    trials = load_study(sweep_dir, "slot_counts").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # exactly n_trials, none lost
+    assert len({t.params["grouper.n_slots"] for t in trials}) == 3
+    assert len(jobs_that_ran(sweep_dir)) == 3  # one SLURM job per trial: no twin
     results = slurm_sweep.results()
-    assert sorted(r["config"]["grouper"]["n_slots"] for r in results) == sorted(
-        t.params["grouper.n_slots"] for t in completed
-    )
-    for trial in completed:
+    for trial in trials:
         (run,) = runs_of(trial, results)
         assert trial.value == pytest.approx(run["metrics"][OBJECTIVE])
-    # No run trained twice: each run dir's training is announced by exactly one job's log, and what
-    # the first launch had finished was only read by the relaunch.
-    sweep_dir = slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes"
+    # No run trained twice: each run dir's training is announced by exactly one job's log.
     job_logs = [p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out")]
     for run in results:
         trained_by = [text for text in job_logs if f"results: {run['run_dir']}/results.json" in text]
         assert len(trained_by) == 1, f"{run['run_dir']} trained by {len(trained_by)} jobs"
-    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_a_pruner_that_prunes_everything_stops_each_job_early_and_reports_seed_means(
+    slurm_sweep: SlurmSweep,
+):
+    max_steps = 40
+    slurm_sweep.run(
+        "+sweep=loss_weights",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0,1]",
+        "hydra.sweeper.poll_s=1",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=2",  # an ARI is at most 1: every trial is pruned at its first report
+        f"trainer.max_steps={max_steps}",
+        "trainer.val_check_interval=2",
+    )
+
+    sweep_dir = slurm_sweep.runs / "sweeps" / "loss_weights" / "shapes"
+    trials = load_study(sweep_dir, "loss_weights").trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]  # n_trials finished, none failed
+    results = slurm_sweep.results()
+    assert len(results) == 4
+    for run in results:  # each job stopped at a validation soon after the stop request
+        assert run["status"] == "pruned" and run["step"] < max_steps and run["steps"] == run["step"]
+        assert run["step"] % 2 == 0 and OBJECTIVE in run["metrics"]
+    for trial in trials:
+        first = min(trial.intermediate_values)
+        assert first == 2
+        seeds = runs_of(trial, results)
+        assert sorted(r["seed"] for r in seeds) == [0, 1]
+        reported = [
+            json.loads(line)["values"][0]
+            for r in seeds
+            for line in (Path(r["run_dir"]) / "validation.jsonl").read_text().splitlines()
+            if json.loads(line)["step"] == first
+        ]
+        assert trial.intermediate_values[first] == pytest.approx(statistics.fmean(reported))
+        assert trial.user_attrs["steps"] == sum(r["steps"] for r in seeds)
+    summary = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert summary.n_pruned == 2 and summary.n_failed == 0
+    assert [row.state for row in summary.trials] == ["PRUNED", "PRUNED"]
 
 
 def test_requeued_job_resumes_from_its_checkpoint_and_ends_at_the_planned_step(

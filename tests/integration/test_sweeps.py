@@ -27,13 +27,22 @@ SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
 
 # value = (x - 0.3)^2 + y + seed / 100; x < 0 raises; y == 3 returns NaN. With objective=[a, b]
-# the task returns (value, -value).
+# the task returns (value, -value). It sleeps sleep_s first, and writes when it ran to times_dir.
 TOY_TASK = """
+import json
 import math
+import time
+from pathlib import Path
+
 import hydra
 
 @hydra.main(version_base="1.3", config_path=".", config_name="toy")
 def main(cfg):
+    start = time.time()
+    time.sleep(cfg.sleep_s)
+    if cfg.times_dir is not None:
+        times = {"start": start, "end": time.time()}
+        (Path(cfg.times_dir) / f"{cfg.x}-{cfg.seed}.json").write_text(json.dumps(times))
     if cfg.x < 0:
         raise ValueError(f"x={cfg.x} must be >= 0")
     if cfg.y == 3:
@@ -47,6 +56,8 @@ TOY_CONFIG = f"""
 x: 0.5
 y: 1
 seed: 0
+sleep_s: 0
+times_dir: null
 objective: [value]
 hydra:
   searchpath: [file://{CONF}]  # slotsweep's hydra/sweeper/optuna and hydra/launcher/local
@@ -152,6 +163,31 @@ def test_relaunch_adopts_a_trial_left_running_and_ends_with_n_trials(toy, tmp_pa
     per_seed = [toy_value(cut_off.params["x"], cut_off.params["y"], seed) for seed in (0, 1)]
     assert adopted.params == cut_off.params and adopted.value == pytest.approx(sum(per_seed) / 2)
     assert [job["seed"] for job in adopted.user_attrs["jobs"]] == [0, 1]
+
+
+def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends(toy, tmp_path: Path):
+    sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
+    sweep_dir.mkdir()
+    times_dir.mkdir()
+    study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    for x, sleep_s in [(0.5, 20), (0.1, 0), (0.2, 0)]:  # asked in this order: one long, two short
+        study.enqueue_trial({"x": x, "sleep_s": sleep_s})
+
+    check_ok(
+        toy(
+            "x=interval(0, 1)",
+            "sleep_s=choice(0, 20)",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_jobs=2",
+            f"times_dir={times_dir}",
+        )
+    )
+
+    ran = {x: json.loads((times_dir / f"{x}-0.json").read_text()) for x in (0.5, 0.1, 0.2)}
+    long, short, third = ran[0.5], ran[0.1], ran[0.2]
+    assert third["start"] > short["end"]  # launched once the short trial had ended ...
+    assert third["start"] < long["end"]  # ... while the long one still ran: no batch barrier
+    assert [t.state.name for t in load_study(sweep_dir).trials] == ["COMPLETE"] * 3
 
 
 def test_failed_and_nan_trials_are_failed_and_the_sweep_goes_on(toy, tmp_path: Path):
@@ -281,6 +317,61 @@ def test_named_sweep_composes_and_sweeps_existing_keys(name: str):
     space = parse_search_space([f"{key}={value}" for key, value in params.items()])
     for key in [*space.distributions, *(f.split("=")[0] for f in space.fixed)]:
         assert OmegaConf.select(cfg, key) is not None, f"sweeps/{name}.yaml sweeps {key}, not a config key"
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_stops_the_search_and_the_top_two_are_confirmed_on_an_extra_seed(
+    data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
+):
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        "-m",
+        "+sweep=slot_counts",
+        "hydra/launcher=local",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.poll_s=0.5",
+        "hydra.sweeper.budget_hours=1e-6",  # spent by the first trial that ends
+        "hydra.sweeper.confirm.top_k=2",
+        "hydra.sweeper.confirm.seeds=[0,1]",  # seed 0 ran in the search: only seed 1 is new
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.data_dir={data_dir}",
+        *two_step_overrides,
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
+
+    check_ok(run)
+    sweep_dir = tmp_path / "runs" / "sweeps" / "slot_counts" / "shapes"
+    trials = load_study(sweep_dir, "slot_counts").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]  # the 2 in flight; 2 never launched
+    summary = read_yaml(sweep_dir / "optimization_results.yaml")
+    assert summary["budget"]["stopped_early"] is True
+    assert summary["budget"]["spent_hours"] == pytest.approx(
+        sum(t.user_attrs["device_seconds"] for t in trials) / 3600
+    )
+    assert "the search stopped early" in run.stdout + run.stderr
+    results = {
+        (r["config"]["grouper"]["n_slots"], r["seed"]): r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/seed*/results.json"))
+    }
+    assert len(results) == 4  # 2 trials x (search seed 0 + confirmation seed 1)
+    ranking = summary["confirmation"]["ranking"]
+    assert sorted(row["trial"] for row in ranking) == [0, 1]
+    for row in ranking:
+        n_slots = trials[row["trial"]].params["grouper.n_slots"]
+        assert row["seeds"] == {
+            seed: pytest.approx(results[(n_slots, seed)]["metrics"]["val/video_fg_ari"]) for seed in (0, 1)
+        }
+        assert all(results[(n_slots, seed)]["device_kind"] == "cpu" for seed in (0, 1))
+    assert [row["mean"] for row in ranking] == sorted((row["mean"] for row in ranking), reverse=True)
+    (test,) = summary["confirmation"]["paired_tests"]
+    assert test["shared_seeds"] == [0, 1]
+    assert summary["confirmation"]["verdict"] in run.stdout + run.stderr
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4  # seed 0 was not re-run
 
 
 @pytest.mark.slow

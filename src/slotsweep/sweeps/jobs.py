@@ -40,11 +40,8 @@ class Jobs(Protocol):
     def submit(self, overrides: list[str], job_num: int) -> str:
         """Start the task with these sweep overrides; return the job's id."""
 
-    def running(self, job_ids: list[str]) -> dict[str, bool]:
-        """{id: still running (or waiting to run)} for these ids."""
-
-    def pending(self, job_ids: list[str]) -> set[str]:
-        """The ids among these that have not started yet (nothing to stop gently)."""
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        """{id: "pending" (not started: queued, or requeued), "running" or "ended"} for these ids."""
 
     def result(self, job_id: str) -> JobReturn:
         """The ended job's JobReturn; raises when the job died without one."""
@@ -112,13 +109,16 @@ class SlurmJobs(_SubmititJobs):
         rows = [line.split() for line in out.stdout.splitlines()] if out.returncode == 0 else []
         return {row[0]: row[1] for row in rows if len(row) == 2}
 
-    def running(self, job_ids: list[str]) -> dict[str, bool]:
+    def states(self, job_ids: list[str]) -> dict[str, str]:
         listed = self._squeue(job_ids)
-        # A job that wrote its result is done even while squeue still shows it completing.
-        return {i: i in listed and not self.paths(i).result_pickle.exists() for i in job_ids}
-
-    def pending(self, job_ids: list[str]) -> set[str]:
-        return {i for i, state in self._squeue(job_ids).items() if state == "PD"}
+        states = {}
+        for job_id in job_ids:
+            # A job that wrote its result is done even while squeue still shows it completing.
+            if job_id not in listed or self.paths(job_id).result_pickle.exists():
+                states[job_id] = "ended"
+            else:
+                states[job_id] = "pending" if listed[job_id] == "PD" else "running"
+        return states
 
     def cancel(self, job_id: str) -> None:
         subprocess.run(["scancel", job_id], check=False, capture_output=True)
@@ -134,18 +134,14 @@ class LocalJobs(_SubmititJobs):
     def _submitted(self, job: Any) -> None:
         self.processes[str(job.job_id)] = job._process
 
-    def running(self, job_ids: list[str]) -> dict[str, bool]:
-        states = {}
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        states = {}  # a subprocess starts at once: never pending
         for job_id in job_ids:
+            # Our own child: poll() also reaps it. A killed sweeper's: reparented, reaped by init.
             process = self.processes.get(job_id)
-            if process is not None:  # our own child: poll() also reaps it
-                states[job_id] = process.poll() is None
-            else:  # a killed sweeper's: reparented, reaped by init once it ends
-                states[job_id] = _pid_alive(int(job_id))
+            alive = process.poll() is None if process is not None else _pid_alive(int(job_id))
+            states[job_id] = "running" if alive else "ended"
         return states
-
-    def pending(self, job_ids: list[str]) -> set[str]:
-        return set()  # a subprocess starts at once
 
     def cancel(self, job_id: str) -> None:
         # submitit's local controller forwards SIGTERM to the task, then kills it.

@@ -70,6 +70,7 @@ class OptunaSweep:
         self.sampler_cfg = settings.sampler
         self.n_trials = n_trials
         self.n_jobs = n_jobs
+        self.batch = settings.batch
         self.seeds: list[int | None] = list(seeds) if seeds is not None else [None]
         self.max_failure_rate = max_failure_rate
         self.study_name = settings.study_name
@@ -159,13 +160,14 @@ class OptunaSweep:
                     f"hydra.sweeper.budget_hours={self.budget_hours} spent ({spent:.4f} device-hours): "
                     f"no new trial is launched; {len(in_flight)} in flight finish"
                 )
-            while stopped is None and len(in_flight) < self.n_jobs and n_finished + len(in_flight) < planned:
+            can_launch = stopped is None and not (self.batch and in_flight)
+            while can_launch and len(in_flight) < self.n_jobs and n_finished + len(in_flight) < planned:
                 trial = study.ask(space.distributions)
                 launched = self._launch(study, trial, space, backend)
                 if launched is None:  # did not compose: failed at once
                     n_finished, n_failed = _finished_counts(study)
                     if n_failed > self.max_failure_rate * planned:
-                        stopped = "failures"
+                        stopped, can_launch = "failures", False
                     continue
                 in_flight[trial.number] = launched
             if not in_flight:
@@ -300,9 +302,9 @@ class OptunaSweep:
     def _poll(self, study: optuna.Study, in_flight: dict[int, TrialJobs], backend: Jobs) -> None:
         """Collect ended jobs, report new intermediate values, prune, and tell ended trials."""
         ids = [job.job_id for trial in in_flight.values() for job in trial.unended() if job.job_id]
-        running = backend.running(ids) if ids else {}
+        states = backend.states(ids) if ids else {}
         for number, trial_jobs in list(in_flight.items()):
-            trial_jobs.collect(backend, running)
+            trial_jobs.collect(backend, states)
             trial = Trial(study, _trial_id(study, number))
             if len(self.directions) == 1 and trial_jobs.stop_requested_at is None:
                 for step, value in trial_jobs.new_intermediate_values():
@@ -377,9 +379,9 @@ class OptunaSweep:
                 in_flight.append(pending.pop(0))
                 in_flight[-1].launch(backend)
             ids = [job.job_id for trial in in_flight for job in trial.unended() if job.job_id]
-            running = backend.running(ids) if ids else {}
+            states = backend.states(ids) if ids else {}
             for trial_jobs in list(in_flight):
-                trial_jobs.collect(backend, running)
+                trial_jobs.collect(backend, states)
                 if trial_jobs.ended:
                     confirmation.store_values(study, trial_jobs)
                     in_flight.remove(trial_jobs)

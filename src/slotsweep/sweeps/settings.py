@@ -151,6 +151,10 @@ class OptunaSweeperConf:
     n_trials: int = 20
     # trials in flight at once (each runs one job per seed); when one ends the next is launched
     n_jobs: int = 1
+    # true: launch n_jobs trials together and ask the next ones only when all have ended (Hydra's
+    # batch behaviour; GPUs wait for the batch's slowest trial, but the sampler's suggestions do
+    # not depend on which trial ended first)
+    batch: bool = False
     # every trial runs one job per seed (override seed=k) and reports the mean; null: one job,
     # with the config's own seed
     seeds: list[int] | None = None

@@ -34,6 +34,7 @@ class SeedJob:
     run_dir: Path | None  # None for a task without slotsweep run dirs (no reports, no cost)
     job_id: str | None = None
     kind: str | None = None  # the backend that started it: "slurm" or "local"
+    state: str = "pending"  # as the backend last said: pending, running or ended
     outcome: tuple[float, ...] | str | None = None
 
     @property
@@ -76,11 +77,12 @@ class TrialJobs:
     def ended(self) -> bool:
         return not self.unended()
 
-    def collect(self, backend: Jobs, running: dict[str, bool]) -> None:
-        """Read the outcome of every job that `running` says has ended."""
+    def collect(self, backend: Jobs, states: dict[str, str]) -> None:
+        """Note each job's state; read the outcome of every job that has ended."""
         for job in self.unended():
             assert job.job_id is not None
-            if running[job.job_id]:
+            job.state = states[job.job_id]
+            if job.state != "ended":
                 continue
             try:
                 job.outcome = self.as_values(backend.result(job.job_id).return_value)
@@ -90,14 +92,15 @@ class TrialJobs:
     def new_intermediate_values(self) -> list[tuple[int, float]]:
         """(step, mean over the seeds that reached it) of steps not yet reported, in step order.
 
-        A step is ready once every seed has reached it or ended (a seed that failed or stopped
-        before it is left out of its mean), so each step is reported once, with its final mean.
+        A step is ready once every running seed has reached it: a seed that ended before it
+        (failed, stopped) or has not started (queued behind others) is left out of its mean and
+        does not hold the trial's pruning back. Each step is reported once.
         """
         reports = {i: read_reports(j.run_dir) for i, j in enumerate(self.jobs) if j.run_dir is not None}
         if len(reports) != len(self.jobs):
             return []
         ready_until = min(
-            math.inf if self.jobs[i].outcome is not None else max(steps, default=-1)
+            max(steps, default=-1) if self.jobs[i].state == "running" else math.inf
             for i, steps in reports.items()
         )
         steps = sorted(
@@ -116,11 +119,12 @@ class TrialJobs:
             for job in self.unended():
                 if job.run_dir is not None:
                     request_stop(job.run_dir, reason)
-        ids = [job.job_id for job in self.unended() if job.job_id is not None]
         late = now - self.stop_requested_at > grace_s
-        for job_id in ids if late or self.jobs[0].run_dir is None else backend.pending(ids):
-            log.warning(f"Trial {self.number}: cancelling job {job_id} ({'late' if late else 'not started'})")
-            backend.cancel(job_id)
+        for job in self.unended():
+            # A pending job cannot read the request, nor can a task without run dirs.
+            if late or job.state == "pending" or job.run_dir is None:
+                log.warning(f"Trial {self.number}: cancelling job {job.job_id} ({job.state})")
+                backend.cancel(job.job_id)
 
     def cost(self) -> dict[str, Any]:
         """{device_seconds, steps, device_kind} summed over the seeds' results.json."""
