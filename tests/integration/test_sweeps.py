@@ -24,6 +24,7 @@ from slotsweep.sweeps.optuna_sweeper import parse_search_space
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+TRAIN_MULTIRUN = [sys.executable, str(REPO / "src" / "train.py"), "-m"]
 HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
 
 # value = (x - 0.3)^2 + y + seed / 100; x < 0 raises; y == 3 returns NaN. With objective=[a, b]
@@ -279,9 +280,7 @@ def test_a_search_space_that_does_not_compose_stops_before_any_trial(toy, tmp_pa
 def test_a_trial_whose_values_do_not_compose_together_fails_before_launch(tmp_path: Path):
     # Each value composes alone (the check before the study), but loss=timesim has no featrec.
     command = [
-        sys.executable,
-        str(REPO / "src" / "train.py"),
-        "-m",
+        *TRAIN_MULTIRUN,
         "hydra/sweeper=optuna",
         "hydra/sweeper/sampler=grid",
         "hydra/launcher=local",
@@ -324,9 +323,7 @@ def test_a_tiny_budget_stops_the_search_and_the_top_two_are_confirmed_on_an_extr
     data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
 ):
     command = [
-        sys.executable,
-        str(REPO / "src" / "train.py"),
-        "-m",
+        *TRAIN_MULTIRUN,
         "+sweep=slot_counts",
         "hydra/launcher=local",
         "hydra.sweeper.n_trials=4",
@@ -379,9 +376,7 @@ def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(
     data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
 ):
     command = [
-        sys.executable,
-        str(REPO / "src" / "train.py"),
-        "-m",
+        *TRAIN_MULTIRUN,
         "+sweep=seeds",
         "seed=0,1",
         "hydra/launcher=local",
