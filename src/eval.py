@@ -3,13 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from slotsweep import training
 from slotsweep.cli import report_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 @report_errors
 def main(cfg: DictConfig) -> dict[str, float]:
+    from slotsweep import training  # torch and Lightning: not needed for --help or a config error
+
     return training.evaluate(cfg)
 
 

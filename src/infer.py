@@ -4,12 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 from slotsweep.cli import report_errors
-from slotsweep.inference import run_inference
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 @report_errors
 def main(cfg: DictConfig) -> None:
+    from slotsweep.inference import run_inference  # torch: not needed for --help or a config error
+
     out = run_inference(cfg)
     print(f"infer: wrote {out / 'overlay.mp4'} and {out / 'masks.npz'}")
 

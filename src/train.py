@@ -4,13 +4,14 @@ import hydra
 from omegaconf import DictConfig
 
 import slotsweep.config  # noqa: F401  (registers the schema that conf/train.yaml extends)
-from slotsweep import training
 from slotsweep.cli import report_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_errors
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
+    from slotsweep import training  # torch and Lightning: not needed for --help or a config error
+
     return training.run(cfg)  # objective(s) for the sweeper; run() owns the run dir and results.json
 
 

@@ -46,12 +46,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import timm
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.lean_timm import timm
 from slotsweep.models.encoder import ViTEncoder
 
 __all__ = [

@@ -97,9 +97,9 @@ def _encoder_weights(encoder: DictConfig) -> str | None:
         return f"sha256:{_file_sha256(Path(encoder.weights))}"
     if not encoder.get("pretrained", False):
         return None
-    from timm.models import get_pretrained_cfg  # only here: aggregation never needs timm
+    from slotsweep.lean_timm import timm  # only here: aggregation never needs timm
 
-    hub = get_pretrained_cfg(encoder.model_name)
+    hub = timm.models.get_pretrained_cfg(encoder.model_name)
     if hub is None:  # not a timm name: building the encoder reports it
         return f"timm:{encoder.model_name}"
     return f"timm:{hub.architecture}.{hub.tag}:{hub.hf_hub_id or hub.url}"

@@ -3,11 +3,11 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from torch import Tensor, nn
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.lean_timm import timm
 from slotsweep.safe_load import refuse_unpickling
 
 __all__ = ["EncoderOutput", "ViTEncoder", "sincos_2d"]
