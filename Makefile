@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision are pinned here (this build machine serves these from disk); pyproject stays loose.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help setup demo test test-all lint format bench wandb-sync clean
+.PHONY: help setup demo test test-all lint format bench dashboard wandb-sync clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ format: setup  ## apply ruff fixes and formatting
 
 bench: setup  ## run the speed benchmarks, tables into benchmarks/results/
 	$(PY) benchmarks/run_all.py
+
+PORT ?= 8080
+dashboard: setup  ## optuna-dashboard on a sweep's study: make dashboard SWEEP=<sweep dir> [PORT=8080]
+	@test -n "$(SWEEP)" || { echo "error: SWEEP= is empty: make dashboard SWEEP=<the sweep's dir>" >&2; exit 2; }
+	$(PY) -m slotsweep.sweeps.dashboard "$(SWEEP)" --port $(PORT)
 
 RUNS_DIR ?= $(or $(SLOTSWEEP_RUNS_DIR),runs)
 wandb-sync: setup  ## upload offline W&B runs under RUNS_DIR (needs an API key and network)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
-from slotsweep.sweeps.storage import STORAGE_FILES, open_storage_file
+from slotsweep.sweeps.storage import find_storage_files, open_storage_file
 
 if TYPE_CHECKING:
     from slotsweep.sweeps.records import Group, Table
@@ -88,8 +88,7 @@ def plot_optuna(sweep_dir: Path, out_dir: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     written = []
-    files = sorted(p for name in STORAGE_FILES for p in sweep_dir.rglob(name))
-    for file in files:
+    for file in find_storage_files(sweep_dir):
         storage = open_storage_file(file)
         for name in optuna.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage)

@@ -12,11 +12,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-__all__ = ["JOURNAL_FILE", "SQLITE_FILE", "STORAGE_FILES", "open_storage", "open_storage_file"]
+__all__ = [
+    "JOURNAL_FILE",
+    "SQLITE_FILE",
+    "STORAGE_FILES",
+    "dashboard_argument",
+    "find_storage_files",
+    "open_storage",
+    "open_storage_file",
+]
 
 SQLITE_FILE = "optuna.db"
 JOURNAL_FILE = "optuna_journal.log"
 STORAGE_FILES = (SQLITE_FILE, JOURNAL_FILE)  # the names open_storage gives the files it makes
+
+
+def find_storage_files(sweep_dir: Path) -> list[Path]:
+    """Every STORAGE_FILES file below sweep_dir (the sweeper writes them into its sweep dir)."""
+    return sorted(p for name in STORAGE_FILES for p in sweep_dir.rglob(name))
+
+
+def dashboard_argument(path: Path) -> str:
+    """The argument that opens one of STORAGE_FILES in optuna-dashboard: a SQLite URL or the journal path."""
+    return f"sqlite:///{path.resolve()}" if path.name == SQLITE_FILE else str(path.resolve())
 
 
 def open_storage_file(path: Path) -> str | BaseStorage:
@@ -37,10 +55,7 @@ def open_storage(storage: str | None, sweep_dir: Path) -> tuple[str | BaseStorag
             file in the sweep dir), or an RDB URL used as it is.
         sweep_dir: the sweep's `hydra.sweep.dir`.
     """
-    if storage is None:
-        path = sweep_dir / SQLITE_FILE
-        return open_storage_file(path), f"sqlite:///{path.resolve()}"
-    if storage == "journal":
-        path = sweep_dir / JOURNAL_FILE
-        return open_storage_file(path), str(path.resolve())
+    if storage in (None, "journal"):
+        path = sweep_dir / (SQLITE_FILE if storage is None else JOURNAL_FILE)
+        return open_storage_file(path), dashboard_argument(path)
     return storage, storage
