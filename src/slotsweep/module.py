@@ -111,7 +111,9 @@ class ObjectCentricModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out, pred = self.predict_masks(batch, batch_idx)
         values = self.compute_losses(out)
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=len(batch["masks"]))
+        # sync_dist: under DDP the logged value is the mean over every rank's clips, not rank 0's
+        batch_size = len(batch["masks"])
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=batch_size, sync_dist=True)
         self.metrics.update(batch["masks"], pred)
 
     def on_validation_epoch_end(self) -> None:
@@ -119,7 +121,7 @@ class ObjectCentricModule(L.LightningModule):
             value = metric.compute().item()
             metric.reset()
             spec, key = METRICS[name], val_key(name)
-            self.log(key, value, prog_bar=spec.prog_bar)
+            self.log(key, value, prog_bar=spec.prog_bar, sync_dist=True)  # equal on all ranks (synced states)
             best = self.best_metrics.get(key)
             if not math.isnan(value) and (best is None or spec.better(value, best)):
                 self.best_metrics[key] = value

@@ -162,10 +162,12 @@ def _train(
     clock: DeviceClock,
 ) -> float | tuple[float, ...]:
     """Fit, validate and write results.json in a claimed run dir (completed, pruned, failed or
-    interrupted)."""
-    runs.write_identity(directory, cfg, exp_id)
-    clear_stop_request(directory)  # left by a job that was cancelled before it could stop
-    (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
+    writer = rank_zero_only.rank == 0
+    if writer:
+        runs.write_identity(directory, cfg, exp_id)
+        clear_stop_request(directory)  # left by a job that was cancelled before it could stop
+        (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     results: dict[str, Any] = {
         "exp_id": exp_id,
         "exp_name": cfg.exp_name,
@@ -200,7 +202,7 @@ def _train(
             best_metrics=module.best_metrics,
             **_cost(clock, trainer),
         )
-        shows_report = cfg.visualize is not None and not reporter.stopped
+        shows_report = writer and cfg.visualize is not None and not reporter.stopped
         if shows_report:  # the demo's table of model vs baselines, and pictures
             report = mask_report(module, datamodule, directory, **cfg.visualize)
             results["mask_report"] = report
@@ -217,13 +219,15 @@ def _train(
             best_metrics=module.best_metrics,
             **_cost(clock, trainer),
         )
-        runs.write_results(directory, results)
+        if writer:
+            runs.write_results(directory, results)
         if trainer is not None:
             tracking.finish_wandb(trainer.logger, exit_code=1)
         raise
     tracking.finish_wandb(trainer.logger, exit_code=0)
-    runs.write_results(directory, results)
-    log.info(f"results: {directory / runs.RESULTS_FILE}")
+    if writer:
+        runs.write_results(directory, results)
+        log.info(f"results: {directory / runs.RESULTS_FILE}")
     if shows_report:
         print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
     return _objective(cfg, results["metrics"])
