@@ -24,14 +24,15 @@ from pathlib import Path
 from _common import REPO, write_table
 from omegaconf import OmegaConf
 
-WAYS = {  # sweep dir name -> (row name, sweeper overrides)
-    "batch": ("batch (n_jobs=2, as Hydra)", ["hydra.sweeper.batch=true"]),
-    "async": ("asynchronous", []),
-    "pruned": (
-        "asynchronous + median pruner",
-        ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=3"],  # 3 full first
-    ),
-}
+
+def ways(startup_trials: int) -> dict[str, tuple[str, list[str]]]:
+    """{sweep dir name: (row name, sweeper overrides)}; the pruner prunes after `startup_trials`."""
+    median = ["hydra/sweeper/pruner=median", f"hydra.sweeper.pruner.n_startup_trials={startup_trials}"]
+    return {
+        "batch": ("batch (n_jobs=2, as Hydra)", ["hydra.sweeper.batch=true"]),
+        "async": ("asynchronous", []),
+        "pruned": ("asynchronous + median pruner", median),
+    }
 
 
 def preset(steps: int) -> list[str]:
@@ -85,11 +86,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--startup-trials", type=int, default=3, help="trials the pruner never prunes")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="where the shapes clips are")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-sweeps-") as root:
-        for slug, (name, overrides) in WAYS.items():
+        for slug, (name, overrides) in ways(args.startup_trials).items():
             result = run_way(name, overrides, args, Path(root) / slug)
             summary = result["summary"]
             std = summary.get("best_value_std")
@@ -105,7 +107,8 @@ def main() -> None:
             "# Sweeps: batch vs asynchronous vs asynchronous + pruning",
             "",
             f"`+sweep=loss_weights` plus `grouper.n_slots=range(3, 12)`, {args.trials} trials x "
-            f"{args.seeds} seeds, TPE (seed 0, 4 random startup trials), n_jobs=2 local subprocesses of "
+            f"{args.seeds} seeds, TPE (seed 0, 4 random startup trials), median pruner after "
+            f"{args.startup_trials} full trials, n_jobs=2 local subprocesses of "
             f"one thread each; the demo preset cut to {args.steps} steps, validated every "
             f"{max(1, args.steps // 6)} steps on 2 batches. Objective: val/video_fg_ari (maximised); best "
             "value: mean ± std over the best trial's seeds. Device-seconds: CPU-seconds of the jobs "
