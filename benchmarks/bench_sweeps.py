@@ -26,11 +26,12 @@ from omegaconf import OmegaConf
 
 
 def ways(startup_trials: int) -> dict[str, tuple[str, list[str]]]:
-    """{sweep dir name: (row name, sweeper overrides)}; the pruner prunes after `startup_trials`."""
-    median = ["hydra/sweeper/pruner=median", f"hydra.sweeper.pruner.n_startup_trials={startup_trials}"]
+    """{sweep dir name: (row name, sweep overrides)}; the pruner prunes after `startup_trials`."""
+    # loss_weights_pruned is loss_weights with the median pruner (sweeps/loss_weights_pruned.yaml)
+    median = ["+sweep=loss_weights_pruned", f"hydra.sweeper.pruner.n_startup_trials={startup_trials}"]
     return {
-        "batch": ("batch (n_jobs=2, as Hydra)", ["hydra.sweeper.batch=true"]),
-        "async": ("asynchronous", []),
+        "batch": ("batch (n_jobs=2, as Hydra)", ["+sweep=loss_weights", "hydra.sweeper.batch=true"]),
+        "async": ("asynchronous", ["+sweep=loss_weights"]),
         "pruned": ("asynchronous + median pruner", median),
     }
 
@@ -51,13 +52,27 @@ def preset(steps: int) -> list[str]:
     ]
 
 
+def warm_data(args: argparse.Namespace, root: Path) -> None:
+    """Generate the preset's shapes clips once, before any timed sweep (jobs would race to)."""
+    fixed = [o for o in preset(args.steps) if not o.startswith("grouper.n_slots=")]
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        *fixed,
+        "trainer.max_steps=1",
+        f"paths.runs_dir={root / 'warm'}",
+        f"paths.data_dir={args.data_dir}",
+    ]
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+
+
 def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir: Path) -> dict:
-    """One sweep; its summary and wall time."""
+    """One sweep; its summary, printed summary table, command and wall time."""
     command = [
         sys.executable,
         str(REPO / "src" / "train.py"),
         "-m",
-        "+sweep=loss_weights",
+        *overrides,
         "hydra/launcher=local",
         f"hydra.sweep.dir={sweep_dir}",
         f"paths.runs_dir={sweep_dir / 'runs'}",
@@ -69,7 +84,6 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
         "hydra.sweeper.sampler.n_startup_trials=4",
         "hydra.sweeper.poll_s=1",
         *preset(args.steps),
-        *overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # 4 jobs share the cores
     start = time.perf_counter()
@@ -78,7 +92,9 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
     if run.returncode != 0:
         raise SystemExit(f"{name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     summary = OmegaConf.to_container(OmegaConf.load(sweep_dir / "optimization_results.yaml"))
-    return {"summary": summary, "wall_s": wall_s}
+    log = run.stdout + run.stderr
+    printed = log[log.index("Sweep summary:\n") :].split("\n\n")[0].split("\n", 1)[1]
+    return {"summary": summary, "wall_s": wall_s, "table": printed, "command": command}
 
 
 def main() -> None:
@@ -91,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-sweeps-") as root:
+        warm_data(args, Path(root))
         for slug, (name, overrides) in ways(args.startup_trials).items():
             result = run_way(name, overrides, args, Path(root) / slug)
             summary = result["summary"]
@@ -117,6 +134,14 @@ def main() -> None:
             "| way | best value | completed / pruned | training steps | device-s | wall (s) |",
             "|---|---|---|---|---|---|",
             *rows,
+            "",
+            "The pruned sweep's own summary (the last way run), as it printed it:",
+            "",
+            "```bash",
+            " ".join(result["command"][1:]).replace(str(REPO) + "/", ""),
+            "```",
+            "",
+            result["table"],
         ]
     )
     print(table)
