@@ -47,11 +47,12 @@ def main() -> None:
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-cache-") as cache:
-        for source, cache_setting in [("encoder in the loop", "null"), ("cached", cache)]:
+        for source, cache_setting in [("encoder in the loop", "false"), ("cached", "true")]:
             for precision in PRECISIONS:
                 cfg = compose_train(
                     *overrides,
-                    f"encoder.cache={cache_setting}",
+                    f"cache={cache_setting}",
+                    f"paths.features_dir={cache}",
                     f"trainer.precision={precision}",
                     data_dir=args.data_dir,
                 )

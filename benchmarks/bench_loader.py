@@ -1,7 +1,7 @@
 """Data loader throughput with 0, 1 and 2 workers vs what a training step consumes (shapes default).
 
 Run: `.venv/bin/python benchmarks/bench_loader.py` (about 2 min on 2 loaded cores). Both sources a
-training run can read: decoded frames (the default) and cached encoder outputs (`encoder.cache`).
+training run can read: decoded frames (the default) and cached encoder outputs (`cache=true`).
 Prints one Markdown table and writes it to benchmarks/results/loader.md.
 """
 
@@ -27,7 +27,7 @@ def loader_clips_per_s(cfg) -> float:
     batches = iter(datamodule.train_dataloader())
     next(batches)  # workers start and fill their prefetch queues
     start = time.perf_counter()
-    clips = sum(len(next(batches)["features" if cfg.encoder.cache else "video"]) for _ in range(N_BATCHES))
+    clips = sum(len(next(batches)["features" if cfg.cache else "video"]) for _ in range(N_BATCHES))
     return clips / (time.perf_counter() - start)
 
 
@@ -37,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-cache-") as cache:
-        for source, cache_setting in [("frames", "null"), ("cached features", cache)]:
-            overrides = [*OVERRIDES, f"encoder.cache={cache_setting}"]
+        for source, cache_setting in [("frames", "false"), ("cached features", "true")]:
+            overrides = [*OVERRIDES, f"cache={cache_setting}", f"paths.features_dir={cache}"]
             base = compose_train(*overrides, data_dir=args.data_dir)
             step = time_training_steps(base, N_STEPS)  # the model's pace, loading included
             consumed = base.dataset.batch_size * step.steps_per_s
@@ -59,7 +59,7 @@ def main() -> None:
             f"and 2 worker processes, over {N_BATCHES} batches; the step's consumption is batch size x "
             f"training steps/s on CPU (fastest of {N_STEPS}, fp32). Frames: memory-mapped uint8 clips, "
             "normalised per sample; cached features: memory-mapped float16 encoder outputs "
-            "(`encoder.cache`). Headroom = delivered / consumed: above 1 the loader is never the "
+            "(`cache=true`). Headroom = delivered / consumed: above 1 the loader is never the "
             "bottleneck (with 0 workers loading and stepping take turns, so the step also pays "
             "1/headroom of its time for it). With 0 workers the samples are made in the main "
             "process, whose torch thread pool spin-waits on tiny ops when the machine is loaded; "

@@ -1,4 +1,4 @@
-"""Training steps per second: cached encoder outputs (`encoder.cache`) vs the encoder in the loop.
+"""Training steps per second: cached encoder outputs (`cache=true`) vs the encoder in the loop.
 
 Run: `.venv/bin/python benchmarks/bench_train_steps.py` (about 4 min on 2 loaded cores, most of it
 the reference-sized encoder). Same model, same config, same batches; only where the encoder's outputs
@@ -29,7 +29,7 @@ def measure(overrides: list[str], n_steps: int, data_dir: str) -> tuple[StepTime
     """(encoder in the loop, cached) step times; the cache is built into a fresh directory."""
     in_loop = time_training_steps(compose_train(*overrides, data_dir=data_dir), n_steps)
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-cache-") as cache:
-        cfg = compose_train(*overrides, f"encoder.cache={cache}", data_dir=data_dir)
+        cfg = compose_train(*overrides, "cache=true", f"paths.features_dir={cache}", data_dir=data_dir)
         cached = time_training_steps(cfg, n_steps)
     cached.build_s -= in_loop.build_s  # what the cache added to building the task
     return in_loop, cached
@@ -56,7 +56,7 @@ def main() -> None:
             "",
             "Lightning training steps on CPU (forward, backward, clipping, Adam, data loading), fp32, "
             "the same model and batches both ways: the encoder in the loop runs the frozen ViT on "
-            "every batch; cached (`encoder.cache=<dir>`) reads its float16 outputs from disk. Steps/s "
+            "every batch; cached (`cache=true`) reads its float16 outputs from disk. Steps/s "
             "from the fastest of the timed steps (after two untimed ones); CPU speedup from the CPU "
             "time per step (the work done, which other jobs on a shared machine barely change). "
             "Cache build: encoding the train and val splits once, then reused by every run and sweep "

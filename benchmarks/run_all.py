@@ -1,7 +1,7 @@
 """Run every benchmark (`make bench`); each prints its table and writes benchmarks/results/<name>.md.
 
 Each runs in its own process, so one's settings (the metrics benchmark's single thread) do not leak
-into the next. About 12 minutes on 2 loaded cores; the GPU benchmark skips itself without CUDA.
+into the next. About 16 minutes on 2 loaded cores; the GPU benchmark skips itself without CUDA.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "bench_metrics.py",
     "bench_train_steps.py",
+    "bench_shard_cache.py",
     "bench_loader.py",
     "bench_gpu.py",
     "bench_sweeps.py",

@@ -1,31 +1,33 @@
 """Frozen-feature cache: the encoder's outputs for every stored clip, computed once, read by every run.
 
 The encoder is frozen, so its outputs for a frame never change: a sweep of 100 trials need not run
-the ViT over the same frames 100 times. With `encoder.cache=true` (or a directory) the task builder
-encodes each split once and the datamodule then yields `features` and `keys` (T, P, D) float16
+the ViT over the same frames 100 times. With `cache=true` the task builder encodes each split once
+(into `paths.features_dir`) and the datamodule then yields `features` and `keys` (T, P, D) float16
 instead of `video`; the model skips its encoder (`ObjectCentricModel.forward(features=...)`).
 
-What is cached, per split: block-N tokens and attention keys of every frame of every stored clip,
-as float16 (N, V, T, P, D) arrays, V = 2 when the split flips clips at random (dataset.hflip=true):
-flipping ViT tokens is not exact (each patch's content flips inside the patch), so the flipped
-frames are encoded too, and a flipped sample reads the flipped variant: the same augmentation as
-from images, at twice the build time and disk. A random window of frames reads those frames of the
-stored clip, which is exact. Not cached: anything a datamodule does at random to the pixels beyond
-picking frames and flipping (no such datamodule offers a cache).
+What is cached, per split: block-N tokens and attention keys of every frame of every stored clip
+in each of its V *views*, as float16. A view is one of the finite set of deterministic images a
+datamodule makes of a frame: a crop position and a flip. Flipping ViT tokens is not exact (each
+patch's content flips inside the patch), nor is cropping them, so every view is encoded, and a
+sample reads the view its random draw picked: the same augmentation as from images, at V times the
+build time and disk. A random window of frames reads those frames of the stored clip, which is
+exact. What a datamodule cannot reduce to a finite set of views (a crop at any offset) it cannot
+serve from the cache, and it says which setting makes the set finite.
 
 Identity: a directory `<root>/<split>-<digest>/` per split, the digest a hash of everything that
-decides the features: the dataset's content and deterministic transform (from the datamodule), the
-split's flipping, the encoder config (the weights path left out) and a hash of the encoder's weights
-(whatever their source), the timm and torch versions, and the storage format. Another setting is
-another directory; the manifest inside repeats the full description and is checked on every load.
+decides the features: the dataset's content and deterministic transform (from the datamodule), its
+views, the encoder config (the weights path left out) and a hash of the encoder's weights (whatever
+their source), the timm and torch versions, and the storage format. Another setting is another
+directory; the manifest inside repeats the full description and is checked on every load. Where
+the directories live (`paths.features_dir`) is no part of the identity.
 
 Concurrency: a directory appears complete or not at all (written under a temporary name, then
 renamed), and builders of the same directory take turns on a lock file, so parallel sweep trials
 build it once and the others wait, then read it.
 
-The datamodule side is two methods, implemented by `slotsweep.data.shapes.ShapesDataModule`:
-- `feature_cache_sources() -> dict[str, ClipSource]`: what to encode, per split;
-- `use_feature_cache(stores: dict[str, FeatureStore])`: from now on, read features from these.
+The datamodule side is the `CachedClipSource` protocol: `feature_cache_sources()` says what to
+encode, per split, and `use_feature_cache(stores)` switches the loaders to the stores. This module
+knows no dataset and no model class: the encoder is any `FrameEncoder` the task builder hands in.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -41,103 +44,154 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.errors import SlotsweepError
-from slotsweep.lean_timm import timm
-from slotsweep.models.encoder import ViTEncoder
 
 __all__ = [
+    "CachedClipSource",
     "ClipSource",
+    "ClipViews",
     "FORMAT_VERSION",
     "FeatureStore",
+    "FrameEncoder",
     "attach_feature_cache",
-    "cache_root",
     "cached_split",
     "encoder_identity",
+    "feature_cache_sources",
 ]
 
 log = logging.getLogger(__name__)
 
 # Bump when what is stored or how it is laid out changes: older directories then get another digest.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DTYPE = np.float16  # half the bytes of float32; DINO block outputs stay far inside its range
 _ARRAYS = ("features", "keys")
 MANIFEST = "manifest.json"
-_NOT_FROZEN = (
-    "encoder.cache needs a frozen encoder (its outputs are computed once): set encoder.frozen=true "
-    "or encoder.cache=null"
+CLIPS = "clips.json"
+NOT_FROZEN = (
+    "cache=true needs a frozen encoder (its outputs are computed once): "
+    "set encoder.frozen=true or cache=false"
 )
+
+
+class FrameEncoder(Protocol):
+    """What the cache needs of an encoder (slotsweep.models.encoder.ViTEncoder is one)."""
+
+    frozen: bool
+    n_patches: int  # P
+    feat_dim: int  # D
+
+    def __call__(self, images: Tensor) -> Any:
+        """images (B, 3, H, W) -> an output with `features` and `keys`, each (B, P, D)."""
+
+    def state_dict(self) -> Mapping[str, Tensor]: ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def to(self, device: torch.device) -> Any: ...
+
+
+class ClipViews(NamedTuple):
+    """One stored clip as the cache encodes it.
+
+    views: (V, T, 3, S, S) float32, every view of every frame, transformed deterministically.
+    meta: JSON-able facts the datamodule reads back to serve samples without the pixels (which
+        shard or file the clip came from, its frame size); the store adds `n_frames` = T.
+    """
+
+    views: Tensor
+    meta: dict[str, Any]
 
 
 class ClipSource(NamedTuple):
     """What a datamodule offers the cache for one split.
 
-    identity: JSON-able description of everything that decides the encoder's input frames: the
-        dataset's content and its deterministic transform (resolution, normalisation), not the
-        random augmentation.
-    clips: item i is {"video": (T, 3, H, W) float32}: every frame of stored clip i, transformed
-        deterministically, unflipped.
-    hflip: the split flips whole clips horizontally at random; the flipped frames are encoded too.
+    identity: JSON-able description of everything that decides the views' pixels: the dataset's
+        content and its deterministic transform (resolution, normalisation, the views), not the
+        random draws.
+    clips: every stored clip of the split, in a fixed order (read lazily: only a build iterates).
+    n_views: V, views per frame (e.g. 2: unflipped and flipped).
     """
 
     identity: dict[str, Any]
-    clips: Dataset
-    hflip: bool
+    clips: Iterable[ClipViews]
+    n_views: int
+
+
+@runtime_checkable
+class CachedClipSource(Protocol):
+    """A datamodule that the feature cache can serve (the datamodule contract's cache part)."""
+
+    def feature_cache_sources(self, stage: str | None = None) -> dict[str, ClipSource]:
+        """{split: source} of every split its loaders read at `stage` (Lightning's; None = all),
+        after `setup(stage)`; raises SlotsweepError (naming the dataset key to set) when its
+        augmentation has no finite set of views."""
+
+    def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:
+        """From now on, yield {"features", "keys"} read from `stores` ({split: store}) instead of
+        "video"; every other batch entry (masks, rgb) stays as it was."""
 
 
 class FeatureStore:
     """One split's cached encoder outputs, memory-mapped (opened lazily in each loader worker).
 
+    Frames of all clips lie one after another: features and keys are (F, V, P, D) float16, F the
+    total frame count; clip i holds rows offsets[i]:offsets[i + 1].
+
     Args:
-        directory: a complete cache directory (manifest + arrays).
+        directory: a complete cache directory (manifest, clips.json, arrays).
         spec: the description the caller expects; a manifest that says otherwise is an error.
     """
 
     def __init__(self, directory: Path, spec: dict[str, Any]) -> None:
         self.directory = Path(directory)
-        manifest_path = self.directory / MANIFEST
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as err:
-            raise SlotsweepError(
-                f"feature cache {self.directory} has no readable {MANIFEST} ({err}); delete the "
-                "directory to rebuild it"
-            ) from err
+        manifest = self._json(MANIFEST)
         expected = _normalised(spec)
         if manifest.get("spec") != expected:
             differing = sorted(k for k in expected if manifest.get("spec", {}).get(k) != expected[k])
             raise SlotsweepError(
                 f"feature cache {self.directory} was made for another setting (differs in "
-                f"{differing or 'keys'}); delete the directory, or point encoder.cache elsewhere"
+                f"{differing or 'keys'}); delete the directory, or point paths.features_dir elsewhere"
             )
-        self.shape = tuple(manifest["shape"])  # (N, V, T, P, D)
+        self.shape = tuple(manifest["shape"])  # (F, V, P, D)
+        self.clips: list[dict[str, Any]] = self._json(CLIPS)
+        self.offsets = np.cumsum([0] + [clip["n_frames"] for clip in self.clips])  # (N + 1,)
+        if self.offsets[-1] != self.shape[0]:
+            raise SlotsweepError(
+                f"feature cache {self.directory}: {CLIPS} counts {self.offsets[-1]} frames, the "
+                f"manifest {self.shape[0]}; delete the directory to rebuild it"
+            )
         self._arrays: dict[str, np.ndarray] | None = None
         self._open()  # fail now, not in a worker, if an array is missing or truncated
 
+    def _json(self, name: str) -> Any:
+        path = self.directory / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SlotsweepError(
+                f"feature cache file {path} is unreadable ({err}); delete {self.directory} to rebuild it"
+            ) from err
+
     def _open(self) -> dict[str, np.ndarray]:
         arrays = {}
+        n_bytes = int(np.prod(self.shape)) * np.dtype(_DTYPE).itemsize
         for name in _ARRAYS:
-            path = self.directory / f"{name}.npy"
-            try:
-                array = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as err:
+            path = self.directory / f"{name}.f16"
+            size = path.stat().st_size if path.is_file() else None
+            if size != n_bytes:
                 raise SlotsweepError(
-                    f"feature cache file {path} is unreadable ({err}); delete {self.directory} to rebuild it"
-                ) from err
-            if array.shape != self.shape or array.dtype != _DTYPE:
-                raise SlotsweepError(
-                    f"feature cache file {path} is {array.dtype} {array.shape}, its manifest says "
-                    f"{np.dtype(_DTYPE)} {self.shape}; delete {self.directory} to rebuild it"
+                    f"feature cache file {path} has {size} bytes, its manifest says {n_bytes} "
+                    f"({np.dtype(_DTYPE)} {self.shape}); delete {self.directory} to rebuild it"
                 )
-            arrays[name] = array
+            arrays[name] = np.memmap(path, dtype=_DTYPE, mode="r", shape=self.shape)
         self._arrays = arrays
         return arrays
 
@@ -146,49 +200,46 @@ class FeatureStore:
         return {**self.__dict__, "_arrays": None}
 
     def __len__(self) -> int:
-        return self.shape[0]
+        return len(self.clips)
 
     @property
-    def n_variants(self) -> int:
-        """V: 2 when flipped frames are stored too, else 1."""
+    def n_views(self) -> int:
+        """V: views stored per frame."""
         return self.shape[1]
 
-    def read(self, index: int, frames: slice, flipped: bool = False) -> dict[str, Tensor]:
-        """{"features", "keys"}: (t, P, D) float16 for frames `frames` of clip `index`."""
-        if flipped and self.n_variants < 2:
-            raise ValueError(f"{self.directory} holds no flipped frames (built without hflip)")
+    def read(self, index: int, frames: slice, view: int = 0) -> dict[str, Tensor]:
+        """{"features", "keys"}: (t, P, D) float16 for frames `frames` of clip `index` in `view`."""
+        if not 0 <= view < self.n_views:
+            raise ValueError(f"{self.directory} holds views 0..{self.n_views - 1}, not view {view}")
+        first, end = self.offsets[index], self.offsets[index + 1]
+        rows = range(first, end)[frames]
         arrays = self._arrays if self._arrays is not None else self._open()
         # np.array copies out of the read-only map, which torch refuses to wrap
-        return {k: torch.from_numpy(np.array(a[index, int(flipped), frames])) for k, a in arrays.items()}
+        return {k: torch.from_numpy(np.array(a[rows.start : rows.stop, view])) for k, a in arrays.items()}
 
 
-def cache_root(setting: bool | str | None, data_dir: str | Path, frozen: bool) -> Path | None:
-    """Where `encoder.cache` puts caches: None when off, <data_dir>/features for true, else the path.
+def feature_cache_sources(datamodule: object, stage: str | None = None) -> dict[str, ClipSource]:
+    """The datamodule's clip sources, or one line saying it cannot be cached.
 
-    Checks the setting first, so that a bad one fails before the encoder loads.
+    Cheap (nothing is read yet): called before the encoder is built, so a datamodule without a
+    cache, or an augmentation without a finite set of views, fails before a ViT loads.
     """
-    if setting is None or setting is False:
-        return None
-    if not frozen:
-        raise SlotsweepError(_NOT_FROZEN)
-    if setting is True:
-        return Path(data_dir) / "features"
-    if isinstance(setting, str) and setting:
-        return Path(setting)
-    raise SlotsweepError(
-        f"encoder.cache={setting!r} is invalid: use null (off), true (<paths.data_dir>/features) "
-        "or a directory"
-    )
+    if not isinstance(datamodule, CachedClipSource):
+        raise SlotsweepError(
+            f"cache=true is not supported by {type(datamodule).__name__} (it does not implement "
+            "slotsweep.cache.CachedClipSource); set cache=false"
+        )
+    return datamodule.feature_cache_sources(stage)
 
 
-def encoder_identity(encoder: ViTEncoder, config: dict[str, Any]) -> dict[str, Any]:
+def encoder_identity(encoder: FrameEncoder, config: dict[str, Any]) -> dict[str, Any]:
     """What decides the encoder's outputs: its config, a hash of its weights, timm and torch versions.
 
     Args:
         encoder: the built encoder; its state dict is hashed, so hub weights, a local file and a
             seeded random init are all told apart by content, not by name.
-        config: the encoder's config (`encoder.*`), without `cache`; `weights` (a path, which may
-            differ between machines for the same file) is left out.
+        config: the encoder's config (`encoder.*`); `weights` (a path, which may differ between
+            machines for the same file) is left out.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):
@@ -196,9 +247,9 @@ def encoder_identity(encoder: ViTEncoder, config: dict[str, Any]) -> dict[str, A
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(torch.uint8).numpy())  # the raw bytes, for any dtype
     return {
-        "config": {k: v for k, v in config.items() if k not in ("cache", "weights")},
+        "config": {k: v for k, v in config.items() if k != "weights"},
         "weights_sha256": digest.hexdigest(),
-        "timm": timm.__version__,
+        "timm": importlib.metadata.version("timm"),
         "torch": torch.__version__.split("+")[0],  # the CPU and CUDA builds compute the same features
     }
 
@@ -224,7 +275,7 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def cached_split(
-    encoder: ViTEncoder,
+    encoder: FrameEncoder,
     source: ClipSource,
     split: str,
     root: Path,
@@ -244,13 +295,13 @@ def cached_split(
         batch_frames: frames per encoder call.
     """
     if not encoder.frozen:
-        raise SlotsweepError(_NOT_FROZEN)
+        raise SlotsweepError(NOT_FROZEN)
     spec = {
         "format_version": FORMAT_VERSION,
         "dtype": np.dtype(_DTYPE).name,
         "split": split,
         "data": source.identity,
-        "hflip": source.hflip,
+        "n_views": source.n_views,
         "encoder": encoder_identity(encoder, encoder_config),
     }
     directory = Path(root) / f"{split}-{_digest(spec)}"
@@ -265,51 +316,70 @@ def cached_split(
     return FeatureStore(directory, spec)
 
 
+def _encoded_rows(
+    encoder: FrameEncoder, clips: Iterable[ClipViews], n_views: int, device: torch.device, batch_frames: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(features, keys), each (n, P, D), of every clip's frames in (T, V) order, in batches of
+    `batch_frames` frames that run across clip boundaries (images are one frame each)."""
+    pending: list[Tensor] = []
+    n_pending = 0
+    for clip in clips:
+        V, T = clip.views.shape[:2]
+        if n_views != V:
+            raise SlotsweepError(f"clip {clip.meta} has {V} views, its source declares {n_views}")
+        pending.append(clip.views.transpose(0, 1).flatten(0, 1))  # (T·V, 3, S, S), frame-major
+        n_pending += T * V
+        while n_pending >= batch_frames:
+            frames = torch.cat(pending)
+            pending, n_pending = [frames[batch_frames:]], n_pending - batch_frames
+            out = encoder(frames[:batch_frames].to(device))
+            yield out.features, out.keys
+    if n_pending:
+        out = encoder(torch.cat(pending).to(device))
+        yield out.features, out.keys
+
+
 def _build(
-    encoder: ViTEncoder,
+    encoder: FrameEncoder,
     source: ClipSource,
     spec: dict[str, Any],
     directory: Path,
     device: torch.device,
     batch_frames: int,
 ) -> None:
-    """Encode every clip (and its flip) into a temporary directory, then rename it into place."""
+    """Encode every clip's views into a temporary directory, then rename it into place."""
     start = time.perf_counter()
-    N, V = len(source.clips), 2 if source.hflip else 1
-    T = source.clips[0]["video"].shape[0]
-    P, D = encoder.n_patches, encoder.feat_dim
-    shape = (N, V, T, P, D)
-    mib = 2 * np.prod(shape) * np.dtype(_DTYPE).itemsize / 2**20
-    flip_note = " and their horizontal flips (dataset.hflip=true)" if V == 2 else ""
+    V, P, D = source.n_views, encoder.n_patches, encoder.feat_dim
     split = spec["split"]
-    log.info(f"feature cache: encoding {N} {split} clips of {T} frames{flip_note} ({mib:.0f} MiB)")
+    log.info(f"feature cache: encoding the {split} clips, {V} view(s) per frame, into {directory}")
     tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
     home = next(encoder.parameters()).device
+    clips: list[dict[str, Any]] = []
+
+    def listed(items: Iterable[ClipViews]) -> Iterator[ClipViews]:
+        for clip in items:
+            clips.append({**clip.meta, "n_frames": clip.views.shape[1]})
+            yield clip
+
     try:
-        arrays = {
-            name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=_DTYPE, shape=shape)
-            for name in _ARRAYS
-        }
-        loader = DataLoader(source.clips, batch_size=max(1, batch_frames // (T * V)))
         encoder.to(device)
-        first = 0
-        with torch.no_grad():
-            for batch in loader:
-                video = batch["video"]  # (b, T, 3, H, W)
-                b = len(video)
-                for variant in range(V):
-                    frames = (video.flip(-1) if variant else video).flatten(0, 1).to(device)
-                    out = encoder(frames)  # (b·T, P, D) each
-                    for name, value in (("features", out.features), ("keys", out.keys)):
-                        arrays[name][first : first + b, variant] = _to_storage(name, value, (b, T, P, D))
-                first += b
-        for array in arrays.values():
-            array.flush()
-        del arrays
+        with contextlib.ExitStack() as files, torch.no_grad():
+            sinks: dict[str, BinaryIO] = {
+                name: files.enter_context(open(tmp / f"{name}.f16", "wb")) for name in _ARRAYS
+            }
+            rows = _encoded_rows(encoder, listed(source.clips), V, device, batch_frames)
+            for features, keys in rows:
+                for name, value in (("features", features), ("keys", keys)):
+                    sinks[name].write(_to_storage(name, value).tobytes())
+        n_frames = sum(clip["n_frames"] for clip in clips)
+        if n_frames == 0:
+            raise SlotsweepError(f"feature cache: the {split} split has no clips to encode")
+        (tmp / CLIPS).write_text(json.dumps(clips))
         manifest = {
             "spec": _normalised(spec),
-            "shape": list(shape),
+            "shape": [n_frames, V, P, D],
+            "n_clips": len(clips),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(),
             "build_seconds": round(time.perf_counter() - start, 1),
@@ -327,43 +397,41 @@ def _build(
         raise
     finally:
         encoder.to(home)
-    log.info(f"feature cache: {directory} built in {time.perf_counter() - start:.1f}s")
+    mib = 2 * n_frames * V * P * D * np.dtype(_DTYPE).itemsize / 2**20
+    seconds = time.perf_counter() - start
+    log.info(f"feature cache: {len(clips)} {split} clips ({mib:.0f} MiB) built in {seconds:.1f}s")
 
 
-def _to_storage(name: str, value: Tensor, shape: tuple[int, ...]) -> np.ndarray:
-    """(b·T, P, D) encoder output -> (b, T, P, D) float16 numpy, refusing values float16 cannot hold."""
+def _to_storage(name: str, value: Tensor) -> np.ndarray:
+    """(n, P, D) encoder output -> float16 numpy, refusing values float16 cannot hold."""
     peak = float(value.abs().amax())
     if not peak < float(np.finfo(_DTYPE).max):  # also NaN
         raise SlotsweepError(
             f"encoder {name} reach {peak:g}, beyond float16's range: this encoder's outputs cannot "
-            "be cached; set encoder.cache=null"
+            "be cached; set cache=false"
         )
-    return value.reshape(shape).to(torch.float16).cpu().numpy()
+    return value.to(torch.float16).cpu().numpy()
 
 
 def attach_feature_cache(
-    datamodule: Any,
-    encoder: ViTEncoder,
+    datamodule: CachedClipSource,
+    sources: dict[str, ClipSource],
+    encoder: FrameEncoder,
     root: Path,
     encoder_config: dict[str, Any],
     device: str | torch.device = "cpu",
 ) -> dict[str, FeatureStore]:
-    """Encode (or find) every split the datamodule offers and make it read features from them.
+    """Encode (or find) every split in `sources` and make the datamodule read features from them.
 
     Args:
-        datamodule: implements `feature_cache_sources()` and `use_feature_cache(stores)`.
+        datamodule: where `sources` came from (:func:`feature_cache_sources`).
         encoder, root, encoder_config, device: as in :func:`cached_split`.
     Returns:
         {split: store}.
     """
-    if not hasattr(datamodule, "feature_cache_sources"):
-        raise SlotsweepError(
-            f"encoder.cache is not supported by {type(datamodule).__name__} (it has no "
-            "feature_cache_sources()); set encoder.cache=null"
-        )
     stores = {
         split: cached_split(encoder, source, split, root, encoder_config, device)
-        for split, source in datamodule.feature_cache_sources().items()
+        for split, source in sources.items()
     }
     datamodule.use_feature_cache(stores)
     return stores

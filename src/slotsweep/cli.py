@@ -15,13 +15,28 @@ from hydra.types import RunMode
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["exit_with_error", "report_errors"]
+__all__ = ["MOVED_KEYS", "exit_with_error", "refuse_moved_keys", "report_errors"]
 
 
 def exit_with_error(error: BaseException | str) -> NoReturn:
     """Bad input: one `error: ...` line on stderr, exit code 2 (what every entry point promises)."""
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+
+
+# Keys that moved, with what to write instead: Hydra's own error for them ("Could not override")
+# does not say where they went.
+MOVED_KEYS = {
+    "encoder.cache": "cache=true (the location is paths.features_dir=<dir>): the cache is no encoder setting",
+}
+
+
+def refuse_moved_keys(overrides: list[str]) -> None:
+    """Exit with one line if a command-line override sets a key of MOVED_KEYS."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in MOVED_KEYS:
+            exit_with_error(f"{override}: {key} is gone; use {MOVED_KEYS[key]}")
 
 
 def _user_error(error: BaseException | None) -> SlotsweepError | None:

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from slotsweep.cache import NOT_FROZEN
 from slotsweep.errors import SlotsweepError
 from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
@@ -34,6 +35,8 @@ class TrainConfig:
     allow_pickle: bool = False
     sweep: str | None = None  # name of the sweep this run belongs to (tags, aggregation)
     visualize: Any = None  # pictures written at the end (demo)
+    # train from the frozen encoder's outputs, encoded once into paths.features_dir (slotsweep.cache)
+    cache: bool = False
     paths: Any = MISSING
     encoder: Any = MISSING
     grouper: Any = MISSING
@@ -77,6 +80,8 @@ def check_config(cfg: DictConfig) -> None:
             f"encoder.weights={weights} does not exist: give the path of a local weights file "
             "(.safetensors/.pth) or set encoder.weights=null"
         )
+    if cfg.cache and not cfg.encoder.frozen:
+        raise SlotsweepError(NOT_FROZEN)
     if cfg.checkpoint_every_n_steps < 1:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:

@@ -54,7 +54,6 @@ NON_RESULT_KEYS = (
     "dataset.root",  # where a video folder lives, not what it holds
     "dataset.convert_command",  # help text of the missing-data error
     "encoder.weights",  # enters by content (identity(): the file's sha256), never by path
-    "encoder.cache",  # enters as on/off (float16 features), not by location
 )
 
 
@@ -118,12 +117,12 @@ def _file_sha256(path: Path) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """Everything that decides a run's result, and nothing else: the resolved config without
-    NON_RESULT_KEYS, plus the encoder weights by content, the cache on/off and the total batch."""
+    NON_RESULT_KEYS, plus the encoder weights by content and the total batch. `cache` (float16 features) is a
+    result key; where the cache lives (paths.features_dir) is not."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_RESULT_KEYS:
         _drop(tree, key)
     tree["encoder"]["weights_identity"] = _encoder_weights(cfg.encoder)
-    tree["encoder"]["cached"] = cfg.encoder.get("cache") not in (None, False)
     tree["total_batch_size"] = total_batch_size(cfg)
     return tree
 

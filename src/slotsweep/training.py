@@ -23,7 +23,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import runs, tracking
-from slotsweep.cache import attach_feature_cache, cache_root
+from slotsweep.cache import attach_feature_cache, feature_cache_sources
 from slotsweep.callbacks import VerifiedCheckpoint
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.config import check_config
@@ -79,11 +79,12 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
     log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
     datamodule = instantiate(cfg.dataset)
     datamodule.setup(stage)
-    cache_dir = cache_root(cfg.encoder.cache, cfg.paths.data_dir, cfg.encoder.frozen)  # before the ViT
+    sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
     model, losses = build_model(cfg)
-    if cache_dir is not None:  # after loading: the cache is keyed by the encoder weights in use
+    if sources is not None:  # after loading: the cache is keyed by the encoder weights in use
         encoder_config = OmegaConf.to_container(cfg.encoder, resolve=True)
-        attach_feature_cache(datamodule, model.encoder, cache_dir, encoder_config, _cache_device(cfg))
+        root = Path(cfg.paths.features_dir)
+        attach_feature_cache(datamodule, sources, model.encoder, root, encoder_config, _cache_device(cfg))
     module = ObjectCentricModule(
         model=model,
         losses=losses,

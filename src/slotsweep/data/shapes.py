@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from slotsweep.cache import ClipSource, FeatureStore
+from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.data.arguments import check, is_int
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
@@ -461,13 +461,21 @@ class ShapesClips(Dataset):
         if self.features is None:
             sample = {"video": self._resize(frames_to_tensor(frames))}  # (T, 3, S, S)
         else:
-            sample = self.features.read(index, window, flipped)  # features, keys: (T, P, D)
+            sample = self.features.read(index, window, int(flipped))  # features, keys: (T, P, D)
         if self.n_mask_channels is not None:
             ids = torch.from_numpy(np.array(masks)).long()  # (T, H, W)
             one_hot = F.one_hot(ids, self.n_mask_channels)  # (T, H, W, K)
             sample["masks"] = one_hot.permute(0, 3, 1, 2).bool()  # (T, K, H, W)
             sample["rgb"] = torch.from_numpy(np.array(frames))  # (T, H, W, 3)
         return sample
+
+
+def _clip_views(clips: ShapesClips, hflip: bool) -> Iterator[ClipViews]:
+    """Each whole clip's views for the feature cache: (V, T, 3, S, S), the flip second."""
+    for index in range(len(clips)):
+        video = clips[index]["video"]  # (T, 3, S, S)
+        views = torch.stack([video, video.flip(-1)]) if hflip else video[None]
+        yield ClipViews(views, {"clip": index})
 
 
 class ShapesDataModule(L.LightningDataModule):
@@ -477,7 +485,7 @@ class ShapesDataModule(L.LightningDataModule):
     Val batches add {"masks": (B, T, K, H, W) bool with K = n_objects_max + 1 and channel 0 the
     background, "rgb": (B, T, H, W, 3) uint8} over full clips of T = n_frames frames, every val clip
     exactly once, in order. Generator args are documented on `ShapesParams`. After
-    `use_feature_cache` (slotsweep.cache, `encoder.cache=...`) batches hold the frozen encoder's
+    `use_feature_cache` (slotsweep.cache, `cache=true`) batches hold the frozen encoder's
     outputs {"features", "keys": (B, T, P, D) float16} of the same frames instead of "video".
 
     Args:
@@ -609,10 +617,12 @@ class ShapesDataModule(L.LightningDataModule):
             input_size=self.input_size,
         )
 
-    def feature_cache_sources(self) -> dict[str, ClipSource]:
-        """Each split as the feature cache encodes it: whole stored clips, normalised, unflipped."""
+    def feature_cache_sources(self, stage: str | None = None) -> dict[str, ClipSource]:
+        """The splits `stage` reads as the feature cache encodes them: whole stored clips,
+        normalised, unflipped and (train with hflip) flipped: view 0 plain, view 1 flipped."""
         sources = {}
-        for split, hflip in (("train", self.hflip), ("val", False)):
+        splits = [("train", self.hflip)] if stage in (None, "fit") else []
+        for split, hflip in [*splits, ("val", False)]:
             n_clips = self.n_train_clips if split == "train" else self.n_val_clips
             identity = {
                 "dataset": "shapes",
@@ -621,10 +631,10 @@ class ShapesDataModule(L.LightningDataModule):
                 "n_clips": n_clips,
                 "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
                 "input_size": self.input_size,
+                "hflip": hflip,
             }
-            sources[split] = ClipSource(
-                identity, ShapesClips(*self._split(split), input_size=self.input_size), hflip
-            )
+            clips = ShapesClips(*self._split(split), input_size=self.input_size)
+            sources[split] = ClipSource(identity, _clip_views(clips, hflip), 2 if hflip else 1)
         return sources
 
     def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:

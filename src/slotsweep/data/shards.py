@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -25,6 +26,8 @@ from braceexpand import braceexpand
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
+from slotsweep.cache import ClipSource, ClipViews, FeatureStore
+from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
 from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share, stream_rng
@@ -127,6 +130,14 @@ def write_shards(samples: Iterable[dict], pattern: str, per_shard: int) -> list[
     return paths
 
 
+class _Chunk(NamedTuple):
+    """A train chunk on its way through the shuffle buffer: its frames, or where they are cached."""
+
+    frames: np.ndarray | None  # (clip_frames, H, W, 3) uint8; None when read from the cache
+    index: int  # the clip's index in the feature store (-1 without one)
+    start: int  # first frame of the chunk in the clip
+
+
 class TrainClips(IterableDataset):
     """Endless train batches: shards drawn with replacement, one random chunk per video visit.
 
@@ -137,6 +148,8 @@ class TrainClips(IterableDataset):
         clip_frames: frames per chunk (images: 1).
         shuffle_size: samples in the shuffle buffer.
         batch_size: clips per batch; batches are made in the worker, none is partial.
+        features: the split's feature cache: chunks then hold {"features", "keys"} of the same
+            frames and view, read without opening a shard (the random draws are the same).
     """
 
     def __init__(
@@ -147,27 +160,49 @@ class TrainClips(IterableDataset):
         clip_frames: int,
         shuffle_size: int,
         batch_size: int,
+        features: FeatureStore | None = None,
     ) -> None:
         self.paths, self.layout, self.transform = [str(p) for p in paths], layout, transform
         self.clip_frames, self.shuffle_size, self.batch_size = clip_frames, shuffle_size, batch_size
+        self.features = features
+        self._cached: dict[str, list[int]] = {path: [] for path in self.paths}  # shard -> clips
+        for index, clip in enumerate(features.clips if features is not None else []):
+            self._cached[self.paths[clip["shard"]]].append(index)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         rng = stream_rng()
         shards = (rng.choice(self.paths) for _ in itertools.count())  # resampled: never ends
-        chunks = self._random_chunks(read_samples(shards, (self.layout.frames_key,)), rng)
+        chunks = self._random_chunks(shards, rng)
         initial = max(1, int(self.shuffle_size * _SHUFFLE_INITIAL_FRACTION))
         shuffled = wds.shuffle(self.shuffle_size, initial=initial, rng=rng)(chunks)
-        clips = (self.transform.train(frames, rng) for frames in shuffled)
+        clips = (self._sample(chunk, rng) for chunk in shuffled)
         return wds.batched(self.batch_size, collation_fn=default_collate, partial=False)(clips)
 
-    def _random_chunks(self, samples: Iterable[dict], rng) -> Iterator[np.ndarray]:
-        for sample in samples:
-            frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
-            starts = chunk_starts(len(frames), self.clip_frames)
+    def _clips(self, shards: Iterable[str]) -> Iterator[tuple[int, np.ndarray | None, int]]:
+        """(n_frames, frames or None, store index) of each clip of each shard in turn."""
+        if self.features is None:
+            for sample in read_samples(shards, (self.layout.frames_key,)):
+                frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
+                yield len(frames), frames, -1
+        else:
+            for shard in shards:
+                for index in self._cached[shard]:
+                    yield self.features.clips[index]["n_frames"], None, index
+
+    def _random_chunks(self, shards: Iterable[str], rng) -> Iterator[_Chunk]:
+        for n_frames, frames, index in self._clips(shards):
+            starts = chunk_starts(n_frames, self.clip_frames)
             if len(starts) > 0:  # videos shorter than a chunk are skipped, as in the reference
                 start = rng.choice(starts)
                 # A copy, so the shuffle buffer holds the chunk and not the whole decoded video.
-                yield frames[start : start + self.clip_frames].copy()
+                chunk = None if frames is None else frames[start : start + self.clip_frames].copy()
+                yield _Chunk(chunk, index, start)
+
+    def _sample(self, chunk: _Chunk, rng) -> dict[str, Tensor]:
+        if self.features is None:
+            return self.transform.train(chunk.frames, rng)
+        frames = slice(chunk.start, chunk.start + self.clip_frames)
+        return cache_sources.cached_train_sample(self.features, self.transform, chunk.index, frames, rng)
 
 
 class ValClips(IterableDataset):
@@ -180,6 +215,7 @@ class ValClips(IterableDataset):
         n_mask_channels: K of the masks.
         chunk_frames: frames per chunk, or None for whole videos.
         batch_size: clips per batch; a batch closes early when the clip shape changes.
+        features: the split's feature cache: clips then hold {"features", "keys"} instead of "video".
     """
 
     def __init__(
@@ -190,9 +226,15 @@ class ValClips(IterableDataset):
         n_mask_channels: int,
         chunk_frames: int | None,
         batch_size: int,
+        features: FeatureStore | None = None,
     ) -> None:
         self.paths, self.layout, self.transform = [str(p) for p in paths], layout, transform
         self.n_mask_channels, self.chunk_frames, self.batch_size = n_mask_channels, chunk_frames, batch_size
+        self.features = features
+        self._cached = {  # (shard, sample key) -> clip index in the store
+            (self.paths[clip["shard"]], clip["key"]): index
+            for index, clip in enumerate(features.clips if features is not None else [])
+        }
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         return batch_same_shape(self.clips(process_share(self.paths)), self.batch_size)
@@ -206,7 +248,13 @@ class ValClips(IterableDataset):
             masks = self.layout.to_masks(sample[self.layout.masks_key], self.n_mask_channels, where)
             length = len(frames) if self.chunk_frames is None else self.chunk_frames
             for start in chunk_starts(len(frames), length):
-                yield self.transform.val(frames[start : start + length], masks[start : start + length])
+                clip = self.transform.val(frames[start : start + length], masks[start : start + length])
+                if self.features is not None:
+                    index = self._cached[(sample["__url__"], sample["__key__"])]
+                    clip = cache_sources.cached_val_sample(
+                        clip, self.features, index, slice(start, start + length)
+                    )
+                yield clip
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -230,6 +278,8 @@ class ShardDataModule(L.LightningDataModule):
         val_chunk_frames: frames per validation chunk when val_protocol is "chunks".
         shuffle_size: train shuffle buffer, in clips.
         hflip: train augmentation, one horizontal flip per clip with probability 0.5.
+        train_crops: train crop positions: null = any offset (the reference), n = n evenly spaced
+            ones (what `cache=true` needs on non-square frames: it encodes each).
         batch_size: train clips per batch and device.
         val_batch_size: validation clips per batch.
         num_workers: DataLoader workers for train and validation (0 = main process).
@@ -250,6 +300,7 @@ class ShardDataModule(L.LightningDataModule):
         val_chunk_frames: int,
         shuffle_size: int,
         hflip: bool,
+        train_crops: int | None,
         batch_size: int,
         val_batch_size: int,
         num_workers: int,
@@ -271,7 +322,8 @@ class ShardDataModule(L.LightningDataModule):
         )
         check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
         check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
-        self.layout = LAYOUTS[layout]
+        check(train_crops is None or train_crops >= 1, "train_crops", train_crops, "must be >= 1 or null")
+        self.layout_name, self.layout = layout, LAYOUTS[layout]
         if self.layout.frames_key == "image":
             check(train_clip_frames == 1, "train_clip_frames", train_clip_frames, "images have 1 frame")
         self.data_dir = Path(data_dir)
@@ -279,12 +331,13 @@ class ShardDataModule(L.LightningDataModule):
         self.val_paths = expand_shards(data_dir, val_shards)
         self.convert_command = convert_command
         self.n_mask_channels = n_mask_channels
-        self.transform = ClipTransform(input_size=input_size, mask_size=mask_size, hflip=hflip)
+        self.transform = ClipTransform(input_size, mask_size, hflip, train_crops)
         self.train_clip_frames = train_clip_frames
         self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
         self.shuffle_size = shuffle_size
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers = num_workers
+        self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
 
     @property
     def ignore_background(self) -> bool:
@@ -305,6 +358,38 @@ class ShardDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.check_data(stage)
 
+    def feature_cache_sources(self, stage: str | None = None) -> dict[str, ClipSource]:
+        """The splits `stage` reads, as the feature cache encodes them (slotsweep.cache)."""
+        splits = [("val", self.val_paths, False)]
+        if stage in (None, "fit"):
+            splits.insert(0, ("train", self.train_paths, True))
+            first = next(read_samples(self.train_paths[:1], (self.layout.frames_key,)), None)
+            if first is not None:
+                frames = self.layout.to_frames(first[self.layout.frames_key])  # (T, H, W, 3)
+                cache_sources.check_finite_views(self.transform, *frames.shape[1:3])
+        sources = {}
+        for split, paths, train in splits:
+            identity = {
+                "reader": "shards",
+                "layout": self.layout_name,
+                "shards": cache_sources.files_identity(paths, self.data_dir),
+                **cache_sources.views_identity(self.transform, train),
+            }
+            n_views = self.transform.n_train_views if train else 1
+            sources[split] = ClipSource(identity, self._clip_views(paths, train), n_views)
+        return sources
+
+    def _clip_views(self, paths: list[Path], train: bool) -> Iterator[ClipViews]:
+        shard_index = {str(path): k for k, path in enumerate(paths)}
+        for sample in read_samples(paths, (self.layout.frames_key,)):
+            frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
+            meta = {"shard": shard_index[sample["__url__"]], "key": sample["__key__"]}
+            yield cache_sources.clip_views(frames, self.transform, train, meta)
+
+    def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:
+        """Read encoder outputs from `stores` ({split: store}) instead of decoding frames."""
+        self.feature_stores = dict(stores)
+
     def _loader(self, dataset: IterableDataset, num_workers: int) -> DataLoader:
         return DataLoader(
             dataset,
@@ -322,6 +407,7 @@ class ShardDataModule(L.LightningDataModule):
             self.train_clip_frames,
             self.shuffle_size,
             self.batch_size,
+            self.feature_stores.get("train"),
         )
         return self._loader(clips, self.num_workers)
 
@@ -333,6 +419,7 @@ class ShardDataModule(L.LightningDataModule):
             self.n_mask_channels,
             self.val_chunk_frames,
             self.val_batch_size,
+            self.feature_stores.get("val"),
         )
         # A worker without a shard would only start up to yield nothing.
         return self._loader(clips, min(self.num_workers, len(self.val_paths)))

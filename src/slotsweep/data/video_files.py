@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from slotsweep.cache import ClipSource, ClipViews, FeatureStore
+from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.shards import VAL_PROTOCOLS
 from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share
@@ -180,10 +182,19 @@ def scan_videos(folder: Path, extensions: tuple[str, ...], skip_corrupt: bool) -
 
 
 class TrainVideos(Dataset):
-    """Map-style train set: item i is one random aligned chunk of video i, freshly transformed."""
+    """Map-style train set: item i is one random aligned chunk of video i, freshly transformed,
+    or with `features` (the feature cache of these clips, in this order) its features and keys
+    in the view the same random draws pick."""
 
-    def __init__(self, clips: list[VideoClip], clip_frames: int, transform: ClipTransform) -> None:
+    def __init__(
+        self,
+        clips: list[VideoClip],
+        clip_frames: int,
+        transform: ClipTransform,
+        features: FeatureStore | None = None,
+    ) -> None:
         self.clips, self.clip_frames, self.transform = clips, clip_frames, transform
+        self.features = features
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -192,6 +203,9 @@ class TrainVideos(Dataset):
         rng = random.Random(int(torch.randint(2**62, ()).item()))  # torch is seeded per worker
         clip = self.clips[index]
         start = rng.choice(chunk_starts(clip.n_frames, self.clip_frames))
+        if self.features is not None:
+            frames = slice(start, start + self.clip_frames)
+            return cache_sources.cached_train_sample(self.features, self.transform, index, frames, rng)
         frames = read_frames(clip.path, list(range(start, start + self.clip_frames)))
         return self.transform.train(frames, rng)
 
@@ -207,15 +221,18 @@ class ValVideos(IterableDataset):
         background: bool,
         chunk_frames: int | None,
         batch_size: int,
+        features: FeatureStore | None = None,
     ) -> None:
         self.clips, self.transform = clips, transform
         self.n_mask_channels, self.background = n_mask_channels, background
         self.chunk_frames, self.batch_size = chunk_frames, batch_size
+        self.features = features  # the feature cache of these clips, in this order
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         return batch_same_shape(self._clips(process_share(self.clips)), self.batch_size)
 
     def _clips(self, clips: list[VideoClip]) -> Iterator[dict[str, Tensor]]:
+        store_index = {clip.path: index for index, clip in enumerate(self.clips)}
         for clip in clips:
             frames = read_frames(clip.path, list(range(clip.n_frames)))
             masks = read_masks(clip.masks, self.n_mask_channels, self.background)
@@ -226,7 +243,13 @@ class ValVideos(IterableDataset):
                 )
             length = clip.n_frames if self.chunk_frames is None else self.chunk_frames
             for start in chunk_starts(clip.n_frames, length):
-                yield self.transform.val(frames[start : start + length], masks[start : start + length])
+                sample = self.transform.val(frames[start : start + length], masks[start : start + length])
+                if self.features is not None:
+                    frames_slice = slice(start, start + length)
+                    sample = cache_sources.cached_val_sample(
+                        sample, self.features, store_index[clip.path], frames_slice
+                    )
+                yield sample
 
 
 class VideoFolderDataModule(L.LightningDataModule):
@@ -243,7 +266,7 @@ class VideoFolderDataModule(L.LightningDataModule):
             false when id 0 means unlabelled pixels (YT-VIS-style, most own data).
         ignore_overlaps: instances may overlap (masks stored as channels).
         input_size, mask_size, train_clip_frames, val_protocol, val_chunk_frames, hflip,
-        batch_size, val_batch_size, num_workers: as ShardDataModule's.
+        train_crops, batch_size, val_batch_size, num_workers: as ShardDataModule's.
         skip_corrupt: skip unreadable videos (counted in the log) instead of stopping.
     """
 
@@ -260,6 +283,7 @@ class VideoFolderDataModule(L.LightningDataModule):
         val_protocol: str,
         val_chunk_frames: int,
         hflip: bool,
+        train_crops: int | None,
         batch_size: int,
         val_batch_size: int,
         num_workers: int,
@@ -283,13 +307,15 @@ class VideoFolderDataModule(L.LightningDataModule):
         self.extensions = tuple(e.lower() for e in extensions)
         self.n_mask_channels = n_mask_channels
         self.ignore_background, self.ignore_overlaps = ignore_background, ignore_overlaps
-        self.transform = ClipTransform(input_size=input_size, mask_size=mask_size, hflip=hflip)
+        check(train_crops is None or train_crops >= 1, "train_crops", train_crops, "must be >= 1 or null")
+        self.transform = ClipTransform(input_size, mask_size, hflip, train_crops)
         self.train_clip_frames = train_clip_frames
         self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
         self.train_clips: list[VideoClip] = []
         self.val_clips: list[VideoClip] = []
+        self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
 
     def setup(self, stage: str | None = None) -> None:
         if not self.root.is_dir():
@@ -324,6 +350,35 @@ class VideoFolderDataModule(L.LightningDataModule):
                 MASKS_SUFFIX,
             )
 
+    def feature_cache_sources(self, stage: str | None = None) -> dict[str, ClipSource]:
+        """The clips `stage` reads (as found by `setup`), as the feature cache encodes them."""
+        splits = []
+        if stage in (None, "fit"):
+            splits.append(("train", self.train_clips, True))
+            cache_sources.check_finite_views(
+                self.transform, *read_frames(self.train_clips[0].path, [0]).shape[1:3]
+            )
+        splits += [("val", self.val_clips, False)] if self.val_clips else []
+        sources = {}
+        for split, clips, train in splits:
+            identity = {
+                "reader": "video_folder",
+                "videos": cache_sources.files_identity([clip.path for clip in clips], self.root),
+                **cache_sources.views_identity(self.transform, train),
+            }
+            n_views = self.transform.n_train_views if train else 1
+            sources[split] = ClipSource(identity, self._clip_views(clips, train), n_views)
+        return sources
+
+    def _clip_views(self, clips: list[VideoClip], train: bool) -> Iterator[ClipViews]:
+        for clip in clips:
+            frames = read_frames(clip.path, list(range(clip.n_frames)))
+            yield cache_sources.clip_views(frames, self.transform, train, {"video": clip.path.name})
+
+    def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:
+        """Read encoder outputs from `stores` ({split: store}) instead of decoding frames."""
+        self.feature_stores = dict(stores)
+
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
             dataset,
@@ -334,7 +389,9 @@ class VideoFolderDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        clips = TrainVideos(self.train_clips, self.train_clip_frames, self.transform)
+        clips = TrainVideos(
+            self.train_clips, self.train_clip_frames, self.transform, self.feature_stores.get("train")
+        )
         return self._loader(clips, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -347,5 +404,6 @@ class VideoFolderDataModule(L.LightningDataModule):
             self.ignore_background,
             self.val_chunk_frames,
             self.val_batch_size,
+            self.feature_stores.get("val"),
         )
         return self._loader(clips, batch_size=None)

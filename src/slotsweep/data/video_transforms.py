@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from slotsweep.errors import SlotsweepError
 
-__all__ = ["ClipTransform", "center_square", "resize_short_side", "short_side_size"]
+__all__ = ["ClipTransform", "TrainView", "center_square", "resize_short_side", "short_side_size"]
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -70,6 +72,14 @@ def _normalise(x: Tensor) -> Tensor:
     return ((x - mean) / std).contiguous()
 
 
+class TrainView(NamedTuple):
+    """One draw of the train augmentation: the crop's top-left corner and whether to flip."""
+
+    top: int
+    left: int
+    flipped: bool
+
+
 @dataclass(frozen=True)
 class ClipTransform:
     """Frames (and masks) as stored -> the tensors of a batch entry.
@@ -78,22 +88,81 @@ class ClipTransform:
         input_size: side of the square model input in pixels (the encoder's img_size).
         mask_size: side of the square validation masks in pixels (the metric resolution).
         hflip: train augmentation: flip the whole clip horizontally with probability 0.5.
+        crops: train crop positions: None = any offset (the reference's RandomCrop); n = one of n
+            evenly spaced offsets along the long side, both ends included (n = 1: the centre). A
+            finite set is what the feature cache needs: it encodes every crop (`train_views`).
     """
 
     input_size: int
     mask_size: int
     hflip: bool
+    crops: int | None = None
+
+    def crop_positions(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The (top, left) corners a train crop of frames resized to (height, width) can take.
+
+        Raises SlotsweepError when there are too many to encode (crops=None on non-square frames).
+        """
+        S = self.input_size
+        spans = height - S, width - S  # one of them is 0: the short side is S
+        if self.crops is None:
+            if spans != (0, 0):
+                raise SlotsweepError(
+                    f"dataset.train_crops=null crops {S}x{S} at any of {max(spans) + 1} offsets of "
+                    f"{height}x{width} frames, which the feature cache cannot encode one by one: set "
+                    "dataset.train_crops=<n> (n evenly spaced crops, e.g. 3) or cache=false"
+                )
+            return [(0, 0)]
+        if self.crops == 1:
+            return [(spans[0] // 2, spans[1] // 2)]
+        return [
+            (round(c * spans[0] / (self.crops - 1)), round(c * spans[1] / (self.crops - 1)))
+            for c in range(self.crops)
+        ]
+
+    @property
+    def n_flips(self) -> int:
+        return 2 if self.hflip else 1
+
+    @property
+    def n_train_views(self) -> int:
+        """V of `train_views`: crop positions x flips."""
+        return (self.crops or 1) * self.n_flips
+
+    def draw(self, height: int, width: int, rng: random.Random) -> TrainView:
+        """The random part of `train` for frames resized to (height, width); the same draws
+        whether the pixels or their cached features are read next."""
+        if self.crops is None:  # torchvision RandomCrop: offsets uniform over all positions
+            top, left = rng.randint(0, height - self.input_size), rng.randint(0, width - self.input_size)
+        else:
+            top, left = self.crop_positions(height, width)[rng.randrange(self.crops)]
+        return TrainView(top, left, self.hflip and rng.random() < 0.5)
+
+    def view_index(self, view: TrainView, height: int, width: int) -> int:
+        """Index of `view` among `train_views` of frames resized to (height, width)."""
+        position = self.crop_positions(height, width).index((view.top, view.left))
+        return position * self.n_flips + int(view.flipped)
+
+    def _crop(self, x: Tensor, view: TrainView) -> Tensor:
+        S = self.input_size
+        x = x[..., view.top : view.top + S, view.left : view.left + S]
+        return x.flip(-1) if view.flipped else x
 
     def train(self, frames: np.ndarray, rng: random.Random) -> dict[str, Tensor]:
         """frames (T, H, W, 3) uint8 -> {"video": (T, 3, S, S) float32, normalised}, S = input_size."""
         x = resize_short_side(_to_float(frames), self.input_size)
-        H, W = x.shape[-2:]
-        # torchvision RandomCrop: offsets uniform over all positions, one crop for every frame.
-        top, left = rng.randint(0, H - self.input_size), rng.randint(0, W - self.input_size)
-        x = x[..., top : top + self.input_size, left : left + self.input_size]
-        if self.hflip and rng.random() < 0.5:
-            x = x.flip(-1)
-        return {"video": _normalise(x)}
+        view = self.draw(*x.shape[-2:], rng)  # one crop and flip for every frame
+        return {"video": _normalise(self._crop(x, view))}
+
+    def train_views(self, frames: np.ndarray) -> Tensor:
+        """Every view `train` can make of a clip: (V, T, 3, S, S), view `view_index(...)`."""
+        x = resize_short_side(_to_float(frames), self.input_size)
+        views = [
+            self._crop(x, TrainView(top, left, flipped))
+            for top, left in self.crop_positions(*x.shape[-2:])
+            for flipped in (False, True)[: self.n_flips]
+        ]
+        return _normalise(torch.stack(views))
 
     def val(self, frames: np.ndarray, masks: np.ndarray | None = None) -> dict[str, Tensor]:
         """Centred square crop at input size, and the masks at mask size.

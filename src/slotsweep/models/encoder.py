@@ -51,9 +51,6 @@ class ViTEncoder(nn.Module):
             embedding times this factor. A random ViT's default table is ~20x weaker than its patch
             embeddings, which leaves the tokens without the position that slots must encode.
         model_kwargs: extra timm constructor arguments (e.g. patch_size, depth for a small encoder).
-        cache: read by the task builder, not here: where it keeps this encoder's outputs to train
-            from them (slotsweep.cache); None = off, True = <paths.data_dir>/features, or a
-            directory. Only a frozen encoder can be cached.
         allow_pickle: read a `weights` file that needs arbitrary unpickling (runs code from the file;
             slotsweep.safe_load). Set from the top-level `allow_pickle` by the task builder.
     """
@@ -70,7 +67,6 @@ class ViTEncoder(nn.Module):
         init_seed: int = 0,
         sincos_pos_scale: float | None = None,
         model_kwargs: dict | None = None,
-        cache: bool | str | None = None,
         allow_pickle: bool = False,
     ) -> None:
         super().__init__()

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from slotsweep.cache import (
     ClipSource,
+    ClipViews,
     FeatureStore,
-    attach_feature_cache,
-    cache_root,
     cached_split,
     encoder_identity,
+    feature_cache_sources,
 )
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.encoder import ViTEncoder
@@ -23,7 +22,7 @@ from slotsweep.models.encoder import ViTEncoder
 N, T, SIZE = 3, 2, 32
 ENCODER = dict(model_name="vit_tiny_patch16_224", img_size=SIZE, pretrained=False, init_seed=0)
 ENCODER_KWARGS = dict(patch_size=8, depth=2)  # 16 patches of 192-d
-CONFIG = {**ENCODER, "model_kwargs": ENCODER_KWARGS, "cache": True, "weights": None}
+CONFIG = {**ENCODER, "model_kwargs": ENCODER_KWARGS, "weights": None}
 FP16_TOL = {"rtol": 2e-3, "atol": 2e-3}  # float16 keeps 11 significant bits
 
 
@@ -31,40 +30,38 @@ def make_encoder(init_seed: int = 0) -> ViTEncoder:
     return ViTEncoder(**{**ENCODER, "init_seed": init_seed}, model_kwargs=ENCODER_KWARGS)
 
 
-class Clips(Dataset):
-    """N random normalised clips (T, 3, H, W), the same for the same seed."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.video = torch.randn(N, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return N
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"video": self.video[index]}
+def clips(seed: int = 0, hflip: bool = True, lengths: tuple[int, ...] = (T,) * N) -> list[ClipViews]:
+    """Random normalised clips of the given lengths, each (V, T, 3, H, W) with view 1 the flip."""
+    generator = torch.Generator().manual_seed(seed)
+    videos = [torch.randn(t, 3, SIZE, SIZE, generator=generator) for t in lengths]
+    views = [torch.stack([v, v.flip(-1)]) if hflip else v[None] for v in videos]
+    return [ClipViews(v, {"clip": i}) for i, v in enumerate(views)]
 
 
-def source(seed: int = 0, hflip: bool = True) -> ClipSource:
-    return ClipSource({"dataset": "random", "seed": seed}, Clips(seed), hflip)
+def source(seed: int = 0, hflip: bool = True, lengths: tuple[int, ...] = (T,) * N) -> ClipSource:
+    return ClipSource(
+        {"dataset": "random", "seed": seed, "lengths": lengths}, clips(seed, hflip, lengths), 1 + hflip
+    )
 
 
-def test_store_holds_every_frame_and_its_flip_as_float16(tmp_path: Path) -> None:
-    encoder, src = make_encoder(), source()
-    store = cached_split(encoder, src, "train", tmp_path, CONFIG, batch_frames=3)  # uneven batches
-    assert store.shape == (N, 2, T, encoder.n_patches, encoder.feat_dim) and len(store) == N
-    for index in range(N):
-        video = src.clips[index]["video"]
-        for flipped in (False, True):
-            expected = encoder(video.flip(-1) if flipped else video)  # (T, P, D)
-            sample = store.read(index, slice(None), flipped)
+def test_store_holds_every_frame_in_every_view_as_float16(tmp_path: Path) -> None:
+    encoder, lengths = make_encoder(), (2, 1, 3)  # clips of any length, images included
+    store = cached_split(encoder, source(lengths=lengths), "train", tmp_path, CONFIG, batch_frames=3)
+    assert store.shape == (sum(lengths), 2, encoder.n_patches, encoder.feat_dim) and len(store) == 3
+    assert [clip["n_frames"] for clip in store.clips] == list(lengths)
+    assert [clip["clip"] for clip in store.clips] == [0, 1, 2]  # the source's meta, kept in order
+    for index, clip in enumerate(clips(lengths=lengths)):
+        for view in (0, 1):
+            expected = encoder(clip.views[view])  # (T, P, D)
+            sample = store.read(index, slice(None), view)
             assert sample["features"].dtype == sample["keys"].dtype == torch.float16
             torch.testing.assert_close(sample["features"].float(), expected.features, **FP16_TOL)
             torch.testing.assert_close(sample["keys"].float(), expected.keys, **FP16_TOL)
     # a window of frames reads those frames of the stored clip
-    window = store.read(1, slice(1, 2), True)["features"]
-    assert torch.equal(window, store.read(1, slice(None), True)["features"][1:2])
+    window = store.read(2, slice(1, 3), 1)["features"]
+    assert torch.equal(window, store.read(2, slice(None), 1)["features"][1:3])
     # flipped tokens are not the unflipped ones mirrored: why the flip is encoded, not derived
-    plain, flipped = (store.read(0, slice(None), f)["features"].float() for f in (False, True))
+    plain, flipped = (store.read(0, slice(None), v)["features"].float() for v in (0, 1))
     grid = plain.unflatten(1, (4, 4))  # (T, 4, 4, D) patch grid, rows of 4
     assert not torch.allclose(flipped, grid.flip(2).flatten(1, 2), atol=1e-2)
 
@@ -93,9 +90,9 @@ def test_anything_that_changes_the_features_gets_another_directory(tmp_path: Pat
     ]
     directories = {base, *(store.directory for store in others)}
     assert len(directories) == 1 + len(others)
-    assert others[2].n_variants == 1
-    # where the weights file lives, or whether the cache is on, is no part of the identity
-    moved = encoder_identity(encoder, {**CONFIG, "weights": "/elsewhere/w.pth", "cache": "/x"})
+    assert others[2].n_views == 1
+    # where the weights file lives is no part of the identity
+    moved = encoder_identity(encoder, {**CONFIG, "weights": "/elsewhere/w.pth"})
     assert moved == encoder_identity(encoder, CONFIG)
 
 
@@ -103,17 +100,17 @@ def test_manifest_for_another_setting_is_refused(tmp_path: Path) -> None:
     store = cached_split(make_encoder(), source(), "train", tmp_path, CONFIG)
     manifest_path = store.directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["spec"]["hflip"] = False
+    manifest["spec"]["n_views"] = 1
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(SlotsweepError, match=rf"{store.directory}.*another setting.*'hflip'"):
+    with pytest.raises(SlotsweepError, match=rf"{store.directory}.*another setting.*'n_views'"):
         cached_split(make_encoder(), source(), "train", tmp_path, CONFIG)
 
 
 def test_truncated_array_is_refused(tmp_path: Path) -> None:
     store = cached_split(make_encoder(), source(), "train", tmp_path, CONFIG)
-    path = store.directory / "keys.npy"
+    path = store.directory / "keys.f16"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(SlotsweepError, match=r"keys\.npy.*delete"):
+    with pytest.raises(SlotsweepError, match=r"keys\.f16 has 1000 bytes.*delete"):
         cached_split(make_encoder(), source(), "train", tmp_path, CONFIG)
 
 
@@ -144,25 +141,17 @@ def test_outputs_beyond_float16_are_refused(tmp_path: Path) -> None:
     encoder = make_encoder()
     with torch.no_grad():
         encoder.model.patch_embed.proj.weight.mul_(1e6)
-    with pytest.raises(SlotsweepError, match="beyond float16's range.*encoder.cache=null"):
+    with pytest.raises(SlotsweepError, match="beyond float16's range.*cache=false"):
         cached_split(encoder, source(), "train", tmp_path, CONFIG)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing half-built
 
 
-def test_settings_and_unsupported_uses_fail_clearly(tmp_path: Path) -> None:
-    assert cache_root(None, tmp_path, frozen=True) is None
-    assert cache_root(False, tmp_path, frozen=True) is None
-    assert cache_root(True, tmp_path, frozen=True) == tmp_path / "features"
-    assert cache_root("/scratch/f", tmp_path, frozen=True) == Path("/scratch/f")
-    with pytest.raises(SlotsweepError, match=r"encoder.cache=3 is invalid"):
-        cache_root(3, tmp_path, frozen=True)
-    with pytest.raises(SlotsweepError, match="encoder.frozen=true or encoder.cache=null"):
-        cache_root(True, tmp_path, frozen=False)
+def test_unsupported_uses_fail_clearly(tmp_path: Path) -> None:
     unfrozen = ViTEncoder(**ENCODER, model_kwargs=ENCODER_KWARGS, frozen=False)
-    with pytest.raises(SlotsweepError, match="frozen"):
+    with pytest.raises(SlotsweepError, match="encoder.frozen=true or cache=false"):
         cached_split(unfrozen, source(), "train", tmp_path, CONFIG)
-    with pytest.raises(SlotsweepError, match="not supported by object.*encoder.cache=null"):
-        attach_feature_cache(object(), make_encoder(), tmp_path, CONFIG)
+    with pytest.raises(SlotsweepError, match="not supported by object.*CachedClipSource.*cache=false"):
+        feature_cache_sources(object())
     store = cached_split(make_encoder(), source(hflip=False), "train", tmp_path, CONFIG)
-    with pytest.raises(ValueError, match="no flipped frames"):
-        store.read(0, slice(None), flipped=True)
+    with pytest.raises(ValueError, match="views 0..0, not view 1"):
+        store.read(0, slice(None), view=1)

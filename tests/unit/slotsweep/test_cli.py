@@ -1,9 +1,10 @@
-"""report_errors: bad input (raised directly or wrapped by Hydra's instantiate) is one line, exit 2."""
+"""report_errors: bad input (raised directly or wrapped by Hydra's instantiate) is one line, exit 2;
+so is an override of a key that moved."""
 
 import pytest
 from hydra.errors import InstantiationException
 
-from slotsweep.cli import report_errors
+from slotsweep.cli import MOVED_KEYS, refuse_moved_keys, report_errors
 from slotsweep.errors import SlotsweepError
 
 
@@ -45,3 +46,14 @@ def test_other_errors_propagate(error: BaseException, capsys: pytest.CaptureFixt
 
 def test_result_passes_through():
     assert report_errors(lambda x: x + 1)(2) == 3
+
+
+def test_a_moved_key_is_one_line_saying_where_it_went(capsys):
+    refuse_moved_keys(["trainer=debug", "cache=true"])  # the new spelling passes
+    for override in ("encoder.cache=true", "+encoder.cache=/scratch/f"):
+        with pytest.raises(SystemExit) as exit_info:
+            refuse_moved_keys(["trainer=debug", override])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == (
+            f"error: {override}: encoder.cache is gone; use {MOVED_KEYS['encoder.cache']}\n"
+        )

@@ -51,7 +51,7 @@ RESULT_RELEVANT = [
     "exp_name=other",
     "trainer.devices=2",  # through the total batch, and so the learning rate
     "trainer.num_nodes=2",
-    "encoder.cache=true",  # cached features are float16
+    "cache=true",  # cached features are float16
 ]
 
 
@@ -86,8 +86,8 @@ def test_device_count_enters_only_as_the_total_batch(compose_train: Callable[...
 
 
 def test_cache_location_is_not_identity(compose_train: Callable[..., DictConfig], tmp_path: Path):
-    cached = runs.experiment_id(compose_train("encoder.cache=true"))
-    assert runs.experiment_id(compose_train(f"encoder.cache={tmp_path / 'features'}")) == cached
+    cached = runs.experiment_id(compose_train("cache=true"))
+    assert runs.experiment_id(compose_train("cache=true", f"paths.features_dir={tmp_path / 'f'}")) == cached
 
 
 def test_encoder_weights_enter_by_content(compose_train: Callable[..., DictConfig], tmp_path: Path):

@@ -58,6 +58,7 @@ def datamodule(root: Path, **overrides) -> VideoFolderDataModule:
         val_protocol="videos",
         val_chunk_frames=3,
         hflip=True,
+        train_crops=None,
         batch_size=2,
         val_batch_size=2,
         num_workers=0,

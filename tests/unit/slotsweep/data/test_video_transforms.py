@@ -9,7 +9,8 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from slotsweep.data.video_transforms import ClipTransform, center_square, resize_short_side
+from slotsweep.data.video_transforms import ClipTransform, center_square, resize_short_side, short_side_size
+from slotsweep.errors import SlotsweepError
 
 
 def _frames(T=3, H=20, W=30, seed=0) -> np.ndarray:
@@ -88,3 +89,32 @@ def test_val_without_masks_and_bad_inputs():
         ClipTransform(8, 8, False).val(_frames(2, 8, 8), np.zeros((2, 1, 8, 9), bool))
     with pytest.raises(ValueError, match=r"uint8 \(T, H, W, 3\)"):
         ClipTransform(8, 8, False).val(_frames(1, 8, 8).astype(np.float32))
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+def test_every_train_draw_is_one_of_the_cached_views(crops):
+    """train(frames, rng) == train_views(frames)[view_index(draw)] for the same random state."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 20, 31, 3), dtype=np.uint8)
+    transform = ClipTransform(input_size=16, mask_size=8, hflip=True, crops=crops)
+    views = transform.train_views(frames)  # (V, T, 3, S, S)
+    assert views.shape == (transform.n_train_views, 2, 3, 16, 16) == (2 * crops, 2, 3, 16, 16)
+    H, W = short_side_size(20, 31, 16)
+    seen = set()
+    for seed in range(40):
+        view = transform.draw(H, W, random.Random(seed))
+        index = transform.view_index(view, H, W)
+        torch.testing.assert_close(transform.train(frames, random.Random(seed))["video"], views[index])
+        seen.add(index)
+    assert seen == set(range(2 * crops))  # every view is drawn
+    positions = transform.crop_positions(H, W)
+    ends = [(0, (W - 16) // 2)] if crops == 1 else [(0, 0), (0, W - 16)]  # the centre, or both ends
+    assert [positions[0], positions[-1]][: len(ends)] == ends
+
+
+def test_crops_at_any_offset_cannot_be_cached():
+    transform = ClipTransform(input_size=16, mask_size=8, hflip=True)
+    assert transform.crop_positions(16, 16) == [(0, 0)]  # square frames: one position
+    with pytest.raises(
+        SlotsweepError, match=r"dataset.train_crops=null.*9 offsets of 16x24.*train_crops=<n>"
+    ):
+        transform.crop_positions(16, 24)

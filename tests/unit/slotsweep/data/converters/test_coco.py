@@ -50,6 +50,7 @@ def test_converted_shards_feed_the_datamodule(release, tmp_path):
         val_chunk_frames=1,
         shuffle_size=8,
         hflip=True,
+        train_crops=None,
         batch_size=3,
         val_batch_size=4,
         num_workers=0,

@@ -49,6 +49,7 @@ def test_examples_become_reference_samples(tmp_path):
         val_chunk_frames=6,
         shuffle_size=2,
         hflip=False,
+        train_crops=None,
         batch_size=2,
         val_batch_size=4,
         num_workers=0,

@@ -72,6 +72,7 @@ def test_converted_shards_feed_the_datamodule(release, tmp_path):
         val_chunk_frames=6,
         shuffle_size=2,
         hflip=True,
+        train_crops=None,
         batch_size=2,
         val_batch_size=1,
         num_workers=0,
