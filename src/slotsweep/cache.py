@@ -75,7 +75,7 @@ _DTYPE = np.float16  # half the bytes of float32; DINO block outputs stay far in
 _ARRAYS = ("features", "keys")
 MANIFEST = "manifest.json"
 CLIPS = "clips.json"
-NOT_FROZEN = (
+_NOT_FROZEN = (
     "cache=true needs a frozen encoder (its outputs are computed once): "
     "set encoder.frozen=true or cache=false"
 )
@@ -295,7 +295,7 @@ def cached_split(
         batch_frames: frames per encoder call.
     """
     if not encoder.frozen:
-        raise SlotsweepError(NOT_FROZEN)
+        raise SlotsweepError(_NOT_FROZEN)
     spec = {
         "format_version": FORMAT_VERSION,
         "dtype": np.dtype(_DTYPE).name,

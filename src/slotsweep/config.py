@@ -11,7 +11,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from slotsweep.cache import NOT_FROZEN
 from slotsweep.errors import SlotsweepError
 from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
@@ -80,8 +79,10 @@ def check_config(cfg: DictConfig) -> None:
             f"encoder.weights={weights} does not exist: give the path of a local weights file "
             "(.safetensors/.pth) or set encoder.weights=null"
         )
-    if cfg.cache and not cfg.encoder.frozen:
-        raise SlotsweepError(NOT_FROZEN)
+    if cfg.cache and not cfg.encoder.frozen:  # also checked by the cache, after the ViT loads
+        raise SlotsweepError(
+            "cache=true caches a frozen encoder's outputs: set encoder.frozen=true or cache=false"
+        )
     if cfg.checkpoint_every_n_steps < 1:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:

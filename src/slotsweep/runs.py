@@ -117,8 +117,8 @@ def _file_sha256(path: Path) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """Everything that decides a run's result, and nothing else: the resolved config without
-    NON_RESULT_KEYS, plus the encoder weights by content and the total batch. `cache` (float16 features) is a
-    result key; where the cache lives (paths.features_dir) is not."""
+    NON_RESULT_KEYS, plus the encoder weights by content and the total batch. `cache` (float16
+    features) is a result key; where the cache lives (paths.features_dir) is not."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_RESULT_KEYS:
         _drop(tree, key)
