@@ -1,4 +1,5 @@
-"""Loading weights into an ObjectCentricModel: this project's checkpoints or the reference's.
+"""Loading weights into an ObjectCentricModel (this project's checkpoints or the reference's),
+and the training config a checkpoint carries (`load_run_config`, for eval and infer).
 
 The reference (videosaur.md §4, fixtures/state_dict_keys.json) nests parts under `.module` for
 video (MapOverTime/ScanOverTime) and names Sequential layers `layers.i`; `reference_to_local`
@@ -8,12 +9,13 @@ is the one place that knows those names.
 import re
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from slotsweep.errors import SlotsweepError
 from slotsweep.safe_load import load_file
 
-__all__ = ["load_model_weights", "read_state_dict", "reference_to_local"]
+__all__ = ["load_model_weights", "load_run_config", "read_state_dict", "reference_to_local"]
 
 _REFERENCE_PREFIXES = (  # reference prefix -> ours; `(\.module)?` covers video and image models
     (r"initializer\.", "grouper.initializer."),
@@ -35,6 +37,27 @@ def reference_to_local(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
                 break
         renamed[key.replace(".layers.", ".")] = value
     return renamed
+
+
+def load_run_config(
+    ckpt: str | Path, config: str | Path | None = None, allow_pickle: bool = False
+) -> DictConfig:
+    """The resolved training config of a checkpoint: `config` (a config.yaml) when given, else the
+    one the checkpoint carries (ObjectCentricModule stores it), so a checkpoint alone rebuilds its
+    model wherever it was copied. allow_pickle: as in slotsweep.safe_load.load_file."""
+    if not Path(ckpt).is_file():  # also with config=: before a model is built
+        raise SlotsweepError(f"ckpt={ckpt} does not exist: check the path")
+    if config is not None:
+        if not Path(config).is_file():
+            raise SlotsweepError(f"config={config} does not exist: pass a run's config.yaml, or null")
+        return OmegaConf.load(config)
+    stored = load_file(ckpt, "ckpt", allow_pickle).get("slotsweep", {}).get("config")
+    if stored is None:
+        raise SlotsweepError(
+            f"ckpt={ckpt} carries no training config (a reference checkpoint, or one written before "
+            "checkpoints stored it): pass config=<its run's config.yaml>"
+        )
+    return OmegaConf.create(stored)
 
 
 def read_state_dict(path: str | Path, key: str = "ckpt", allow_pickle: bool = False) -> dict[str, Tensor]:

@@ -4,11 +4,15 @@ Each group's own invariants live in its constructor; what spans groups is checke
 anything heavy is built, so a bad sweep trial fails in milliseconds rather than after a ViT loads.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig
 
 from slotsweep.errors import SlotsweepError
@@ -59,15 +63,11 @@ def check_config(cfg: DictConfig) -> None:
             raise SlotsweepError(f"loss.{name}.weight={weight} must be >= 0 (0 disables the loss)")
     if not any(w > 0 for w in weights.values()):
         raise SlotsweepError(f"all loss weights are 0 ({weights}): at least one must be > 0")
-    if cfg.grouper.n_slots < 1:
-        raise SlotsweepError(f"grouper.n_slots={cfg.grouper.n_slots} must be >= 1")
+    _build(cfg.grouper)  # its constructor checks its own keys (n_slots >= 1, ...)
     n_frames = cfg.dataset.train_clip_frames
-    timesim = cfg.loss.get("timesim")
-    if timesim is not None and timesim.weight > 0 and not 1 <= timesim.offset < n_frames:
-        raise SlotsweepError(
-            f"loss.timesim.offset={timesim.offset} must be in [1, {n_frames - 1}] "
-            f"(dataset.train_clip_frames={n_frames}); use loss=dinosaur for single images"
-        )
+    for name, loss in {name: _build(node) for name, node in cfg.loss.items()}.items():
+        if loss.weight > 0:
+            _one_line(loss.check_clip, name, n_frames)
     if cfg.load_weights is not None and not Path(cfg.load_weights).is_file():
         raise SlotsweepError(
             f"load_weights={cfg.load_weights} does not exist: give a checkpoint file or null"
@@ -87,3 +87,25 @@ def check_config(cfg: DictConfig) -> None:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:
         raise SlotsweepError(f"objective=[] must name at least one metric, e.g. [{DEFAULT_OBJECTIVE}]")
+
+
+def _build(node: DictConfig) -> Any:
+    """A cheap part (the grouper, a loss), built so that its constructor checks its keys. The
+    random state is restored: the model built after a seed must get the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        return _one_line(instantiate, node)
+
+
+def _one_line(check: Callable[..., Any], *args: Any) -> Any:
+    """Run a part's check; its ValueError (one line naming key and value) as a SlotsweepError,
+    not inside Hydra's multi-line instantiation error."""
+    try:
+        return check(*args)
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, ValueError):
+            raise
+        raise SlotsweepError(str(error.__cause__)) from error.__cause__
+    except ValueError as error:
+        if isinstance(error, SlotsweepError):
+            raise
+        raise SlotsweepError(str(error)) from error

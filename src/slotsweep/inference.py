@@ -14,14 +14,15 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from slotsweep.checkpoints import load_model_weights
+from slotsweep.checkpoints import load_model_weights, load_run_config
 from slotsweep.data.transforms import frames_to_tensor
 from slotsweep.errors import SlotsweepError
 from slotsweep.masks import resize_patch_masks
+from slotsweep.models.initializers import check_n_slots
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.visualize import overlay
 
@@ -117,21 +118,13 @@ def resolve_device(accelerator: str) -> torch.device:
 def load_checkpoint_model(
     ckpt: str | Path, config: str | Path | None = None, allow_pickle: bool = False
 ) -> tuple[ObjectCentricModel, DictConfig]:
-    """The model of a training run, weights from `ckpt`, config from the run's config.yaml.
+    """The model of a training run: weights from `ckpt`, config from it (or from `config`).
 
     allow_pickle: read a checkpoint that needs arbitrary unpickling (trusted files only).
     """
     from slotsweep.training import build_model  # training imports Lightning; keep this module light
 
-    ckpt = Path(ckpt)
-    config = Path(config) if config is not None else ckpt.parent.parent / "config.yaml"
-    if not ckpt.is_file():
-        raise SlotsweepError(
-            f"ckpt={ckpt} does not exist: give a checkpoint, e.g. <run_dir>/checkpoints/last.ckpt"
-        )
-    if not config.is_file():
-        raise SlotsweepError(f"config={config} does not exist: pass config=<the run's config.yaml>")
-    cfg = OmegaConf.load(config)
+    cfg = load_run_config(ckpt, config, allow_pickle)
     cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too
     cfg.load_weights, cfg.allow_pickle = None, allow_pickle
     model, _ = build_model(cfg)
@@ -157,7 +150,7 @@ def infer_video(
     for frames in source.chunks(chunk_size):
         frames = fit_to_square(frames, size, resize)
         video = frames_to_tensor(frames)[None].to(device)  # (1, t, 3, S, S)
-        out = model(video=video, initial_slots=slots, n_slots=n_slots, generator=generator)
+        out = model(video=video, carried_slots=slots, n_slots=n_slots, generator=generator)
         slots = out.slots_predicted[:, -1]  # carried into the next chunk
         yield frames, resize_patch_masks(out.decoder_masks, (size, size))[0].cpu()
 
@@ -166,10 +159,10 @@ def run_inference(cfg: DictConfig) -> Path:
     """conf/infer.yaml -> <out>/overlay.mp4 (frame | mask overlay) and <out>/masks.npz (T, S, S) labels."""
     device = resolve_device(cfg.accelerator)  # before the model loads: a missing GPU fails at once
     _check_resize(cfg.resize)
+    if cfg.n_slots is not None:
+        check_n_slots(cfg.n_slots, "n_slots")
     model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle)
     model.to(device)
-    if cfg.n_slots is not None and cfg.n_slots < 1:
-        raise SlotsweepError(f"n_slots={cfg.n_slots} must be >= 1")
     source = FrameSource(cfg.video)
     height, width = source.read(0, 1).shape[1:3]
     how = RESIZE_MODES[cfg.resize].format(S=model.encoder.img_size)

@@ -1,16 +1,25 @@
-"""Training objectives (videosaur.md §3). Each loss owns a slice of the decoder's output channels.
+"""Training objectives (videosaur.md §3), each a contracts.Loss owning a slice of the decoder output.
 
 A loss's config key, its log key (`train/<key>`) and its weight key (`loss.<key>.weight`) are the
-same word; the task builder sizes the decoder with `n_channels` and hands each loss its slice.
+same word; `channel_layout` sizes the decoder and splits its output among the losses, in dict order.
 """
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotsweep.models.encoder import EncoderOutput
+from slotsweep.contracts import Encoder, Loss
+from slotsweep.models.object_centric import ModelOutput
 
-__all__ = ["FeatureReconstructionLoss", "TemporalSimilarityLoss", "feature_time_similarity"]
+__all__ = ["FeatureReconstructionLoss", "TemporalSimilarityLoss", "channel_layout", "feature_time_similarity"]
+
+
+def channel_layout(losses: Mapping[str, Loss], encoder: Encoder) -> list[int]:
+    """Decoder channels of each loss, in the losses' order: the decoder's C is their sum, and the
+    reconstruction (B, T, P, C) splits into these slices."""
+    return [loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values()]
 
 
 def _check_weight(name: str, weight: float) -> None:
@@ -33,9 +42,13 @@ class FeatureReconstructionLoss(nn.Module):
     def n_channels(self, feat_dim: int, n_patches: int) -> int:
         return feat_dim
 
-    def forward(self, prediction: Tensor, target: EncoderOutput) -> Tensor:
-        """prediction: (B, T, P, D_feat) decoder channels of this loss."""
-        return F.mse_loss(prediction.float(), target.features.detach().float())  # fp32 under autocast
+    def check_clip(self, name: str, n_frames: int) -> None:
+        """Any clip length, single images included."""
+
+    def forward(self, prediction: Tensor, out: ModelOutput) -> Tensor:
+        """prediction: (B, T, P, D_feat) decoder channels of this loss; target out.encoder.features."""
+        target = out.encoder.features.detach().float()
+        return F.mse_loss(prediction.float(), target)  # fp32 under autocast
 
 
 def feature_time_similarity(
@@ -82,12 +95,21 @@ class TemporalSimilarityLoss(nn.Module):
     def n_channels(self, feat_dim: int, n_patches: int) -> int:
         return n_patches
 
-    def forward(self, prediction: Tensor, target: EncoderOutput) -> Tensor:
-        """prediction: (B, T, P, P) logits; the last `offset` frames have no target and are dropped."""
+    def check_clip(self, name: str, n_frames: int) -> None:
+        """A target needs frame t + offset inside the clip."""
+        if not 1 <= self.offset < n_frames:
+            raise ValueError(
+                f"loss.{name}.offset={self.offset} must be in [1, {n_frames - 1}] "
+                f"(dataset.train_clip_frames={n_frames}); use loss=dinosaur for single images"
+            )
+
+    def forward(self, prediction: Tensor, out: ModelOutput) -> Tensor:
+        """prediction: (B, T, P, P) logits; the last `offset` frames have no target and are dropped.
+        Target: the similarity of out.encoder.keys between frames t and t + offset."""
         T = prediction.shape[1]
         if self.offset >= T:
             raise ValueError(f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)")
-        keys = target.keys.detach().float()
+        keys = out.encoder.keys.detach().float()
         # fp32 even under bf16 autocast (trainer.precision=bf16-mixed): bf16 cosines (3 significant
         # digits) divided by a small temperature would move the target distribution by percents
         with torch.no_grad(), torch.autocast(keys.device.type, enabled=False):

@@ -2,11 +2,14 @@
 
 import math
 import time
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
+from slotsweep.contracts import Loss
+from slotsweep.losses import channel_layout
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS, val_key
 from slotsweep.metrics import MaskMetrics
@@ -14,7 +17,13 @@ from slotsweep.models.encoder import EncoderOutput
 from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
 from slotsweep.optim import AdamWarmupDecay
 
-__all__ = ["NonFiniteLossError", "ObjectCentricModule", "make_metrics", "model_inputs"]
+__all__ = [
+    "NonFiniteLossError",
+    "ObjectCentricModule",
+    "first_frame_conditions",
+    "make_metrics",
+    "model_inputs",
+]
 
 
 def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
@@ -27,12 +36,23 @@ def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
     return MaskMetrics({name: spec.build(**conventions) for name, spec in METRICS.items()})
 
 
-def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput]:
+def first_frame_conditions(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch's first-frame annotations for a conditioned slot initializer: "masks" (B, K, H, W)
+    where the batch has masks (B, T, K, H, W); unconditioned initializers ignore them."""
+    return {"masks": batch["masks"][:, 0]} if "masks" in batch else {}
+
+
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput | dict[str, Tensor]]:
     """The model's input from a batch: the frozen encoder's cached outputs when the loader reads a
-    feature cache (slotsweep.cache), else the video."""
+    feature cache (slotsweep.cache), else the video; and the first-frame conditions."""
+    inputs: dict[str, Tensor | EncoderOutput | dict[str, Tensor]] = {
+        "conditions": first_frame_conditions(batch)
+    }
     if "features" in batch:  # stored as float16; the model and the losses work in float32
-        return {"features": EncoderOutput(batch["features"].float(), batch["keys"].float())}
-    return {"video": batch["video"]}
+        inputs["features"] = EncoderOutput(batch["features"].float(), batch["keys"].float())
+    else:
+        inputs["video"] = batch["video"]
+    return inputs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,36 +64,37 @@ class ObjectCentricModule(L.LightningModule):
 
     Args:
         model: the assembled model; its decoder output holds the losses' channels in dict order.
-        losses: {name: loss}; each has `weight` and `n_channels(feat_dim, n_patches)`.
+        losses: {name: contracts.Loss}; they read the decoder channels of losses.channel_layout.
         optim: builds Adam and its schedule.
         total_batch_size: batch over all devices (for the lr scaling rule).
         ignore_background, ignore_overlaps: the dataset's mask conventions, for the metrics.
         eval_seed: seed of the slot initialisation at validation, so metrics are repeatable.
         eval_n_slots: number of slots at validation; None = the grouper's (training) count.
+        run_config: the resolved training config, stored in every checkpoint so that eval and
+            infer rebuild the model from the checkpoint alone (checkpoints.load_run_config).
     """
 
     def __init__(
         self,
         model: ObjectCentricModel,
-        losses: dict[str, nn.Module],
+        losses: dict[str, Loss],
         optim: AdamWarmupDecay,
         total_batch_size: int,
         ignore_background: bool,
         ignore_overlaps: bool,
         eval_seed: int = 0,
         eval_n_slots: int | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.losses = nn.ModuleDict(losses)
-        encoder = model.encoder
-        self.loss_channels = [
-            loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values()
-        ]
+        self.loss_channels = channel_layout(losses, model.encoder)
         self.optim = optim
         self.total_batch_size = total_batch_size
         self.eval_seed = eval_seed
         self.eval_n_slots = eval_n_slots
+        self.run_config = run_config
         self.metrics = make_metrics(ignore_background, ignore_overlaps)
         self.best_metrics: dict[str, float] = {}
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
@@ -83,8 +104,7 @@ class ObjectCentricModule(L.LightningModule):
         """{name: unweighted loss} plus "loss", the weighted total."""
         predictions = out.reconstruction.split(self.loss_channels, dim=-1)
         values = {
-            name: loss(pred, out.encoder)
-            for (name, loss), pred in zip(self.losses.items(), predictions, strict=True)
+            name: loss(pred, out) for (name, loss), pred in zip(self.losses.items(), predictions, strict=True)
         }
         values["loss"] = sum(self.losses[name].weight * value for name, value in values.items())
         return values
@@ -135,7 +155,11 @@ class ObjectCentricModule(L.LightningModule):
         return self.wall_time_s + time.monotonic() - self._session_start
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["slotsweep"] = {"best_metrics": self.best_metrics, "wall_time_s": self.elapsed_s()}
+        checkpoint["slotsweep"] = {
+            "best_metrics": self.best_metrics,
+            "wall_time_s": self.elapsed_s(),
+            "config": self.run_config,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("slotsweep", {})

@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from slotsweep import runs, tracking
 from slotsweep.cache import attach_feature_cache, feature_cache_sources
 from slotsweep.callbacks import VerifiedCheckpoint
-from slotsweep.checkpoints import load_model_weights
+from slotsweep.checkpoints import load_model_weights, load_run_config
 from slotsweep.config import check_config
 from slotsweep.cost import DeviceClock
 from slotsweep.errors import SlotsweepError
+from slotsweep.losses import channel_layout
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 from slotsweep.progress import progress_callbacks
@@ -56,7 +57,7 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
     encoder = instantiate(cfg.encoder, allow_pickle=cfg.allow_pickle)
     losses = {name: instantiate(loss_cfg) for name, loss_cfg in cfg.loss.items()}
     losses = {name: loss for name, loss in losses.items() if loss.weight > 0}
-    channels = sum(loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values())
+    channels = sum(channel_layout(losses, encoder))
     model = ObjectCentricModel(
         encoder=encoder,
         grouper=instantiate(cfg.grouper),
@@ -93,6 +94,7 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
         ignore_background=datamodule.ignore_background,
         ignore_overlaps=datamodule.ignore_overlaps,
         eval_seed=cfg.eval_seed,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
     )
     return datamodule, module
 
@@ -263,16 +265,11 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[floa
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Validate a checkpoint with its run's config (conf/eval.yaml); writes eval/<name>.json beside it."""
+    """Validate a checkpoint with the config it carries (conf/eval.yaml); writes eval/<name>.json
+    in the directory above the checkpoint's."""
     ckpt = Path(cfg.ckpt)
-    config_path = Path(cfg.config) if cfg.config is not None else ckpt.parent.parent / "config.yaml"
-    if not ckpt.is_file():
-        raise SlotsweepError(
-            f"ckpt={ckpt} does not exist: pass a checkpoint file, e.g. <run_dir>/{LAST_CHECKPOINT}"
-        )
-    if not config_path.is_file():
-        raise SlotsweepError(f"config={config_path} does not exist: pass config=<the run's config.yaml>")
-    train_cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.from_dotlist(list(cfg.overrides)))
+    overrides = OmegaConf.from_dotlist(list(cfg.overrides))
+    train_cfg = OmegaConf.merge(load_run_config(ckpt, cfg.config, cfg.allow_pickle), overrides)
     train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
     datamodule, module = build_task(train_cfg, stage="validate")
     load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)

@@ -1,7 +1,9 @@
-"""src/eval.py on checkpoints of short training runs: eval json, n_slots override, wrong architecture."""
+"""src/eval.py on checkpoints of short training runs: eval json, n_slots override, a checkpoint
+copied away from its run dir, wrong architecture."""
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
     return runs.run_dir(cfg, runs.experiment_id(cfg))
 
 
-def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli):
+def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli, tmp_path: Path):
     run_dir = _train(compose_train)
     ckpt = run_dir / training.LAST_CHECKPOINT
     trained = json.loads((run_dir / "results.json").read_text())["metrics"]
@@ -41,6 +43,15 @@ def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], c
     assert all(0 <= three["metrics"][key] <= 1 for key in CONTRACT_METRICS)
     assert three["metrics"] != evaluated["metrics"]  # 3 slots instead of 7: other masks
     assert json.loads((run_dir / "eval" / "last.json").read_text()) == evaluated  # not overwritten
+
+    # the checkpoint carries its config: copied where no config.yaml is, ckpt= alone is enough
+    moved = tmp_path / "elsewhere" / "weights" / "copy.ckpt"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(ckpt, moved)
+    result = cli.run("eval.py", f"ckpt={moved}", "accelerator=cpu")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    copied = json.loads((tmp_path / "elsewhere" / "eval" / "copy.json").read_text())
+    assert copied["metrics"] == evaluated["metrics"]
 
 
 def test_eval_other_architecture_fails_in_one_line(compose_train: Callable[..., DictConfig], cli):

@@ -1,6 +1,7 @@
 """src/infer.py on a real mp4 written here: one mask per frame, slots carried across chunks."""
 
 import json
+import shutil
 from pathlib import Path
 
 import av
@@ -64,6 +65,19 @@ def test_cli_says_how_it_fits_frames_and_where_it_runs(cli, checkpoint: Path, vi
     if not torch.cuda.is_available():  # a GPU that is absent is an error, before the model loads
         result = cli.run("infer.py", *args, "accelerator=gpu")
         assert result.returncode == 2 and "error: accelerator=gpu but torch sees no CUDA GPU" in result.stderr
+
+
+def test_checkpoint_alone_is_enough(cli, checkpoint: Path, video: Path, tmp_path: Path):
+    """Copied away from its run dir (no config.yaml near it), the checkpoint rebuilds its model."""
+    moved = tmp_path / "elsewhere" / "copy.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(checkpoint, moved)
+    out = tmp_path / "out"
+    result = cli.run("infer.py", f"ckpt={moved}", f"video={video}", f"out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, _ = load_checkpoint_model(checkpoint)  # in its run dir
+    expected = torch.cat([soft for _, soft in infer_video(model, FrameSource(video))]).argmax(dim=1)
+    assert np.array_equal(np.load(out / "masks.npz")["masks"], expected.numpy())
 
 
 def test_n_slots_override(cli, checkpoint: Path, video: Path, tmp_path: Path):

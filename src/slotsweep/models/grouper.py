@@ -1,46 +1,22 @@
-"""Slot initialisation and slot attention (videosaur.md §2.1 step 3, §2.3)."""
+"""Slot attention (videosaur.md §2.1 step 3, §2.3): a contracts.Grouper."""
 
-import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from slotsweep.contracts import SlotInitializer
+from slotsweep.models.initializers import RandomInit
 from slotsweep.models.layers import mlp
 
-__all__ = ["RandomInit", "SlotAttention"]
-
-
-class RandomInit(nn.Module):
-    """Learned Gaussian slot initialisation, shared by all slots, sampled fresh on every call.
-
-    Args:
-        n_slots: default number of slots S (can be overridden per call, e.g. at inference).
-        dim: slot width D.
-    """
-
-    def __init__(self, n_slots: int, dim: int) -> None:
-        super().__init__()
-        self.n_slots = n_slots
-        self.mean = nn.Parameter(torch.zeros(1, 1, dim))
-        self.log_std = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
-
-    def forward(
-        self, batch_size: int, n_slots: int | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Returns (B, S, D) initial slots; `generator` makes evaluation repeatable."""
-        n_slots = self.n_slots if n_slots is None else n_slots
-        if n_slots < 1:
-            raise ValueError(f"n_slots={n_slots} must be >= 1")
-        shape = (batch_size, n_slots, self.mean.shape[-1])
-        noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.log_std.exp() * noise
+__all__ = ["SlotAttention"]
 
 
 class SlotAttention(nn.Module):
     """Slot attention with the reference's details, plus the slot initializer it starts from.
 
     Args:
-        n_slots: number of slots S (>= 1); an inference-time override is `forward(..., n_slots=k)`.
+        n_slots: number of slots S (>= 1); an inference-time override is `initial_slots(n_slots=k)`.
         slot_dim: slot width D; the encoder features are projected to this width.
         n_iters: iterations on every frame after the first.
         n_iters_first: iterations on the first frame (the reference uses 3, later frames 2).
@@ -56,6 +32,8 @@ class SlotAttention(nn.Module):
             passes tanh(update) on, so an untrained grouper already clusters tokens by cosine
             similarity with logits up to c²·sqrt(D). Needs inp_dim == kvq_dim == slot_dim. Used by
             the CPU demo, where the reference init collapses all slots into one within ~50 steps.
+        initializer: called as initializer(n_slots=S, dim=D) to build the contracts.SlotInitializer
+            (conf/grouper/initializer/); None: the reference's learned Gaussian (RandomInit).
     """
 
     def __init__(
@@ -71,9 +49,10 @@ class SlotAttention(nn.Module):
         eps: float = 1e-8,
         gru_on_normed_slots: bool = True,
         kmeans_init_scale: float | None = None,
+        initializer: Callable[..., SlotInitializer] | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("n_slots", n_slots), ("slot_dim", slot_dim), ("n_iters", n_iters)):
+        for key, value in (("slot_dim", slot_dim), ("n_iters", n_iters)):
             if value < 1:
                 raise ValueError(f"grouper.{key}={value} must be >= 1")
         if n_iters_first is not None and n_iters_first < 1:
@@ -85,7 +64,7 @@ class SlotAttention(nn.Module):
         self.eps = eps
         self.gru_on_normed_slots = gru_on_normed_slots
         self.scale = kvq_dim**-0.5
-        self.initializer = RandomInit(n_slots, slot_dim)
+        self.initializer = (RandomInit if initializer is None else initializer)(n_slots=n_slots, dim=slot_dim)
         self.norm_features = nn.LayerNorm(inp_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.to_q = nn.Linear(slot_dim, kvq_dim, bias=False)
@@ -120,6 +99,20 @@ class SlotAttention(nn.Module):
     @property
     def n_slots(self) -> int:
         return self.initializer.n_slots
+
+    def initial_slots(
+        self,
+        batch_size: int,
+        n_slots: int | None = None,
+        generator: torch.Generator | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """(B, S, D) first-frame slots from the initializer (contracts.Grouper)."""
+        return self.initializer(batch_size, n_slots, generator, conditions)
+
+    def group(self, features: Tensor, slots: Tensor, first_frame: bool) -> tuple[Tensor, Tensor]:
+        """One frame with `n_iters_first` iterations on a first frame, else `n_iters` (contracts.Grouper)."""
+        return self(features, slots, self.n_iters_first if first_frame else self.n_iters)
 
     def forward(self, features: Tensor, slots: Tensor, n_iters: int | None = None) -> tuple[Tensor, Tensor]:
         """Group one frame's tokens into slots.

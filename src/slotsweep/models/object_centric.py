@@ -1,13 +1,16 @@
-"""The assembled model: encoder -> projection -> slot attention over time -> predictor -> decoder."""
+"""The assembled model: encoder -> projection -> grouper over time -> predictor -> decoder.
 
-from collections.abc import Callable
+It uses the parts only through their contracts (slotsweep.contracts).
+"""
+
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from slotsweep.models.encoder import EncoderOutput, ViTEncoder
-from slotsweep.models.grouper import SlotAttention
+from slotsweep.contracts import Decoder, DecoderFactory, Encoder, Grouper, PredictorFactory, require
+from slotsweep.models.encoder import EncoderOutput
 from slotsweep.models.layers import feature_projection, fold_time
 
 __all__ = ["ModelOutput", "ObjectCentricModel"]
@@ -37,22 +40,24 @@ class ObjectCentricModel(nn.Module):
     """VideoSAUR (T > 1, with a predictor) or DINOSAUR (T = 1) from built parts.
 
     Args:
-        encoder: frozen ViT giving features and keys.
-        grouper: slot attention (owns the slot initializer and the slot width D).
+        encoder: a contracts.Encoder (a frozen ViT giving features and keys).
+        grouper: a contracts.Grouper (owns the initial slots, iteration counts and slot width D).
         predictor: called as predictor(dim=D): maps frame-t slots to frame t+1's initial slots.
-        decoder: called as decoder(inp_dim=D, outp_dim=C, n_patches=P).
-        decoder_channels: C, the output channels the losses need (set by the task builder).
+        decoder: called as decoder(inp_dim=D, outp_dim=C, n_patches=P): a contracts.Decoder.
+        decoder_channels: C, the output channels the losses need (losses.channel_layout).
     """
 
     def __init__(
         self,
-        encoder: ViTEncoder,
-        grouper: SlotAttention,
-        predictor: Callable[..., nn.Module],
-        decoder: Callable[..., nn.Module],
+        encoder: Encoder,
+        grouper: Grouper,
+        predictor: PredictorFactory,
+        decoder: DecoderFactory,
         decoder_channels: int,
     ) -> None:
         super().__init__()
+        require(encoder, Encoder, "encoder")
+        require(grouper, Grouper, "grouper")
         self.encoder = encoder
         self.projection = feature_projection(encoder.feat_dim, grouper.slot_dim)
         self.grouper = grouper
@@ -60,6 +65,7 @@ class ObjectCentricModel(nn.Module):
         self.decoder = decoder(
             inp_dim=grouper.slot_dim, outp_dim=decoder_channels, n_patches=encoder.n_patches
         )
+        require(self.decoder, Decoder, "decoder")
 
     def encode(self, video: Tensor) -> EncoderOutput:
         """video (B, T, 3, H, W) -> EncoderOutput of (B, T, P, D_feat) tensors."""
@@ -72,23 +78,33 @@ class ObjectCentricModel(nn.Module):
         video: Tensor | None = None,
         features: EncoderOutput | None = None,
         initial_slots: Tensor | None = None,
+        carried_slots: Tensor | None = None,
         n_slots: int | None = None,
         generator: torch.Generator | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
     ) -> ModelOutput:
         """Run one clip. Pass `video` (B, T, 3, H, W) or precomputed `features` (a feature cache).
 
-        initial_slots: (B, S, D) slots carried over from a previous chunk of the same video (then
-            frame 0 is not a first frame and gets the later-frame iteration count); None samples
-            fresh slots (n_slots of them, drawn with `generator` for repeatable evaluation).
+        Frame 0's slots, at most one of:
+        initial_slots: (B, S, D) given first-frame slots; frame 0 is a first frame, as with
+            sampled slots (the grouper's first-frame iteration count).
+        carried_slots: (B, S, D) the predicted slots of a previous chunk of the same video; frame 0
+            continues it (the later-frame iteration count).
+        Neither: the grouper's initializer gives them (n_slots of them, drawn with `generator` for
+            repeatable evaluation, conditioned on `conditions` (the batch's first-frame
+            annotations, e.g. "masks" (B, K, H, W)) where the initializer reads them).
         """
+        if initial_slots is not None and carried_slots is not None:
+            raise ValueError("pass initial_slots (a first frame) or carried_slots (a continuation), not both")
         if features is None:
             features = self.encode(video)
         B, T, P, _ = features.features.shape
         x = self.projection(features.features)  # (B, T, P, D)
-        first_frame = initial_slots is None
-        if first_frame:
-            initial_slots = self.grouper.initializer(B, n_slots, generator)
-        slots_t, predicted, masks = self.scan(x, initial_slots, first_frame)
+        first_frame = carried_slots is None
+        slots = initial_slots if first_frame else carried_slots
+        if slots is None:
+            slots = self.grouper.initial_slots(B, n_slots, generator, conditions)
+        slots_t, predicted, masks = self.scan(x, slots, first_frame)
         reconstruction, decoder_masks = self.decoder(fold_time(slots_t))
         return ModelOutput(
             encoder=features,
@@ -107,14 +123,13 @@ class ObjectCentricModel(nn.Module):
         Args:
             x: (B, T, P, D) projected features.
             slots: (B, S, D) initial slots of frame 0.
-            first_frame: frame 0 starts a video and gets `grouper.n_iters_first` iterations.
+            first_frame: frame 0 starts a video (the grouper may iterate more on it).
         Returns:
             slots (B, T, S, D), predicted slots (B, T, S, D) and grouping masks (B, T, S, P).
         """
         slots_t, predicted, masks = [], [], []
         for t in range(x.shape[1]):
-            n_iters = self.grouper.n_iters_first if t == 0 and first_frame else self.grouper.n_iters
-            s, m = self.grouper(x[:, t], slots, n_iters)
+            s, m = self.grouper.group(x[:, t], slots, first_frame=t == 0 and first_frame)
             slots = self.predictor(s)
             slots_t.append(s), predicted.append(slots), masks.append(m)
         return tuple(torch.stack(seq, dim=1) for seq in (slots_t, predicted, masks))  # (B, T, ...)

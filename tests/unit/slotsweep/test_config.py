@@ -53,7 +53,7 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
             ["loss.timesim.offset=3"],
             r"loss.timesim.offset=3 must be in \[1, 2\] \(dataset.train_clip_frames=3\)",
         ),
-        (["loss.timesim.offset=0"], r"loss.timesim.offset=0 must be in \[1, 2\]"),
+        (["loss.timesim.offset=0"], r"loss.timesim.offset=0 must be >= 1"),  # the loss's constructor
         (
             ["loss.timesim.offset=4", "dataset.train_clip_frames=4"],
             r"loss.timesim.offset=4 must be in \[1, 3\] \(dataset.train_clip_frames=4\)",

@@ -80,7 +80,7 @@ def test_temporal_similarity_loss_and_grad_match_reference(reference, keys: str,
     assert data[prefix + "config"]["target_transform"]["temperature"] == temperature
     logits = inputs["logits_movi"].clone().requires_grad_(True)  # (B, T, P, P): all channels
     loss = TemporalSimilarityLoss(weight=0.1, temperature=temperature)
-    value = loss(logits, EncoderOutput(features=inputs["backbone_features"], keys=inputs[keys]))
+    value = loss(logits, model_output(inputs["backbone_features"], inputs[keys]))
     value.backward()
     assert_close(value.detach(), data[prefix + "loss_timesim"], rtol=1e-5, atol=0)
     assert_close(logits.grad, data[prefix + "grad_logits"], rtol=1e-5, atol=1e-9)
@@ -100,7 +100,7 @@ def test_videosaur_losses_through_the_module_match_reference(reference, temperat
         timesim=TemporalSimilarityLoss(weight=0.1, temperature=temperature),
     )
     logits = inputs["logits_ytvis"].clone().requires_grad_(True)
-    values = module.compute_losses(model_output(inputs, logits))
+    values = module.compute_losses(model_output(inputs["backbone_features"], inputs["keys"], logits))
     values["loss"].backward()
     assert_close(values["featrec"].detach(), data[prefix + "loss_featrec"], rtol=1e-5, atol=0)
     assert_close(values["timesim"].detach(), data[prefix + "loss_timesim"], rtol=1e-5, atol=0)
@@ -129,14 +129,17 @@ def module_with_losses(**losses: torch.nn.Module) -> ObjectCentricModule:
     )
 
 
-def model_output(inputs: dict, reconstruction: torch.Tensor) -> ModelOutput:
-    unused = torch.empty(0)  # the losses read only the encoder outputs and the reconstruction
+def model_output(
+    features: torch.Tensor, keys: torch.Tensor, reconstruction: torch.Tensor | None = None
+) -> ModelOutput:
+    """What a loss receives (contracts.Loss): these losses read the encoder outputs only."""
+    unused = torch.empty(0)
     return ModelOutput(
-        encoder=EncoderOutput(features=inputs["backbone_features"], keys=inputs["keys"]),
+        encoder=EncoderOutput(features=features, keys=keys),
         slots=unused,
         slots_predicted=unused,
         grouping_masks=unused,
-        reconstruction=reconstruction,
+        reconstruction=unused if reconstruction is None else reconstruction,
         decoder_masks=unused,
     )
 
@@ -168,7 +171,7 @@ def test_loss_matches_naive_cross_entropy() -> None:
         for t in range(2)
         for p in range(5)
     ) / (2 * 2 * 5)
-    value = loss(logits, EncoderOutput(features=torch.empty(0), keys=keys))
+    value = loss(logits, model_output(torch.empty(0), keys))
     assert_close(value.double(), expected, rtol=1e-5, atol=0)
 
 
@@ -177,7 +180,7 @@ def test_similarity_target_stays_fp32_under_bf16_autocast() -> None:
     torch.manual_seed(5)
     keys, logits = torch.randn(2, 3, 49, 64) + 2 * torch.randn(64), torch.randn(2, 3, 49, 49)
     loss = TemporalSimilarityLoss(temperature=0.075)
-    target = EncoderOutput(features=torch.empty(0), keys=keys)
+    target = model_output(torch.empty(0), keys)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = loss(logits.bfloat16(), target)
     assert_close(mixed.float(), loss(logits.bfloat16().float(), target), rtol=1e-5, atol=1e-6)
@@ -208,7 +211,7 @@ def test_featrec_is_mse_to_detached_features() -> None:
     torch.manual_seed(4)
     features = torch.randn(2, 3, 5, 7, requires_grad=True)
     prediction = torch.randn(2, 3, 5, 7, requires_grad=True)
-    value = FeatureReconstructionLoss()(prediction, EncoderOutput(features, features))
+    value = FeatureReconstructionLoss()(prediction, model_output(features, features))
     assert_close(value, ((prediction - features) ** 2).mean())
     value.backward()
     assert features.grad is None and prediction.grad is not None
@@ -238,4 +241,4 @@ def test_offset_must_be_shorter_than_the_clip() -> None:
     loss = TemporalSimilarityLoss(offset=3)
     keys = torch.randn(1, 3, 4, 5)
     with pytest.raises(ValueError, match=r"loss.timesim.offset=3 .*\(3 frames\)"):
-        loss(torch.randn(1, 3, 4, 4), EncoderOutput(features=keys, keys=keys))
+        loss(torch.randn(1, 3, 4, 4), model_output(keys, keys))

@@ -7,7 +7,8 @@ import torch
 from torch.testing import assert_close
 
 from slotsweep.checkpoints import reference_to_local
-from slotsweep.models.grouper import RandomInit, SlotAttention
+from slotsweep.models.grouper import SlotAttention
+from slotsweep.models.initializers import RandomInit
 
 
 def reference_slot_attention(entry: dict) -> SlotAttention:

@@ -105,16 +105,40 @@ def test_forward_chains_frames_through_the_predictor() -> None:
 
 
 def test_carried_over_slots_get_the_later_frame_iterations() -> None:
-    """initial_slots continue a video: frame 0 is not a first frame (n_iters, not n_iters_first)."""
+    """carried_slots continue a video: frame 0 is not a first frame (n_iters, not n_iters_first)."""
     model = tiny_model()
     features, carried = random_features(T=1), torch.randn(2, 4, 16)
     with torch.no_grad():
-        out = model(features=features, initial_slots=carried)
+        out = model(features=features, carried_slots=carried)
         x = model.projection(features.features[:, 0])
         later, _ = model.grouper(x, carried, n_iters=2)
         first, _ = model.grouper(x, carried, n_iters=3)
     assert_close(out.slots[:, 0], later)
     assert not torch.allclose(out.slots[:, 0], first, atol=1e-4)
+
+
+def test_given_first_frame_slots_reproduce_the_sampled_run() -> None:
+    """initial_slots are a first frame: the same tensor as the initializer's draw, the same run."""
+    model = tiny_model()
+    features = random_features()
+    with torch.no_grad():
+        sampled = model(features=features, generator=torch.Generator().manual_seed(3))
+        slots = model.grouper.initial_slots(2, generator=torch.Generator().manual_seed(3))
+        given = model(features=features, initial_slots=slots)
+        carried = model(features=features, carried_slots=slots)
+    for name in ("slots", "slots_predicted", "grouping_masks", "reconstruction", "decoder_masks"):
+        assert torch.equal(getattr(given, name), getattr(sampled, name)), name
+    assert not torch.allclose(carried.slots[:, 0], given.slots[:, 0], atol=1e-4)  # n_iters, not first
+    with pytest.raises(ValueError, match="not both"):
+        model(features=features, initial_slots=slots, carried_slots=slots)
+
+
+def test_parts_outside_their_contract_are_named() -> None:
+    model = tiny_model()
+    with pytest.raises(
+        TypeError, match=r"grouper: Linear is not a slotsweep.contracts.Grouper; it lacks \['slot_dim'"
+    ):
+        ObjectCentricModel(model.encoder, nn.Linear(2, 2), nn.Identity, lambda **_: nn.Identity(), 10)
 
 
 def test_video_frames_are_encoded_independently() -> None:
@@ -133,7 +157,7 @@ def test_gradients_flow_through_the_whole_clip() -> None:
     features = random_features()
     features.features.requires_grad_(True)
     carried = torch.randn(2, 4, 16, requires_grad=True)
-    model(features=features, initial_slots=carried).slots[:, -1].sum().backward()
+    model(features=features, carried_slots=carried).slots[:, -1].sum().backward()
     assert carried.grad.abs().sum() > 0
     assert features.features.grad[:, 0].abs().sum() > 0
     assert model.encoder.model.patch_embed.proj.weight.grad is None  # frozen

@@ -1,0 +1,115 @@
+"""Slot initializers (contracts.SlotInitializer): the slots a video's first frame starts from.
+
+The grouper owns one; `grouper.initializer` picks another (a partial called with n_slots and dim):
+    python src/train.py +grouper/initializer=mask_boxes ...     (conf/grouper/initializer/)
+"""
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from slotsweep.errors import SlotsweepError
+from slotsweep.models.layers import mlp
+
+__all__ = ["MaskBoxInit", "RandomInit", "check_n_slots"]
+
+
+def check_n_slots(n_slots: int, key: str = "grouper.n_slots") -> int:
+    """The one check of a slot count (config, evaluation and inference overrides)."""
+    if n_slots < 1:
+        raise SlotsweepError(f"{key}={n_slots} must be >= 1")
+    return n_slots
+
+
+class RandomInit(nn.Module):
+    """Learned Gaussian slot initialisation, shared by all slots, sampled fresh on every call.
+
+    Args:
+        n_slots: default number of slots S (can be overridden per call, e.g. at inference).
+        dim: slot width D.
+    """
+
+    def __init__(self, n_slots: int, dim: int) -> None:
+        super().__init__()
+        self.n_slots = check_n_slots(n_slots)
+        self.mean = nn.Parameter(torch.zeros(1, 1, dim))
+        self.log_std = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
+
+    def forward(
+        self,
+        batch_size: int,
+        n_slots: int | None = None,
+        generator: torch.Generator | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Returns (B, S, D) initial slots; `generator` makes evaluation repeatable; no conditions."""
+        n_slots = self.n_slots if n_slots is None else check_n_slots(n_slots, "n_slots")
+        shape = (batch_size, n_slots, self.mean.shape[-1])
+        noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * noise
+
+
+class MaskBoxInit(nn.Module):
+    """Slots conditioned on the first frame's objects: an MLP encodes each object's bounding box.
+
+    A box- or mask-conditioned protocol (SAVi-style): slot k starts from GT object k of frame 0.
+    Box = (y0, x0, y1, x1) of the object's pixels in [0, 1]; objects without pixels in frame 0 (and
+    the padding channels) start from a learned `empty` slot. Deterministic: no sampling.
+
+    Args:
+        n_slots: S; the conditions' object channels K must be <= S (the rest are empty slots).
+        dim: slot width D.
+        hidden_dim: width of the box MLP.
+    """
+
+    def __init__(self, n_slots: int, dim: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.n_slots = check_n_slots(n_slots)
+        self.encode_box = mlp(4, [hidden_dim], dim)
+        self.empty = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(
+        self,
+        batch_size: int,
+        n_slots: int | None = None,
+        generator: torch.Generator | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """conditions["masks"]: (B, K, H, W) bool first-frame GT masks -> (B, S, D) slots."""
+        if conditions is None or "masks" not in conditions:
+            raise ValueError(
+                "grouper.initializer=MaskBoxInit needs first-frame masks: train and validate on a "
+                "dataset whose batches hold 'masks' (B, T, K, H, W)"
+            )
+        if n_slots is not None and n_slots != self.n_slots:
+            raise ValueError(
+                f"n_slots={n_slots}: MaskBoxInit has one slot per object, n_slots={self.n_slots}"
+            )
+        masks = conditions["masks"]
+        B, K, H, W = masks.shape
+        if self.n_slots < K:
+            raise ValueError(f"grouper.n_slots={self.n_slots} is fewer than the {K} mask channels: raise it")
+        boxes, present = _boxes(masks)  # (B, K, 4), (B, K)
+        encoded = self.encode_box(boxes.to(self.empty.dtype))  # (B, K, D)
+        slots = torch.where(present[..., None], encoded, self.empty)
+        padding = self.empty.expand(B, self.n_slots - K, -1)
+        return torch.cat([slots, padding], dim=1)  # (B, S, D)
+
+
+def _boxes(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, K, H, W) bool -> boxes (B, K, 4) as (y0, x0, y1, x1) in [0, 1], and present (B, K)."""
+    H, W = masks.shape[-2:]
+    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (B, K, H), (B, K, W)
+    present = rows.any(dim=-1)
+
+    def extent(hit: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        index = torch.arange(size, device=hit.device)
+        first = torch.where(hit, index, size).amin(dim=-1)
+        last = torch.where(hit, index, -1).amax(dim=-1) + 1
+        return first / size, last / size
+
+    (y0, y1), (x0, x1) = extent(rows, H), extent(cols, W)
+    boxes = torch.stack([y0, x0, y1, x1], dim=-1).float()
+    return torch.where(present[..., None], boxes, 0.0), present
