@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -92,6 +91,8 @@ def check_config(cfg: DictConfig) -> None:
 def _build(node: DictConfig) -> Any:
     """A cheap part (the grouper, a loss), built so that its constructor checks its keys. The
     random state is restored: the model built after a seed must get the same weights."""
+    import torch  # here: train.py imports this module for the schema, and --help needs no torch
+
     with torch.random.fork_rng(devices=[]):
         return _one_line(instantiate, node)
 
