@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,7 @@ def main() -> None:
             "The pruned sweep's own summary (the last way run), as it printed it:",
             "",
             "```bash",
-            " ".join(result["command"][1:]).replace(str(REPO) + "/", ""),
+            shlex.join(result["command"][1:]).replace(str(REPO) + "/", ""),
             "```",
             "",
             result["table"],
