@@ -6,8 +6,8 @@ from omegaconf import DictConfig
 from slotsweep.cli import report_errors
 
 
+@report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
-@report_errors
 def main(cfg: DictConfig) -> None:
     from slotsweep.inference import run_inference  # torch: not needed for --help or a config error
 

@@ -6,12 +6,14 @@ import hydra
 from omegaconf import DictConfig
 
 import slotsweep.config  # noqa: F401  (registers the schema that conf/train.yaml extends)
+from slotsweep import runs
 from slotsweep.cli import refuse_moved_keys, report_errors
 
 
+@report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@report_errors
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
+    runs.locate(cfg)  # bad input fails here, before torch and Lightning are imported (seconds)
     from slotsweep import training  # torch and Lightning: not needed for --help or a config error
 
     return training.run(cfg)  # objective(s) for the sweeper; run() owns the run dir and results.json

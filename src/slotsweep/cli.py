@@ -1,27 +1,46 @@
-"""What the entry points share: bad input is one line on stderr and a non-zero exit.
+"""What the entry points share: an error the user caused is one line on stderr and exit code 2.
 
-In a single run a SlotsweepError (also one that Hydra's `instantiate` wrapped) becomes
-`error: <message>` and exit code 2. In a multirun the error is re-raised, so the launcher records
-the job as failed and the sweep goes on.
+`report_errors` wraps a whole entry point, Hydra included, so errors from composing the config,
+building parts (Hydra's `instantiate`), the trainer, the sweeper's storage or the launcher all
+reach one place. There, a SlotsweepError anywhere in the exception's chain is printed as it is,
+and the exceptions other libraries raise for bad input (KNOWN_LIBRARY_ERRORS) are turned into one
+line naming the key or file. Anything else is a bug and keeps its traceback, as does every error
+with SLOTSWEEP_DEBUG=1 or HYDRA_FULL_ERROR=1.
+
+In a multirun a trial's error never reaches this boundary: Hydra's launcher records the job as
+failed and the sweep goes on. An error that stops the sweep itself (a bad storage URL, no SLURM)
+does, and is one line like any other.
 """
 
 import functools
+import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
-
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["MOVED_KEYS", "exit_with_error", "refuse_moved_keys", "report_errors"]
+__all__ = [
+    "KNOWN_LIBRARY_ERRORS",
+    "MOVED_KEYS",
+    "exit_with_error",
+    "refuse_moved_keys",
+    "report_errors",
+    "user_message",
+]
+
+DEBUG_VARIABLES = ("SLOTSWEEP_DEBUG", "HYDRA_FULL_ERROR")  # =1: tracebacks for developers
 
 
 def exit_with_error(error: BaseException | str) -> NoReturn:
     """Bad input: one `error: ...` line on stderr, exit code 2 (what every entry point promises)."""
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {_one_line(str(error))}", file=sys.stderr)
     sys.exit(2)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # Keys that moved, with what to write instead: Hydra's own error for them ("Could not override")
@@ -39,24 +58,83 @@ def refuse_moved_keys(overrides: list[str]) -> None:
             exit_with_error(f"{override}: {key} is gone; use {MOVED_KEYS[key]}")
 
 
-def _user_error(error: BaseException | None) -> SlotsweepError | None:
-    """The SlotsweepError behind `error`: raised as is, or wrapped by Hydra's `instantiate`
-    (InstantiationException, raised `from` the constructor's error, once per nesting level)."""
-    while error is not None and not isinstance(error, SlotsweepError):
-        error = error.__cause__
-    return error
+def _instantiation(error: BaseException) -> str:
+    """Hydra's `Error in call to target 'X': ValueError(...) full_key: optim` as `optim: ...`."""
+    key = re.search(r"full_key: (\S+)", str(error))
+    cause = error.__cause__
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error).split("\n")[0]
+    return f"{key.group(1) if key else 'config'}: {reason}"
 
 
-def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(task)
+def _with_cause(error: BaseException) -> str:
+    """Hydra prints OmegaConf's cause (the key and the allowed values) under its own message."""
+    message = str(error).split("\nConfig search path")[0]  # Hydra's search path: noise to a user
+    cause = error.__cause__
+    return f"{message} ({cause})" if cause is not None and str(cause) not in message else message
+
+
+def _os_error(error: BaseException) -> str:
+    assert isinstance(error, OSError)
+    where = error.filename if error.filename is not None else "a file"
+    return f"{where}: {error.strerror or error}: check the path and its permissions"
+
+
+# Exception class (module.qualname, matched along the MRO; the first entry that matches wins) ->
+# its one-line message. Names, not imports: the entry point must not import SQLAlchemy to report a typo.
+KNOWN_LIBRARY_ERRORS: dict[str, Callable[[BaseException], str]] = {
+    "hydra.errors.InstantiationException": _instantiation,
+    "hydra.errors.HydraException": _with_cause,  # compose errors: unknown option or key, bad override
+    "omegaconf.errors.OmegaConfBaseException": str,  # a value of the wrong type, a missing `???`
+    "lightning.fabric.utilities.exceptions.MisconfigurationException": lambda e: f"trainer: {e}",
+    "sqlalchemy.exc.SQLAlchemyError": lambda e: f"hydra.sweeper.storage: {str(e).splitlines()[0]}",
+    "optuna.exceptions.OptunaError": lambda e: f"hydra.sweeper: {e}",
+    "submitit.core.utils.UncompletedJobError": lambda e: f"hydra.launcher: {e}",
+    "builtins.OSError": _os_error,  # unwritable runs dir, full disk, unreadable file: names the path
+}
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one-line message for an error the user caused, or None for a bug."""
+    for link in _chain(error):
+        if isinstance(link, SlotsweepError):
+            return str(link)
+    for link in _chain(error):
+        classes = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(link).__mro__}
+        for name, describe in KNOWN_LIBRARY_ERRORS.items():  # in order: Hydra's IOError is Hydra's
+            if name in classes:
+                return _one_line(describe(link))
+    if isinstance(error, RuntimeError) and 'Could not detect "srun"' in str(error):  # submitit's
+        return "hydra/launcher=slurm_*: no SLURM on this machine (srun not found); use hydra/launcher=local"
+    return None
+
+
+def report_errors(entry_point: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an entry point (a @hydra.main or argparse main); bad input exits 2 with one line."""
+
+    @functools.wraps(entry_point)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = any(os.environ.get(name) == "1" for name in DEBUG_VARIABLES)
+        hydra_full_error = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: errors come here
         try:
-            return task(*args, **kwargs)
+            return entry_point(*args, **kwargs)
         except Exception as error:
-            user_error = _user_error(error)
-            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-            if user_error is None or multirun:
+            message = None if debug else user_message(error)
+            if message is None:
                 raise
-            exit_with_error(user_error)
+            exit_with_error(message)
+        finally:  # as it was: a later entry point in this process must not see ours
+            if hydra_full_error is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = hydra_full_error
 
     return wrapper

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from slotsweep.contracts import Loss
+from slotsweep.errors import SlotsweepError
 from slotsweep.losses import channel_layout
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS, val_key
@@ -55,8 +56,9 @@ def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput |
     return inputs
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf: training stops, the last good checkpoint stays as it is."""
+class NonFiniteLossError(SlotsweepError):
+    """The loss became NaN/inf: training stops, the last checkpoint with a finite loss is kept
+    (VerifiedCheckpoint). A user error: the fix is in the config (learning rate, clipping)."""
 
 
 class ObjectCentricModule(L.LightningModule):
@@ -114,8 +116,9 @@ class ObjectCentricModule(L.LightningModule):
         if not torch.isfinite(values["loss"]):
             raise NonFiniteLossError(
                 f"training loss is {values['loss'].item()} at step {self.global_step} "
-                f"({ {k: v.item() for k, v in values.items()} }); the last good checkpoint is kept. "
-                "Lower optim.base_lr or raise trainer.gradient_clip_val"
+                f"({ {k: v.item() for k, v in values.items()} }); last.ckpt keeps the newest weights "
+                "whose loss was finite. Lower optim.base_lr, or clip gradients "
+                "(trainer.gradient_clip_val, e.g. 0.05; lower it if it is already set)"
             )
         self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
         self.log("loss", values["loss"], prog_bar=True, logger=False)

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "NON_RESULT_KEYS",
     "RESULTS_FILE",
     "check_run_dir",
+    "check_writable",
     "experiment_id",
     "flatten",
     "identity",
+    "locate",
     "read_results",
     "run_dir",
     "total_batch_size",
@@ -138,6 +141,31 @@ def run_dir(cfg: DictConfig, exp_id: str) -> Path:
     if cfg.run_dir is not None:
         return Path(cfg.run_dir)
     return Path(cfg.paths.runs_dir) / exp_id / f"seed{cfg.seed}"
+
+
+def check_writable(directory: Path) -> None:
+    """Fail now, naming the dir, if `directory` could not be made or written: not after the data and
+    the model were built."""
+    existing = Path(directory).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SlotsweepError(
+            f"run dir {directory} cannot be written ({existing} is not a writable directory): "
+            "set paths.runs_dir (or SLOTSWEEP_RUNS_DIR) or run_dir to a writable place"
+        )
+
+
+def locate(cfg: DictConfig) -> tuple[str, Path]:
+    """exp_id and run dir of a checked config: every check that needs neither torch nor the data
+    (the config across groups, the run dir's owner, a writable place), so `src/train.py` runs them
+    before it imports the heavy parts, and training.run again for the callers that skip the CLI."""
+    check_config(cfg)
+    exp_id = experiment_id(cfg)
+    directory = run_dir(cfg, exp_id)
+    check_run_dir(directory, cfg, exp_id)  # another config's run: refuse before reading its results
+    check_writable(directory)
+    return exp_id, directory
 
 
 def write_results(directory: Path, results: dict[str, Any]) -> Path:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 
+from slotsweep.checkpoint_files import AtomicCheckpointIO
 from slotsweep.errors import SlotsweepError
 
 __all__ = ["SafeCheckpointIO", "load_file", "refuse_unpickling"]
@@ -82,10 +82,11 @@ def load_file(path: str | Path, key: str, allow_pickle: bool = False) -> Any:
             raise SlotsweepError(f"{key}={path} is not a readable torch checkpoint ({e})") from e
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with loading through `load_file`: trainer.fit(ckpt_path=...) (resume)
-    never unpickles arbitrary code. Lightning's own checkpoints hold only tensors, numbers, strings
-    and plain containers, so they load with weights_only=True."""
+class SafeCheckpointIO(AtomicCheckpointIO):
+    """Lightning's checkpoint IO, saving atomically (AtomicCheckpointIO) and loading through
+    `load_file`: trainer.fit(ckpt_path=...) (resume) never unpickles arbitrary code. Lightning's
+    own checkpoints hold only tensors, numbers, strings and plain containers, so they load with
+    weights_only=True."""
 
     def __init__(self, allow_pickle: bool = False) -> None:
         super().__init__()

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from slotsweep import runs, tracking
 from slotsweep.cache import attach_feature_cache, feature_cache_sources
 from slotsweep.callbacks import VerifiedCheckpoint
+from slotsweep.checkpoint_files import resume_checkpoint
 from slotsweep.checkpoints import load_model_weights, load_run_config
 from slotsweep.config import check_config
 from slotsweep.cost import DeviceClock
@@ -105,6 +106,14 @@ def _cache_device(cfg: DictConfig) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
+def _check_trainer(cfg: DictConfig) -> None:
+    """Lightning checks its arguments when a Trainer is made: a throwaway one, before any dir exists."""
+    try:
+        instantiate(cfg.trainer)(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    except TypeError as e:  # an argument Trainer does not take (e.g. +trainer.max_stepz=3)
+        raise SlotsweepError(f"trainer: {e}; see conf/trainer/default.yaml for its arguments") from e
+
+
 def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     checkpoints = VerifiedCheckpoint(
         dirpath=directory / "checkpoints",
@@ -125,16 +134,13 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
         callbacks=callbacks + progress,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),  # else plain lines
         logger=logger,
-        plugins=[*plugins, SafeCheckpointIO(cfg.allow_pickle)],  # resume without unpickling code
+        plugins=[*plugins, SafeCheckpointIO(cfg.allow_pickle)],  # atomic saves; resume without unpickling
     )
 
 
 def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
-    check_config(cfg)
-    exp_id = runs.experiment_id(cfg)
-    directory = runs.run_dir(cfg, exp_id)
-    runs.check_run_dir(directory, cfg, exp_id)  # another config's run: refuse before reading it
+    exp_id, directory = runs.locate(cfg)
     previous = runs.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
@@ -145,6 +151,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
 
     L.seed_everything(cfg.seed, workers=True)
+    _check_trainer(cfg)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
     set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
     lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
@@ -184,11 +191,11 @@ def _train(
     try:
         trainer = build_trainer(cfg, exp_id, directory)
         tracking.define_best_summaries(trainer.logger)
-        last = directory / LAST_CHECKPOINT
-        if last.is_file():
-            log.info(f"Resuming from {last}")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
-        trainer.save_checkpoint(last, weights_only=False)  # the full state, for a later resume
+        resume = resume_checkpoint(directory / "checkpoints")  # last.ckpt, or the newest readable
+        if resume is not None:
+            log.info(f"Resuming from {resume}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.save_checkpoint(directory / LAST_CHECKPOINT, weights_only=False)  # for a later resume
         reporter = _reporter(trainer)
         if reporter.stopped:  # pruned by the sweep: the last validation is the result
             clear_stop_request(directory)

@@ -31,9 +31,10 @@ class CLI:
         extra = self.train_args if script == "train.py" else []
         return [sys.executable, str(REPO / "src" / script), *extra, *args]
 
-    def run(self, script: str, *args: str) -> subprocess.CompletedProcess:
+    def run(self, script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run to the end; `env` replaces self.env (e.g. self.env plus a debug variable)."""
         return subprocess.run(
-            self.command(script, *args), cwd=REPO, env=self.env, capture_output=True, text=True
+            self.command(script, *args), cwd=REPO, env=env or self.env, capture_output=True, text=True
         )
 
     def start(self, script: str, *args: str, log: Path) -> subprocess.Popen:

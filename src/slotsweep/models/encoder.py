@@ -34,6 +34,14 @@ def sincos_2d(grid: tuple[int, int], dim: int) -> Tensor:
     return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)
 
 
+def _unloadable(weights: str, model_name: str, error: Exception) -> SlotsweepError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return SlotsweepError(
+        f"encoder.weights={weights} cannot be loaded into {model_name} ({type(error).__name__}: {reason}): "
+        "give a complete .safetensors/.pth file of this architecture"
+    )
+
+
 class ViTEncoder(nn.Module):
     """A timm ViT cut after block N. Weights come from the hub, a local file, or a seeded random init.
 
@@ -88,11 +96,14 @@ class ViTEncoder(nn.Module):
             with torch.random.fork_rng():
                 torch.manual_seed(init_seed)
                 model = timm.create_model(model_name, pretrained=pretrained or bool(weights), **kwargs)
-        except RuntimeError as e:
-            if "Unknown model" in str(e):
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is one of the user's cases
+            if isinstance(e, RuntimeError) and "Unknown model" in str(e):
                 raise SlotsweepError(f"encoder.model_name={model_name} is not a timm model") from e
-            raise
-        except OSError as e:  # hub unreachable: never fall back to random weights silently
+            if weights is not None:  # torch's zip reader, safetensors...: a truncated or foreign file
+                raise _unloadable(weights, model_name, e) from e
+            if not isinstance(e, OSError):
+                raise
+            # hub unreachable: never fall back to random weights silently
             raise SlotsweepError(
                 f"could not fetch pretrained weights for encoder.model_name={model_name} ({e}); "
                 "on an offline node pass encoder.weights=/path/to/file.safetensors"

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import matplotlib
 
-from slotsweep.cli import exit_with_error
-from slotsweep.errors import SlotsweepError
+from slotsweep.cli import report_errors
 from slotsweep.metric_names import AGGREGATE_KEYS
 from slotsweep.sweeps.loaders import load_local, load_wandb
 from slotsweep.sweeps.plots import plot_optuna, plot_params
@@ -38,23 +37,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # files only: cluster login nodes have no display
     args = _parse_args(argv)
-    try:
-        if args.source.startswith("wandb:"):
-            project = args.source.removeprefix("wandb:")
-            runs, planned = load_wandb(project), []
-            out = args.out or Path("aggregate") / project.replace("/", "_")
-        else:
-            source = Path(args.source)
-            runs, planned = load_local(source)
-            out = args.out or source / "aggregate"
-        by = [k for k in args.by.split(",") if k] if args.by else None
-        metrics = [m for m in args.metrics.split(",") if m]
-        table = aggregate(runs, metrics, by=by, planned_seeds=planned, use_best=args.best)
-    except (SlotsweepError, FileNotFoundError) as error:
-        exit_with_error(error)
+    if args.source.startswith("wandb:"):
+        project = args.source.removeprefix("wandb:")
+        runs, planned = load_wandb(project), []
+        out = args.out or Path("aggregate") / project.replace("/", "_")
+    else:
+        source = Path(args.source)
+        runs, planned = load_local(source)
+        out = args.out or source / "aggregate"
+    by = [k for k in args.by.split(",") if k] if args.by else None
+    metrics = [m for m in args.metrics.split(",") if m]
+    table = aggregate(runs, metrics, by=by, planned_seeds=planned, use_best=args.best)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     markdown = format_markdown(table)
     (out / "table.md").write_text(markdown)

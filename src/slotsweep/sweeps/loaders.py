@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 
+from slotsweep.errors import SlotsweepError
 from slotsweep.runs import RESULTS_FILE
 from slotsweep.sweeps.records import Run, flatten, is_result_key
 
@@ -37,8 +39,19 @@ def _run_from_results(results: dict[str, Any], source: str) -> Run:
 
 
 def _read_runs(directories: list[Path]) -> list[Run]:
+    """The runs of every results.json below `directories`; an unreadable one is skipped with a
+    warning on stderr (one damaged file must not hide the rest of a sweep)."""
     paths = {path.resolve() for d in directories if d.is_dir() for path in d.rglob(RESULTS_FILE)}
-    return [_run_from_results(json.loads(path.read_text()), str(path)) for path in sorted(paths)]
+    runs = []
+    for path in sorted(paths):
+        try:
+            runs.append(_run_from_results(json.loads(path.read_text()), str(path)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"warning: skipped {path}: unreadable ({type(e).__name__}: {e})", file=sys.stderr)
+    if not runs:
+        names = " or ".join(str(d) for d in directories)
+        raise SlotsweepError(f"no readable {RESULTS_FILE} below {names}: pass a runs or multirun dir")
+    return runs
 
 
 def load_local(source: Path) -> tuple[list[Run], list[int]]:
@@ -48,7 +61,7 @@ def load_local(source: Path) -> tuple[list[Run], list[int]]:
     and those runs are looked up under its `paths.runs_dir`.
     """
     if not source.is_dir():
-        raise FileNotFoundError(
+        raise SlotsweepError(
             f"{source} is not a directory; pass a runs dir, a multirun dir or wandb:<entity>/<project>"
         )
     if not (source / "multirun.yaml").is_file():

@@ -12,7 +12,6 @@ they need pycocotools (the `coco` extra).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from slotsweep.data.annotation_masks import annotation_mask
+from slotsweep.data.converters.index_files import read_index
 from slotsweep.data.shards import write_shards
 from slotsweep.errors import SlotsweepError
 
@@ -86,7 +86,7 @@ def convert_coco(
                 f"{index} not found: --src must be the COCO 2017 root (annotations/, {folder}/), "
                 "see docs/datasets.md"
             )
-        data = json.loads(index.read_text())
+        data = read_index(index, ("images", "annotations"), f"COCO 2017 instances_{folder}.json")
         annotations: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             annotations.setdefault(ann["image_id"], []).append(ann)

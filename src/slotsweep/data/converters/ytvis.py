@@ -15,7 +15,6 @@ i's mask x its category id, or one zero channel when a video has no annotation).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from slotsweep.data.annotation_masks import annotation_mask
+from slotsweep.data.converters.index_files import read_index
 from slotsweep.data.shards import write_shards
 from slotsweep.data.video_transforms import short_side_size
 from slotsweep.errors import SlotsweepError
@@ -133,7 +133,7 @@ def convert_ytvis(
             f"{index} not found: --src must be the YouTube-VIS 2021 train folder (instances.json, "
             "JPEGImages/), see docs/datasets.md"
         )
-    data = json.loads(index.read_text())
+    data = read_index(index, ("videos", "annotations"), "YouTube-VIS 2021 train instances.json")
     videos = data["videos"]
     if not 0 <= n_val <= len(videos):
         raise SlotsweepError(f"--val-videos {n_val} is invalid: {index} has {len(videos)} videos")

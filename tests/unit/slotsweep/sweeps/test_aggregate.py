@@ -283,7 +283,7 @@ def test_cli_writes_tables_and_plots(runs_dir: Path, tmp_path: Path, capsys: pyt
     with pytest.raises(SystemExit) as exit_info:
         agg.main([str(empty)])
     assert exit_info.value.code == 2
-    assert "no runs to aggregate (no results.json found)" in capsys.readouterr().err
+    assert f"no readable results.json below {empty}" in capsys.readouterr().err
 
 
 def test_named_optuna_sweep_from_the_real_config(tmp_path: Path):
