@@ -107,11 +107,19 @@ def _cache_device(cfg: DictConfig) -> str:
 
 
 def _check_trainer(cfg: DictConfig) -> None:
-    """Lightning checks its arguments when a Trainer is made: a throwaway one, before any dir exists."""
+    """Lightning checks its arguments when a Trainer is made: a throwaway one, before any dir exists
+    (quiet: its device lines and hints are printed again by the real one)."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
     try:
-        instantiate(cfg.trainer)(logger=False, enable_checkpointing=False, enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            instantiate(cfg.trainer)(logger=False, enable_checkpointing=False, enable_model_summary=False)
     except TypeError as e:  # an argument Trainer does not take (e.g. +trainer.max_stepz=3)
         raise SlotsweepError(f"trainer: {e}; see conf/trainer/default.yaml for its arguments") from e
+    finally:
+        lightning_log.setLevel(level)
 
 
 def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:

@@ -95,9 +95,9 @@ def test_sigkill_while_saving_a_checkpoint_then_resume(cli, tmp_path: Path):
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    (run_dir,) = [p.parent.parent for p in cli.runs_dir.glob("*/seed0/checkpoints")]
-    left = sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    assert left and all(is_readable(p) for p in left), left
+    (run_dir,) = [p.parent for p in cli.runs_dir.glob("*/seed0/checkpoints")]
+    left = sorted((run_dir / "checkpoints").glob("*.ckpt"))  # none if the first save was cut
+    assert all(is_readable(p) for p in left), left
     resumed = cli.run("train.py", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not list((run_dir / "checkpoints").glob(".*.tmp*"))

@@ -86,16 +86,18 @@ class ViTEncoder(nn.Module):
         kwargs = dict(model_kwargs or {}, num_classes=0, img_size=pos_embed_size or img_size)
         if pos_embed_size not in (None, img_size):
             kwargs["dynamic_img_size"] = True
-        if weights is not None and Path(weights).suffix != ".npz":  # .npz: numpy arrays, timm's loader
-            with refuse_unpickling("encoder.weights", weights):
-                state = timm.models.load_state_dict(weights, weights_only=not allow_pickle)
-            kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
-        elif weights is not None:
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
+            if weights is not None and Path(weights).suffix != ".npz":  # .npz: numpy arrays, timm's loader
+                with refuse_unpickling("encoder.weights", weights):
+                    state = timm.models.load_state_dict(weights, weights_only=not allow_pickle)
+                kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
+            elif weights is not None:
+                kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
             with torch.random.fork_rng():
                 torch.manual_seed(init_seed)
                 model = timm.create_model(model_name, pretrained=pretrained or bool(weights), **kwargs)
+        except SlotsweepError:  # refuse_unpickling's: names the file and the opt-in already
+            raise
         except Exception as e:  # noqa: BLE001 - re-raised unless it is one of the user's cases
             if isinstance(e, RuntimeError) and "Unknown model" in str(e):
                 raise SlotsweepError(f"encoder.model_name={model_name} is not a timm model") from e
