@@ -18,8 +18,8 @@ __all__ = ["MaskBoxInit", "RandomInit", "check_n_slots"]
 
 def check_n_slots(n_slots: int, key: str = "grouper.n_slots") -> int:
     """The one check of a slot count (config, evaluation and inference overrides)."""
-    if n_slots < 1:
-        raise SlotsweepError(f"{key}={n_slots} must be >= 1")
+    if not isinstance(n_slots, int) or n_slots < 1:  # a typo like n_slots=abc arrives as a str
+        raise SlotsweepError(f"{key}={n_slots} must be >= 1 (an integer)")
     return n_slots
 
 
