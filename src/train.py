@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 import slotsweep.config  # noqa: F401  (registers the schema that conf/train.yaml extends)
 from slotsweep import runs
-from slotsweep.cli import refuse_moved_keys, report_errors
+from slotsweep.cli import expand_shorthands, report_errors
 
 
 @report_errors  # outermost: errors from Hydra itself become one line too
@@ -20,5 +20,5 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 if __name__ == "__main__":
-    refuse_moved_keys(sys.argv[1:])
+    sys.argv[1:] = expand_shorthands(sys.argv[1:])  # encoder.cache=<v>: see cli.py
     main()

@@ -23,9 +23,8 @@ from slotsweep.errors import SlotsweepError
 
 __all__ = [
     "KNOWN_LIBRARY_ERRORS",
-    "MOVED_KEYS",
     "exit_with_error",
-    "refuse_moved_keys",
+    "expand_shorthands",
     "report_errors",
     "user_message",
 ]
@@ -43,19 +42,40 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# Keys that moved, with what to write instead: Hydra's own error for them ("Could not override")
-# does not say where they went.
-MOVED_KEYS = {
-    "encoder.cache": "cache=true (the location is paths.features_dir=<dir>): the cache is no encoder setting",
-}
+# `encoder.cache=true|false|<dir>` is the spelling the issue tracker, older docs and users' scripts
+# use; the cache is not an encoder argument any more (conf/train.yaml `cache`, location
+# `paths.features_dir`), so the command line keeps that spelling as a shorthand, rewritten here
+# before Hydra composes (Hydra would refuse the key: the encoder has no `cache` argument).
+CACHE_SHORTHAND = "encoder.cache"
+_OFF = ("false", "null", "none", "0")
+_ON = ("true", "1")
 
 
-def refuse_moved_keys(overrides: list[str]) -> None:
-    """Exit with one line if a command-line override sets a key of MOVED_KEYS."""
+def expand_shorthands(overrides: list[str]) -> list[str]:
+    """Command-line overrides with `encoder.cache=<v>` written out.
+
+    `encoder.cache=true` -> `cache=true`; `=false|null` -> `cache=false`; `=<dir>` -> `cache=true
+    paths.features_dir=<dir>`. A sweep over it (`encoder.cache=true,false`) or a deletion is refused
+    with one line naming the keys to sweep instead.
+    """
+    expanded = []
     for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key in MOVED_KEYS:
-            exit_with_error(f"{override}: {key} is gone; use {MOVED_KEYS[key]}")
+        key, _, value = override.lstrip("+~").partition("=")
+        if key != CACHE_SHORTHAND:
+            expanded.append(override)
+            continue
+        if override.startswith("~") or not value or "," in value or "(" in value:
+            exit_with_error(
+                f"{override}: {CACHE_SHORTHAND} takes one value, true, false or a directory; to sweep or "
+                "unset the cache use cache=true,false and paths.features_dir=<dir>"
+            )
+        if value.lower() in _OFF:
+            expanded.append("cache=false")
+        elif value.lower() in _ON:
+            expanded.append("cache=true")
+        else:
+            expanded += ["cache=true", f"paths.features_dir={value}"]
+    return expanded
 
 
 def _instantiation(error: BaseException) -> str:

@@ -4,7 +4,7 @@ so is an override of a key that moved."""
 import pytest
 from hydra.errors import InstantiationException
 
-from slotsweep.cli import MOVED_KEYS, refuse_moved_keys, report_errors
+from slotsweep.cli import expand_shorthands, report_errors
 from slotsweep.errors import SlotsweepError
 
 
@@ -46,12 +46,24 @@ def test_result_passes_through():
     assert report_errors(lambda x: x + 1)(2) == 3
 
 
-def test_a_moved_key_is_one_line_saying_where_it_went(capsys):
-    refuse_moved_keys(["trainer=debug", "cache=true"])  # the new spelling passes
-    for override in ("encoder.cache=true", "+encoder.cache=/scratch/f"):
+@pytest.mark.parametrize(
+    ("override", "expanded"),
+    [
+        ("encoder.cache=true", ["cache=true"]),
+        ("+encoder.cache=True", ["cache=true"]),
+        ("encoder.cache=false", ["cache=false"]),
+        ("encoder.cache=null", ["cache=false"]),
+        ("encoder.cache=/scratch/f", ["cache=true", "paths.features_dir=/scratch/f"]),
+    ],
+)
+def test_encoder_cache_shorthand_is_written_out(override, expanded):
+    assert expand_shorthands(["trainer=debug", override, "seed=1"]) == ["trainer=debug", *expanded, "seed=1"]
+
+
+def test_encoder_cache_shorthand_refuses_a_sweep_in_one_line(capsys):
+    for override in ("encoder.cache=true,false", "~encoder.cache"):
         with pytest.raises(SystemExit) as exit_info:
-            refuse_moved_keys(["trainer=debug", override])
+            expand_shorthands(["trainer=debug", override])
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err == (
-            f"error: {override}: encoder.cache is gone; use {MOVED_KEYS['encoder.cache']}\n"
-        )
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {override}: encoder.cache takes one value") and err.count("\n") == 1
