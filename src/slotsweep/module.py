@@ -126,10 +126,22 @@ class ObjectCentricModule(L.LightningModule):
 
     def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
         """Model output and hard decoder masks (B, T, S, H, W) at the GT mask resolution."""
+        inputs = model_inputs(batch)
+        if "index" in batch:  # slots per clip: its metrics do not depend on the batch or a DDP split
+            inputs["initial_slots"] = self._initial_slots(batch["index"].tolist(), inputs["conditions"])
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
-        out = self.model(**model_inputs(batch), n_slots=self.eval_n_slots, generator=generator)
+        out = self.model(**inputs, n_slots=self.eval_n_slots, generator=generator)
         size = tuple(batch["masks"].shape[-2:])
         return out, hard_masks(resize_patch_masks(out.decoder_masks, size), dtype=torch.bool)
+
+    def _initial_slots(self, indices: list[int], conditions: dict[str, Tensor]) -> Tensor:
+        """(B, S, D) first-frame slots, clip b's drawn from a seed of its index in the split."""
+        slots = []
+        for b, index in enumerate(indices):
+            generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + index)
+            clip_conditions = {key: value[b : b + 1] for key, value in conditions.items()}
+            slots.append(self.model.grouper.initial_slots(1, self.eval_n_slots, generator, clip_conditions))
+        return torch.cat(slots)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out, pred = self.predict_masks(batch, batch_idx)

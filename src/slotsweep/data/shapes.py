@@ -389,8 +389,8 @@ class ShapesClips(Dataset):
         masks_path: .npy file of masks (N, T, H, W) uint8.
         window: frames per sample, a random contiguous window; None for the whole clip.
         hflip: flip a sample horizontally with probability 0.5 (all its frames together).
-        n_mask_channels: K, to return one-hot masks (T, K, H, W) and the uint8 frames; None for
-            the video only.
+        n_mask_channels: K, to return one-hot masks (T, K, H, W), the uint8 frames and the clip's
+            `index` (validation); None for the video only.
         features: cached encoder outputs of these clips (slotsweep.cache): samples then hold
             `features` and `keys` (t, P, D) float16 of the same frames and flip instead of `video`.
     Random draws use torch's generator, which Lightning/torch seed per worker from the global seed;
@@ -467,6 +467,7 @@ class ShapesClips(Dataset):
             one_hot = F.one_hot(ids, self.n_mask_channels)  # (T, H, W, K)
             sample["masks"] = one_hot.permute(0, 3, 1, 2).bool()  # (T, K, H, W)
             sample["rgb"] = torch.from_numpy(np.array(frames))  # (T, H, W, 3)
+            sample["index"] = index  # the clip's place in its split: evaluation seeds its slots by it
         return sample
 
 
