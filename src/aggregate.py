@@ -1,5 +1,5 @@
 """Mean ± std over seeds: python src/aggregate.py <runs dir | multirun dir | wandb:entity/project>
-[--by key1,key2] [--metrics val/video_fg_ari,val/video_mbo] [--best] [--out DIR] (docs/wandb.md)."""
+[--by key1,key2] [--metrics ...] [--best] [--mix-protocols] [--out DIR] (README "Reporting results")."""
 
 import sys
 

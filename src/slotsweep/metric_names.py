@@ -60,8 +60,11 @@ METRICS: dict[str, MetricSpec] = {
     for spec in (
         MetricSpec("video_fg_ari", "slotsweep.metrics.FGARI", {"video": True}, aggregate=True, prog_bar=True),
         MetricSpec("video_mbo", "slotsweep.metrics.MBO", {"video": True}, aggregate=True, prog_bar=True),
+        # mIoU: mBO's IoU with one-to-one (Hungarian) matching, what later papers report beside mBO
+        MetricSpec("video_miou", "slotsweep.metrics.MBO", {"video": True, "matching": "hungarian"}),
         MetricSpec("image_fg_ari", "slotsweep.metrics.FGARI", {"video": False}),
         MetricSpec("image_mbo", "slotsweep.metrics.MBO", {"video": False}),
+        MetricSpec("image_miou", "slotsweep.metrics.MBO", {"video": False, "matching": "hungarian"}),
     )
 }
 

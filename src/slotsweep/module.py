@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from slotsweep.contracts import Loss
 from slotsweep.errors import SlotsweepError
+from slotsweep.jandf import JandF
 from slotsweep.losses import channel_layout
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS, val_key
@@ -74,6 +75,9 @@ class ObjectCentricModule(L.LightningModule):
         eval_n_slots: number of slots at validation; None = the grouper's (training) count.
         run_config: the resolved training config, stored in every checkpoint so that eval and
             infer rebuild the model from the checkpoint alone (checkpoints.load_run_config).
+        eval_masks: which masks validation scores: "decoder" (the reference's) or "grouping"
+            (slot attention's), see slotsweep.protocol.MASK_SOURCES.
+        eval_jandf: also score J&F (video datasets; costs boundary extraction, slotsweep.jandf).
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class ObjectCentricModule(L.LightningModule):
         eval_seed: int = 0,
         eval_n_slots: int | None = None,
         run_config: dict[str, Any] | None = None,
+        eval_masks: str = "decoder",
+        eval_jandf: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -97,7 +103,9 @@ class ObjectCentricModule(L.LightningModule):
         self.eval_seed = eval_seed
         self.eval_n_slots = eval_n_slots
         self.run_config = run_config
+        self.eval_masks = eval_masks
         self.metrics = make_metrics(ignore_background, ignore_overlaps)
+        self.jandf = JandF(ignore_background, ignore_overlaps) if eval_jandf else None
         self.best_metrics: dict[str, float] = {}
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
         self._session_start = time.monotonic()
@@ -125,14 +133,16 @@ class ObjectCentricModule(L.LightningModule):
         return values["loss"]
 
     def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
-        """Model output and hard decoder masks (B, T, S, H, W) at the GT mask resolution."""
+        """Model output and the scored hard masks (B, T, S, H, W) at the GT mask resolution:
+        the decoder's, or slot attention's with eval_masks="grouping"."""
         inputs = model_inputs(batch)
         if "index" in batch:  # slots per clip: its metrics do not depend on the batch or a DDP split
             inputs["initial_slots"] = self._initial_slots(batch["index"].tolist(), inputs["conditions"])
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
         out = self.model(**inputs, n_slots=self.eval_n_slots, generator=generator)
         size = tuple(batch["masks"].shape[-2:])
-        return out, hard_masks(resize_patch_masks(out.decoder_masks, size), dtype=torch.bool)
+        masks = out.grouping_masks if self.eval_masks == "grouping" else out.decoder_masks
+        return out, hard_masks(resize_patch_masks(masks, size), dtype=torch.bool)
 
     def _initial_slots(self, indices: list[int], conditions: dict[str, Tensor]) -> Tensor:
         """(B, S, D) first-frame slots, clip b's drawn from a seed of its index in the split."""
@@ -150,15 +160,22 @@ class ObjectCentricModule(L.LightningModule):
         batch_size = len(batch["masks"])
         self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=batch_size, sync_dist=True)
         self.metrics.update(batch["masks"], pred)
+        if self.jandf is not None:
+            self.jandf.update(batch["masks"], pred)
 
     def on_validation_epoch_end(self) -> None:
-        for name, metric in self.metrics.items():
-            value = metric.compute().item()
-            metric.reset()
-            spec, key = METRICS[name], val_key(name)
-            self.log(key, value, prog_bar=spec.prog_bar, sync_dist=True)  # equal on all ranks (synced states)
+        values = {name: metric.compute().item() for name, metric in self.metrics.items()}
+        self.metrics.reset()
+        if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
+            values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
+            self.jandf.reset()
+        for name, value in values.items():
+            spec, key = METRICS.get(name), val_key(name)
+            # sync_dist: the value is already equal on all ranks (the metrics' states are synced)
+            self.log(key, value, prog_bar=spec is not None and spec.prog_bar, sync_dist=True)
             best = self.best_metrics.get(key)
-            if not math.isnan(value) and (best is None or spec.better(value, best)):
+            improved = best is None or (spec.better(value, best) if spec is not None else value > best)
+            if not math.isnan(value) and improved:
                 self.best_metrics[key] = value
 
     def configure_optimizers(self):

@@ -16,6 +16,7 @@ from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
+    "EVAL_DIR",
     "IDENTITY_FILE",
     "NON_RESULT_KEYS",
     "RESULTS_FILE",
@@ -34,6 +35,7 @@ __all__ = [
 
 RESULTS_FILE = "results.json"
 IDENTITY_FILE = "identity.json"  # exp_id, seed and the hashed tree of the run that owns the dir
+EVAL_DIR = "eval"  # src/eval.py's scores of the run's checkpoints, one JSON per protocol
 
 # Dotted keys that never change a result: left out of the experiment id.
 NON_RESULT_KEYS = (
@@ -47,6 +49,7 @@ NON_RESULT_KEYS = (
     "hydra",
     "sweep",
     "visualize",
+    "eval_jandf",  # adds metrics, changes none
     "trainer.devices",  # enter as the total batch (identity(): batch x devices x nodes)
     "trainer.num_nodes",
     "trainer.enable_progress_bar",

@@ -28,6 +28,7 @@ __all__ = [
     "log_media",
     "logger_kwargs",
     "no_logger",
+    "stamp_protocol",
     "wandb_mode",
     "wandb_run_kwargs",
 ]
@@ -214,6 +215,16 @@ def define_best_summaries(logger: Any) -> None:
         return
     for name, spec in METRICS.items():
         run.define_metric(val_key(name), summary=f"{spec.summary},last")
+
+
+def stamp_protocol(logger: Any, protocol: dict[str, Any]) -> None:
+    """Put the evaluation protocol (slotsweep.protocol) in the W&B run's config and summary, so
+    every number on the dashboard says how it was measured; no-op for other loggers."""
+    run = _wandb_run(logger)
+    if run is None:
+        return
+    run.config.update({"protocol": protocol}, allow_val_change=True)
+    run.summary["protocol"] = protocol
 
 
 def finish_wandb(logger: Any, exit_code: int = 0) -> None:

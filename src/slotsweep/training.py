@@ -5,7 +5,6 @@ a finished run is skipped, an unfinished one resumes from its last checkpoint, a
 (completed or failed) is written to results.json.
 """
 
-import json
 import logging
 import math
 import time
@@ -26,7 +25,7 @@ from slotsweep import runs, tracking
 from slotsweep.cache import attach_feature_cache, feature_cache_sources
 from slotsweep.callbacks import VerifiedCheckpoint
 from slotsweep.checkpoint_files import resume_checkpoint
-from slotsweep.checkpoints import load_model_weights, load_run_config
+from slotsweep.checkpoints import load_model_weights
 from slotsweep.config import check_config
 from slotsweep.cost import DeviceClock
 from slotsweep.errors import SlotsweepError
@@ -34,13 +33,14 @@ from slotsweep.losses import channel_layout
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 from slotsweep.progress import progress_callbacks
+from slotsweep.protocol import EvalProtocol, protocol_of
 from slotsweep.report import format_table, mask_report, write_report
 from slotsweep.run_lock import claim_run_dir
 from slotsweep.safe_load import SafeCheckpointIO
 from slotsweep.trial_callback import TrialReporter
 from slotsweep.trial_files import clear_stop_request
 
-__all__ = ["build_model", "build_task", "evaluate", "run", "LAST_CHECKPOINT"]
+__all__ = ["build_model", "build_task", "run", "LAST_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
@@ -96,6 +96,7 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
         ignore_overlaps=datamodule.ignore_overlaps,
         eval_seed=cfg.eval_seed,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        eval_jandf=cfg.eval_jandf,
     )
     return datamodule, module
 
@@ -193,12 +194,14 @@ def _train(
         "run_dir": str(directory),
         "max_steps": cfg.trainer.max_steps,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "protocol": _protocol(cfg, datamodule, module).as_dict(),  # how `metrics` were measured
     }
     start = time.monotonic()
     trainer = None
     try:
         trainer = build_trainer(cfg, exp_id, directory)
         tracking.define_best_summaries(trainer.logger)
+        tracking.stamp_protocol(trainer.logger, results["protocol"])
         resume = resume_checkpoint(directory / "checkpoints")  # last.ckpt, or the newest readable
         if resume is not None:
             log.info(f"Resuming from {resume}")
@@ -264,6 +267,15 @@ def _cost(clock: DeviceClock, trainer: L.Trainer | None) -> dict[str, Any]:
     return clock.record(n_gpus, _reporter(trainer).start_step, trainer.global_step)
 
 
+def _protocol(
+    cfg: DictConfig, datamodule: L.LightningDataModule, module: ObjectCentricModule
+) -> EvalProtocol:
+    """The protocol of the run's validations (and so of results.json's metrics)."""
+    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
+    limit = cfg.trainer.get("limit_val_batches")
+    return protocol_of(cfg, *conventions, module.eval_n_slots, module.eval_masks, limit)
+
+
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
     if not metrics:
         log.warning("no validation metrics (a dataset without masks): the objective is NaN")
@@ -277,25 +289,3 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[floa
     if any(math.isnan(v) for v in values):
         log.warning(f"objective {list(cfg.objective)} is NaN: no validation sample had objects to score")
     return values[0] if len(values) == 1 else values
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Validate a checkpoint with the config it carries (conf/eval.yaml); writes eval/<name>.json
-    in the directory above the checkpoint's."""
-    ckpt = Path(cfg.ckpt)
-    overrides = OmegaConf.from_dotlist(list(cfg.overrides))
-    train_cfg = OmegaConf.merge(load_run_config(ckpt, cfg.config, cfg.allow_pickle), overrides)
-    train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
-    datamodule, module = build_task(train_cfg, stage="validate")
-    load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)
-    module.eval_seed, module.eval_n_slots = cfg.eval_seed, cfg.n_slots
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, limit_val_batches=cfg.limit_batches
-    )
-    metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
-    suffix = "" if cfg.n_slots is None else f"-n_slots{cfg.n_slots}"
-    out = ckpt.parent.parent / "eval" / f"{ckpt.stem}{suffix}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"ckpt": str(ckpt), "n_slots": cfg.n_slots, "metrics": metrics}, indent=2))
-    log.info(f"wrote {out}")
-    return metrics

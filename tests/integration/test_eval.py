@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from slotsweep import runs, training
+from slotsweep import evaluation, runs, training
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-CONTRACT_METRICS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
+CONTRACT_METRICS = tuple(f"val/{k}_{m}" for k in ("video", "image") for m in ("fg_ari", "mbo", "miou"))
 
 
 def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
@@ -30,32 +30,39 @@ def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], c
     ckpt = run_dir / training.LAST_CHECKPOINT
     trained = json.loads((run_dir / "results.json").read_text())["metrics"]
 
-    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu")
+    results = json.loads((run_dir / "results.json").read_text())
+    trained_protocol, limit = results["protocol"], results["config"]["trainer"]["limit_val_batches"]
+    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu", f"limit_batches={limit}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    evaluated = json.loads((run_dir / "eval" / "last.json").read_text())
-    assert evaluated["ckpt"] == str(ckpt) and evaluated["n_slots"] is None
+    (first,) = (run_dir / "eval").glob("last-*.json")
+    evaluated = json.loads(first.read_text())
+    assert evaluated["ckpt"] == str(ckpt) and evaluated["n_slots"] is None and evaluated["final"]
+    assert evaluated["protocol"] == trained_protocol  # same data, masks and slots as training's
     for key in CONTRACT_METRICS:
         assert 0 <= evaluated["metrics"][key] <= 1
         # same weights, data and slot-init seed as the run's final validation: the same numbers
         assert evaluated["metrics"][key] == pytest.approx(trained[key], abs=1e-5), key
 
-    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu", "n_slots=3")
+    result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu", "n_slots=3", f"limit_batches={limit}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    three = json.loads((run_dir / "eval" / "last-n_slots3.json").read_text())
-    assert three["n_slots"] == 3
+    (second,) = set((run_dir / "eval").glob("last-*.json")) - {first}
+    three = json.loads(second.read_text())
+    assert three["n_slots"] == 3 and three["protocol"]["n_slots"] == 3
     # an adjusted Rand index can be below 0 (worse than chance, as 3 slots on shapes can be)
     assert all(-1 <= three["metrics"][key] <= 1 for key in CONTRACT_METRICS)
     assert three["metrics"] != evaluated["metrics"]  # 3 slots instead of 7: other masks
-    assert json.loads((run_dir / "eval" / "last.json").read_text()) == evaluated  # not overwritten
+    assert json.loads(first.read_text()) == evaluated  # not overwritten
 
     # the checkpoint carries its config: copied where no config.yaml is, ckpt= alone is enough
     moved = tmp_path / "elsewhere" / "weights" / "copy.ckpt"
     moved.parent.mkdir(parents=True)
     shutil.copy(ckpt, moved)
-    result = cli.run("eval.py", f"ckpt={moved}", "accelerator=cpu")
+    result = cli.run("eval.py", f"ckpt={moved}", "accelerator=cpu", f"limit_batches={limit}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    copied = json.loads((tmp_path / "elsewhere" / "eval" / "copy.json").read_text())
-    assert copied["metrics"] == evaluated["metrics"]
+    (copy,) = (tmp_path / "elsewhere" / "eval").glob("copy-*.json")
+    copied = json.loads(copy.read_text())
+    assert copied["metrics"] == evaluated["metrics"] and copied["protocol"] == trained_protocol
+    assert not copied["final"]  # not a run's last.ckpt: aggregation leaves it out
 
 
 def test_eval_other_architecture_fails_in_one_line(compose_train: Callable[..., DictConfig], cli):
@@ -94,6 +101,6 @@ def test_metrics_do_not_depend_on_how_the_set_is_batched(compose_train: Callable
     by_batch_size = {}
     for batch_size in (1, 4):  # 4: the whole tiny validation set in one batch
         cfg.overrides = [f"dataset.val_batch_size={batch_size}"]
-        by_batch_size[batch_size] = training.evaluate(cfg)
+        by_batch_size[batch_size] = evaluation.evaluate(cfg)[0]["metrics"]
     for key in CONTRACT_METRICS:
         assert by_batch_size[1][key] == pytest.approx(by_batch_size[4][key], abs=1e-5), key

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import runs, training
+from slotsweep import evaluation, runs, training
 from slotsweep.errors import SlotsweepError
 from slotsweep.inference import run_inference
 from slotsweep.models.encoder import ViTEncoder
@@ -53,7 +53,7 @@ def test_eval_and_infer_refuse(compose_train, pickle_bomb, tmp_path: Path) -> No
     config = tmp_path / "config.yaml"
     OmegaConf.save(compose_train(), config)
     with pytest.raises(SlotsweepError) as error:
-        training.evaluate(_compose("eval", f"ckpt={pickle_bomb.path}", f"config={config}"))
+        evaluation.evaluate(_compose("eval", f"ckpt={pickle_bomb.path}", f"config={config}"))
     _assert_refused(error, "ckpt", pickle_bomb.path, pickle_bomb.marker)
     video = tmp_path / "frames"  # never read: the checkpoint is refused first
     with pytest.raises(SlotsweepError) as error:

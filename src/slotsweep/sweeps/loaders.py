@@ -19,10 +19,20 @@ from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 
 from slotsweep.errors import SlotsweepError
-from slotsweep.runs import RESULTS_FILE
-from slotsweep.sweeps.records import Run, flatten, is_result_key
+from slotsweep.runs import EVAL_DIR, RESULTS_FILE
+from slotsweep.sweeps.records import Evaluation, Run, flatten, is_result_key
 
 __all__ = ["load_local", "load_wandb"]
+
+
+def _evaluations(run_dir: Path) -> list[Evaluation]:
+    """The run's eval JSONs of its final checkpoint (src/eval.py) that carry a protocol."""
+    found = []
+    for path in sorted((run_dir / EVAL_DIR).glob("*.json")):
+        record = json.loads(path.read_text())
+        if "protocol" in record and record.get("final"):
+            found.append(Evaluation(record["protocol"], record.get("metrics") or {}, str(path)))
+    return found
 
 
 def _run_from_results(results: dict[str, Any], source: str) -> Run:
@@ -35,6 +45,8 @@ def _run_from_results(results: dict[str, Any], source: str) -> Run:
         config=flatten(results.get("config") or {}),
         error=results.get("error"),
         source=source,
+        protocol=results.get("protocol"),
+        evaluations=_evaluations(Path(source).parent),
     )
 
 
@@ -71,7 +83,11 @@ def load_local(source: Path) -> tuple[list[Run], list[int]]:
     hydra = config.pop("hydra")
     reference = flatten(OmegaConf.to_container(config, resolve=True))
     allowed, free, planned = _sweep_space(hydra)
-    runs = [run for run in _read_runs([source, runs_dir]) if _in_sweep(run.config, reference, allowed, free)]
+    runs = [
+        run
+        for run in _read_runs([source, runs_dir])
+        if _in_sweep(run.config, reference, allowed, free) and (not planned or run.seed in planned)
+    ]
     return runs, planned
 
 
@@ -99,7 +115,7 @@ def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]
     params = [f"{key}={value}" for key, value in (hydra.sweeper.get("params") or {}).items()]
     allowed: dict[str, list[Any]] = {}
     free: list[str] = []
-    for text in [*hydra.overrides.task, *params]:
+    for text in [*params, *hydra.overrides.task]:  # the command line wins, as in Hydra
         try:
             override = parser.parse_override(text)
         except OverrideParseException:  # a sweeper's own search-space syntax: any value belongs
@@ -145,6 +161,8 @@ def load_wandb(project: str) -> list[Run]:
             if isinstance(v, dict) and _number(v, extreme)
         }
         state = {"finished": "completed", "crashed": "failed", "failed": "failed"}.get(run.state, run.state)
+        config = dict(run.config)
+        protocol = config.pop("protocol", None)  # tracking.stamp_protocol
         runs.append(
             Run(
                 exp_id=run.group or run.id,
@@ -152,9 +170,10 @@ def load_wandb(project: str) -> list[Run]:
                 status=state,
                 metrics=final,
                 best_metrics=best,
-                config=flatten(dict(run.config)),
+                config=flatten(config),
                 error=None if state == "completed" else f"W&B state {run.state}",
                 source=f"wandb:{project}/{run.id}",
+                protocol=protocol,
             )
         )
     return runs

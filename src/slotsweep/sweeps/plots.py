@@ -41,13 +41,14 @@ def plot_params(table: Table, out_dir: Path) -> list[Path]:
     Groups that also differ in other keys are drawn as separate lines, labelled by those keys.
     """
     written = []
+    groups = [g for g in table.groups if g.published is None]  # published rows have no config
     for param in table.keys:
-        xs = [g.params[param] for g in table.groups]
+        xs = [g.params[param] for g in groups]
         if not all(_numeric(x) for x in xs) or len(set(xs)) < 2:
             continue
         others = [k for k in table.keys if k != param]
         series: dict[tuple, list[Group]] = defaultdict(list)
-        for group in table.groups:
+        for group in groups:
             series[tuple(str(group.params[k]) for k in others)].append(group)
         for metric in table.metrics:
             fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)

@@ -11,7 +11,16 @@ from typing import Any
 
 from slotsweep.runs import NON_RESULT_KEYS, flatten
 
-__all__ = ["Group", "Run", "Stat", "Table", "flatten", "is_result_key"]
+__all__ = ["Evaluation", "Group", "Run", "Stat", "Table", "flatten", "is_result_key"]
+
+
+@dataclass
+class Evaluation:
+    """A run's final checkpoint scored by src/eval.py under a protocol (its eval JSON)."""
+
+    protocol: dict[str, Any]  # slotsweep.protocol.EvalProtocol.as_dict()
+    metrics: dict[str, float]
+    source: str
 
 
 @dataclass
@@ -26,6 +35,8 @@ class Run:
     config: dict[str, Any]  # flattened resolved config: {"grouper.n_slots": 7, ...}
     error: str | None
     source: str  # results.json path or W&B run path, for messages
+    protocol: dict[str, Any] | None = None  # of `metrics`; None in results.json older than stamps
+    evaluations: list[Evaluation] = field(default_factory=list)
 
 
 @dataclass
@@ -44,7 +55,8 @@ class Group:
     label: str
     params: dict[str, Any]  # the config keys that differ between groups -> this group's values
     runs: list[Run]
-    stats: dict[str, Stat] = field(default_factory=dict)
+    stats: dict[str, Stat] = field(default_factory=dict)  # column -> statistic
+    published: str | None = None  # a published baseline's source (conf/baselines/), not seeds
     missing: dict[int, str] = field(default_factory=dict)  # seed -> why ("failed", "absent", ...)
 
     @property
@@ -55,10 +67,11 @@ class Group:
 @dataclass
 class Table:
     keys: list[str]
-    metrics: list[str]
+    metrics: list[str]  # the columns: a metric, or "<metric> [<eval protocol>]" for eval JSONs
     groups: list[Group]
-    best: dict[str, str]  # metric -> label of the best group
-    notes: list[str]  # failed runs' errors, NaN values: printed under the table
+    best: dict[str, str]  # column -> label of the best group, where its CI clears the runner-up's
+    notes: list[str]  # failed runs' errors, NaN values, ties, warnings: printed under the table
+    protocols: list[str] = field(default_factory=list)  # one line per column set, printed above
 
 
 def is_result_key(key: str) -> bool:

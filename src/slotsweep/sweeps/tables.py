@@ -1,7 +1,8 @@
 """The aggregation table as Markdown (printed), CSV (full precision) and LaTeX (booktabs).
 
 Cells are mean ± sample std over a group's completed seeds, with the Student-t 95% CI beside them;
-the best group per metric is bold. See slotsweep.sweeps.statistics for how the table is made.
+the best group per column is bold where its CI clears the runner-up's. Every format opens with the
+protocol of each column set, and published rows say so. See slotsweep.sweeps.statistics.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _cells(group: Group, metric: str) -> tuple[str, str]:
     if stat.n == 0:
         return "n/a", "n/a"
     mean_std = _fmt(stat.mean) if stat.n == 1 else f"{_fmt(stat.mean)} ± {_fmt(stat.std)}"
-    if stat.n != len(group.seeds):
+    if group.published is None and stat.n != len(group.seeds):
         mean_std += f" (n={stat.n})"
     ci = "n/a" if stat.n < 2 else f"[{_fmt(stat.ci_low)}, {_fmt(stat.ci_high)}]"
     return mean_std, ci
@@ -39,18 +40,18 @@ def _missing_text(group: Group) -> str:
     return ", ".join(parts) or "-"
 
 
+def _n(group: Group) -> str:
+    return "published" if group.published is not None else str(len(group.seeds))
+
+
 def format_markdown(table: Table) -> str:
     header = ["group", *table.keys, "n", "missing seeds"]
     for metric in table.metrics:
         header += [f"{metric} (mean ± std)", f"{metric} 95% CI"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"{line}  " for line in table.protocols] + [""] if table.protocols else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in table.groups:
-        row = [
-            group.label,
-            *(str(group.params[k]) for k in table.keys),
-            str(len(group.seeds)),
-            _missing_text(group),
-        ]
+        row = [group.label, *(str(group.params[k]) for k in table.keys), _n(group), _missing_text(group)]
         for metric in table.metrics:
             mean_std, ci = _cells(group, metric)
             if table.best.get(metric) == group.label:
@@ -59,8 +60,9 @@ def format_markdown(table: Table) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        "n: completed seeds, averaged. Bold: best group per metric. "
-        "Failed or absent seeds are listed under missing seeds, never averaged in."
+        "n: completed seeds, averaged. Bold: best group per column, only where its 95% CI does not "
+        "overlap the runner-up's. Failed or absent seeds are listed under missing seeds, never "
+        "averaged in. Published rows: the paper's number, under the same protocol."
     )
     lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
@@ -73,14 +75,14 @@ def format_csv(table: Table) -> str:
     header = ["group", *table.keys, "n", "seeds", "missing_seeds"]
     for metric in table.metrics:
         header += [f"{metric} {part}" for part in ("n", "mean", "std", "ci95_low", "ci95_high", "best")]
-    writer.writerow(header)
+    writer.writerow([*header, "protocols"])
     for group in table.groups:
-        row = [group.label, *(group.params[k] for k in table.keys), len(group.seeds)]
+        row = [group.label, *(group.params[k] for k in table.keys), _n(group)]
         row += [" ".join(map(str, group.seeds)), _missing_text(group)]
         for metric in table.metrics:
             s = group.stats[metric]
             row += [s.n, s.mean, s.std, s.ci_low, s.ci_high, table.best.get(metric) == group.label]
-        writer.writerow(row)
+        writer.writerow([*row, " | ".join(table.protocols)])
     return out.getvalue()
 
 
@@ -98,13 +100,14 @@ def format_latex(table: Table) -> str:
         header += [metric, "95\\% CI"]
     lines = [
         "% \\usepackage{booktabs}; written by src/aggregate.py",
+        *(f"% {line}" for line in table.protocols),
         "\\begin{tabular}{" + "l" * (1 + len(table.keys)) + "r" * (n_cols - 1 - len(table.keys)) + "}",
         "\\toprule",
         " & ".join(_tex(h) if h != "95\\% CI" else h for h in header) + " \\\\",
         "\\midrule",
     ]
     for group in table.groups:
-        row = [_tex(group.label), *(_tex(group.params[k]) for k in table.keys), str(len(group.seeds))]
+        row = [_tex(group.label), *(_tex(group.params[k]) for k in table.keys), _n(group)]
         for metric in table.metrics:
             s = group.stats[metric]
             if s.n == 0:

@@ -23,10 +23,11 @@ from slotsweep.metrics import (
     pairwise_iou,
     per_object_iou,
 )
+from slotsweep.module import make_metrics
 
 TOL = {"rtol": 0.0, "atol": 1e-6}
 
-# every metric stored in shared/reference/fixtures/metrics.pt (J&F is DAVIS-only and not built)
+# every metric stored in shared/reference/fixtures/metrics.pt (J&F: tests/unit/slotsweep/test_jandf.py)
 REFERENCE_METRICS = {
     "movi": [
         "video_ari",
@@ -47,7 +48,7 @@ REFERENCE_METRICS = {
     ],
     "coco": ["image_ari", "image_mbo", "image_iou_hungarian"],
 }
-NOT_BUILT = {"video_jandf"}
+CHECKED_ELSEWHERE = {"video_jandf"}
 
 
 # ---- reference parity ------------------------------------------------------------------------
@@ -61,7 +62,23 @@ def metrics_pt(reference: Callable[[str], Any]) -> dict:
 def test_every_reference_metric_is_checked(metrics_pt: dict) -> None:
     for dataset, names in REFERENCE_METRICS.items():
         stored = {key.split(".")[0] for key in metrics_pt[dataset] if "." in key}
-        assert stored - NOT_BUILT == set(names), dataset
+        assert stored - CHECKED_ELSEWHERE == set(names), dataset
+
+
+@pytest.mark.parametrize(
+    ("dataset", "conventions"), [("movi", (True, False)), ("ytvis", (False, False)), ("coco", (False, True))]
+)
+def test_named_miou_is_the_reference_hungarian_iou(
+    metrics_pt: dict, dataset: str, conventions: tuple
+) -> None:
+    """val/video_miou and val/image_miou, as validation logs them, are the reference's Hungarian IoU."""
+    metrics = make_metrics(*conventions)
+    metrics.update(*_inputs(metrics_pt, dataset))
+    values = metrics.compute()
+    for name in ("video_miou", "image_miou"):
+        expected = metrics_pt[dataset].get(f"{name.replace('miou', 'iou_hungarian')}.value")
+        if expected is not None:  # movi has the video variant only, coco the image one
+            torch.testing.assert_close(values[name], expected, **TOL)
 
 
 def _build(config: dict) -> FGARI | MBO:

@@ -19,8 +19,22 @@ from slotsweep.metrics import FGARI, MBO
 from slotsweep.report import MODEL_DECODER, MODEL_GROUPING, format_table, mask_report, write_report
 
 REPORT = {
-    MODEL_DECODER: {"video_fg_ari": 0.51234, "video_mbo": 0.25, "image_fg_ari": 0.6, "image_mbo": 0.3},
-    "grid": {"video_fg_ari": 0.1, "video_mbo": 0.125, "image_fg_ari": 0.2, "image_mbo": math.nan},
+    MODEL_DECODER: {
+        "video_fg_ari": 0.51234,
+        "video_mbo": 0.25,
+        "video_miou": 0.24,
+        "image_fg_ari": 0.6,
+        "image_mbo": 0.3,
+        "image_miou": 0.29,
+    },
+    "grid": {
+        "video_fg_ari": 0.1,
+        "video_mbo": 0.125,
+        "video_miou": 0.12,
+        "image_fg_ari": 0.2,
+        "image_mbo": math.nan,
+        "image_miou": math.nan,
+    },
 }
 
 
@@ -28,8 +42,8 @@ def test_format_table():
     lines = format_table(REPORT).splitlines()
     assert lines[0] == "| masks | " + " | ".join(METRICS) + " |"
     assert lines[1] == "|---|" + "---:|" * len(METRICS)
-    assert lines[2] == f"| {MODEL_DECODER} | 0.512 | 0.250 | 0.600 | 0.300 |"
-    assert lines[3] == "| grid | 0.100 | 0.125 | 0.200 | nan |"
+    assert lines[2] == f"| {MODEL_DECODER} | 0.512 | 0.250 | 0.240 | 0.600 | 0.300 | 0.290 |"
+    assert lines[3] == "| grid | 0.100 | 0.125 | 0.120 | 0.200 | nan | nan |"
     assert len(lines) == 4
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -13,10 +14,12 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.protocol import MATCHING, METRIC_VERSION, EvalProtocol
 from slotsweep.runs import write_results
 from slotsweep.sweeps import aggregate as agg
 from slotsweep.sweeps import loaders, statistics
 from slotsweep.sweeps.plots import DPI, FIGSIZE_IN, plot_optuna, plot_params
+from slotsweep.sweeps.published import load_published
 from slotsweep.sweeps.records import Table
 from slotsweep.sweeps.tables import format_csv, format_latex, format_markdown
 
@@ -24,6 +27,19 @@ CONF = Path(__file__).resolve().parents[4] / "conf"
 PLOT_SIZE = (int(FIGSIZE_IN[0] * DPI), int(FIGSIZE_IN[1] * DPI))
 T_975_DF2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
 T_975_DF1 = 12.706204736174707
+# what training stamps on results.json (slotsweep.protocol); toy runs are 7-slot shapes runs
+PROTOCOL = EvalProtocol(
+    dataset="shapes",
+    split="validation",
+    frames="whole videos",
+    mask_size=64,
+    masks="decoder",
+    background="channel 0 dropped",
+    overlaps="none allowed",
+    matching=MATCHING,
+    n_slots=7,
+    metric_version=METRIC_VERSION,
+)
 
 
 def _config(n_slots: int, seed: int, weight: float = 0.5) -> dict:
@@ -45,6 +61,7 @@ def _write(
     directory = runs_dir / exp_id / f"seed{seed}"
     directory.mkdir(parents=True)
     status = extra.pop("status", "completed")
+    protocol = extra.pop("protocol", replace(PROTOCOL, n_slots=n_slots))  # scored as trained
     metrics = {} if status == "failed" else {"val/video_fg_ari": ari, "val/video_mbo": mbo}
     best = {k: v + 0.01 for k, v in metrics.items()}
     config = _config(n_slots, seed, **extra)
@@ -61,6 +78,7 @@ def _write(
         "error": "NonFiniteLossError: training loss is nan at step 7" if status == "failed" else None,
         "config": config,
         "run_dir": str(directory),
+        "protocol": protocol.as_dict(),
     }
     write_results(directory, results)
     return directory
@@ -122,7 +140,10 @@ def test_groups_by_exp_id_with_exact_stats(runs_dir: Path):
     assert c.seeds == [0, 1] and c.missing == {2: "absent"}
     assert c.stats["val/video_mbo"].std == pytest.approx(0.0, abs=1e-12)
 
-    assert table.best == {"val/video_fg_ari": "toy-aaaa0001", "val/video_mbo": "toy-bbbb0002"}
+    # A leads FG-ARI and B leads mBO, but with 2-3 seeds their 95% CIs overlap the runner-up's
+    assert table.best == {}
+    assert "val/video_fg_ari: toy-aaaa0001 and toy-bbbb0002 tied within noise" in "\n".join(table.notes)
+    assert "val/video_mbo: toy-bbbb0002 and toy-aaaa0001 tied within noise" in "\n".join(table.notes)
     assert any("toy-bbbb0002 seed 2: failed: NonFiniteLossError" in note for note in table.notes)
 
 
@@ -136,6 +157,11 @@ def test_best_values_and_by_keys(runs_dir: Path):
     assert len(group.seeds) == 7 and group.missing == {2: "failed"}
     assert group.stats["val/video_fg_ari"].mean == pytest.approx(
         (0.5 + 0.6 + 0.7 + 0.4 + 0.2 + 0.1 + 0.3) / 7
+    )
+    (warning,) = [note for note in by.notes if note.startswith("warning:")]
+    assert warning == (
+        "warning: --by loss.timesim.weight: group loss.timesim.weight=0.5 pools runs that also "
+        "differ in grouper.n_slots (11, 5, 7)"
     )
 
     with pytest.raises(SlotsweepError, match=r"--by grouper\.n_slot: .*close keys: \['grouper\.n_slots'"):
@@ -163,13 +189,15 @@ def test_tables(runs_dir: Path):
     table = _table(runs_dir)
     markdown = format_markdown(table)
     lines = markdown.splitlines()
-    assert lines[0].startswith(
+    assert lines[0] == f"protocol: {replace(PROTOCOL, n_slots='as-trained').describe()}  "  # line break
+    assert lines[2].startswith(
         "| group | grouper.n_slots | n | missing seeds | val/video_fg_ari (mean ± std)"
     )
-    assert "| toy-aaaa0001 | 5 | 3 | - | **0.600 ± 0.100** |" in markdown
+    assert "| toy-aaaa0001 | 5 | 3 | - | 0.600 ± 0.100 |" in markdown
     assert "| toy-bbbb0002 | 7 | 2 | 2 (failed) | 0.300 ± 0.141 |" in markdown
     assert "| toy-cccc0003 | 11 | 2 | 2 | 0.200 ± 0.141 |" in markdown
-    assert "**0.450 ± 0.071**" in markdown  # B's mBO is the best
+    assert "**" not in markdown  # leaders within noise of the runner-up are not bolded
+    assert "- val/video_mbo: toy-bbbb0002 and toy-aaaa0001 tied within noise" in markdown
     assert "- toy-bbbb0002 seed 2: failed: NonFiniteLossError: training loss is nan at step 7" in markdown
 
     rows = list(csv.DictReader(io.StringIO(format_csv(table))))
@@ -177,12 +205,12 @@ def test_tables(runs_dir: Path):
     assert float(rows[0]["val/video_fg_ari mean"]) == pytest.approx(0.6, abs=1e-15)
     assert float(rows[1]["val/video_fg_ari std"]) == pytest.approx(math.sqrt(0.02), abs=1e-15)
     assert rows[1]["n"] == "2" and rows[1]["seeds"] == "0 1" and rows[1]["missing_seeds"] == "2 (failed)"
-    assert [r["val/video_mbo best"] for r in rows] == ["False", "True", "False"]
+    assert [r["val/video_mbo best"] for r in rows] == ["False", "False", "False"]
 
     latex = format_latex(table)
     assert "\\begin{tabular}{llrrrrr}" in latex and latex.rstrip().endswith("\\end{tabular}")
     assert "group & grouper.n\\_slots & n & val/video\\_fg\\_ari & 95\\% CI" in latex
-    assert "toy-aaaa0001 & 5 & 3 & $\\mathbf{0.600 \\pm 0.100}$ & [0.352, 0.848]" in latex
+    assert "toy-aaaa0001 & 5 & 3 & $0.600 \\pm 0.100$ & [0.352, 0.848]" in latex
 
 
 def test_plots_are_pngs_of_the_expected_size(runs_dir: Path, tmp_path: Path):
@@ -269,7 +297,7 @@ def test_cli_writes_tables_and_plots(runs_dir: Path, tmp_path: Path, capsys: pyt
     out = tmp_path / "agg"
     assert agg.main([str(runs_dir), "--out", str(out), "--metrics", "val/video_fg_ari"]) == 0
     printed = capsys.readouterr().out
-    assert "| toy-aaaa0001 | 5 | 3 | - | **0.600 ± 0.100** |" in printed
+    assert "| toy-aaaa0001 | 5 | 3 | - | 0.600 ± 0.100 |" in printed
     assert (out / "table.md").read_text() in printed
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "table.tex", "plots"}
     assert [p.name for p in (out / "plots").iterdir()] == ["val-video_fg_ari__grouper.n_slots.png"]
@@ -313,3 +341,93 @@ def test_named_optuna_sweep_from_the_real_config(tmp_path: Path):
     table = statistics.aggregate(found, planned_seeds=planned)
     assert table.keys == ["loss.timesim.weight"]
     assert [group.missing for group in table.groups] == [{2: "absent"}, {2: "absent"}]
+
+
+def test_two_protocols_in_one_column_are_refused_unless_mixed(tmp_path: Path, capsys: pytest.CaptureFixture):
+    runs = tmp_path / "runs"
+    chunks = replace(PROTOCOL, dataset="ytvis2021", frames="chunks of 6 frames", n_slots=7)
+    videos = replace(chunks, frames="whole videos")
+    for seed in (0, 1):
+        _write(runs, "toy-aaaa0001", seed, 0.40 + seed / 100, 0.3, n_slots=7, protocol=chunks)
+        _write(runs, "toy-bbbb0002", seed, 0.30 + seed / 100, 0.3, n_slots=7, weight=0.1, protocol=videos)
+    with pytest.raises(SystemExit):
+        agg.main([str(runs)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "error: the runs' metrics were measured under 2 protocols, which one column cannot mix "
+        "(frames: 'whole videos' vs 'chunks of 6 frames'; "
+    )
+    assert line.endswith("or pass --mix-protocols")
+
+    assert agg.main([str(runs), "--mix-protocols", "--out", str(tmp_path / "agg")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "protocols (mixed in one column by --mix-protocols, 2):  "
+    assert printed[1].startswith("- ytvis2021 validation, whole videos, 64 px masks,")  # groups' order
+    assert printed[1].endswith(": toy-bbbb0002  ") and printed[2].endswith(": toy-aaaa0001  ")
+    # published rows need one protocol per column: none beside a mixed column
+    assert not any("(published)" in line for line in printed)
+
+
+def test_published_rows_only_beside_their_protocol(tmp_path: Path):
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    (baselines / "papers.yaml").write_text(
+        "- {name: Chunked, source: Paper A, protocol: {dataset: ytvis2021, frames: chunks of 6 frames},"
+        " metrics: {val/video_fg_ari: 0.395}}\n"
+        "- {name: Whole, source: Paper B, protocol: {dataset: ytvis2021, frames: whole videos},"
+        " metrics: {val/video_fg_ari: 0.289, val/video_mbo: 0.263}}\n"
+        "- {name: Movi, source: Paper C, protocol: {dataset: movi_c}, metrics: {val/video_fg_ari: 0.648}}\n"
+    )
+    published = load_published(baselines)
+    runs = tmp_path / "runs"
+    videos = replace(PROTOCOL, dataset="ytvis2021", n_slots=7)
+    for seed in (0, 1):
+        _write(runs, "toy-aaaa0001", seed, 0.3 + seed / 100, 0.25, n_slots=7, protocol=videos)
+    table = statistics.aggregate(loaders.load_local(runs)[0], published=published)
+    rows = {g.label: g for g in table.groups}
+    assert set(rows) == {"toy-aaaa0001", "Whole (published)"}  # not the chunked or the MOVi paper
+    whole = rows["Whole (published)"]
+    assert whole.published == "Paper B" and whole.stats["val/video_fg_ari"].mean == 0.289
+    markdown = format_markdown(table)
+    assert "| Whole (published) | published | - | 0.289 | n/a | 0.263 | n/a |" in markdown
+    assert "- Whole (published): Paper B" in markdown
+    # a shapes table gets none of them
+    shapes = tmp_path / "shapes"
+    _write(shapes, "toy-aaaa0001", 0, 0.3, 0.25, n_slots=7)
+    assert [
+        g.label for g in statistics.aggregate(loaders.load_local(shapes)[0], published=published).groups
+    ] == ["toy-aaaa0001"]
+    # the repo's own file: every entry names a source and the issue's numbers are there
+    repo = {(p.name, p.protocol.get("dataset"), p.protocol.get("frames")): p for p in load_published()}
+    chunked = repo[("VideoSAUR (DINO B/16, 7 slots)", "ytvis2021", "chunks of 6 frames")]
+    assert chunked.metrics == {"val/video_fg_ari": 0.395, "val/video_mbo": 0.291}
+    assert all(p.source for p in repo.values()) and len(repo) == 9
+
+
+def test_best_is_marked_only_when_its_interval_clears_the_runner_up(tmp_path: Path):
+    runs = tmp_path / "runs"
+    for seed, delta in enumerate((0.0, 0.01, 0.02)):
+        _write(runs, "toy-aaaa0001", seed, 0.70 + delta, 0.30 + 10 * delta, n_slots=5)
+        _write(runs, "toy-bbbb0002", seed, 0.50 + delta, 0.31 + 10 * delta, n_slots=7)
+    table = _table(runs)
+    assert table.best == {"val/video_fg_ari": "toy-aaaa0001"}  # [0.685, 0.735] vs [0.485, 0.535]
+    assert "val/video_mbo: toy-bbbb0002 and toy-aaaa0001 tied within noise" in "\n".join(table.notes)
+    assert "**0.710 ± 0.010**" in format_markdown(table)
+
+
+def test_sweep_dir_leaves_out_a_run_of_the_same_config_with_an_unplanned_seed(runs_dir: Path):
+    """`python src/train.py seed=7`, then `-m +sweep=seeds seed=0,1`: seed 7 is not the sweep's."""
+    _write(runs_dir, "toy-aaaa0001", 7, 0.9, 0.9, n_slots=5)
+    sweep = runs_dir / "sweeps" / "seeds" / "toy"
+    sweep.mkdir(parents=True)
+    config = _config(n_slots=5, seed=0) | {"sweep": "seeds"}
+    config["hydra"] = {
+        "sweep": {"dir": "${paths.runs_dir}/sweeps/${sweep}/${exp_name}"},
+        "overrides": {"task": ["+sweep=seeds", "seed=0,1"]},  # the command line wins over params
+        "sweeper": {"params": {"seed": "0,1,2,3,4"}},
+        "runtime": {"choices": {"sweep": "seeds"}},
+    }
+    (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    runs, planned = loaders.load_local(sweep)
+    assert planned == [0, 1]
+    assert sorted((run.exp_id, run.seed) for run in runs) == [("toy-aaaa0001", 0), ("toy-aaaa0001", 1)]

@@ -1,0 +1,135 @@
+"""The evaluation protocol: how a metric was measured, stamped on every number slotsweep writes.
+
+The same model scores very differently under different protocols (VideoSAUR on YT-VIS: 39.5 FG-ARI
+on 6-frame chunks, 28.9 on whole videos), so results.json, eval JSONs, W&B and aggregate tables all
+carry an :class:`EvalProtocol`, built here and nowhere else (:func:`protocol_of`). Aggregation
+refuses to put two protocols in one column, and published numbers (conf/baselines/) appear only
+beside the same protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from slotsweep.errors import SlotsweepError
+
+__all__ = ["MASK_SOURCES", "MATCHING", "METRIC_VERSION", "EvalProtocol", "protocol_of"]
+
+# Bump when a change to the metric code changes any value for the same masks: re-evaluation
+# (src/eval.py runs=...) re-scores the runs scored under an older version.
+METRIC_VERSION = 2
+# Which of the model's masks are scored: the decoder's (the reference's, videosaur.md §6) or slot
+# attention's.
+MASK_SOURCES = ("decoder", "grouping")
+# mBO picks each object's best slot (slots may be shared); mIoU matches one-to-one (Hungarian).
+MATCHING = "mbo: best overlap; miou, jandf: hungarian"
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Everything that changes a metric's value besides the model and its weights."""
+
+    dataset: str  # movi_c, movi_e, ytvis2021, coco, shapes, ...: the data, not the config option
+    split: str
+    frames: str  # "whole videos", "chunks of 6 frames" (each scored as a video) or "images"
+    mask_size: int  # metric resolution, pixels per side
+    masks: str  # one of MASK_SOURCES
+    background: str  # "channel 0 dropped" (MOVi, shapes) or "no background channel"
+    overlaps: str  # "pixels left out" (COCO) or "none allowed"
+    matching: str
+    n_slots: int  # slots at evaluation
+    metric_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EvalProtocol:
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def key(self) -> str:
+        """8 hex digits naming this protocol (eval JSON file names)."""
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def describe(self) -> str:
+        """One line for table headers and logs."""
+        return (
+            f"{self.dataset} {self.split}, {self.frames}, {self.mask_size} px masks, {self.masks} "
+            f"masks, background: {self.background}, overlaps: {self.overlaps}, matching: "
+            f"{self.matching}, {self.n_slots} slots, metric v{self.metric_version}"
+        )
+
+    def differences(self, other: EvalProtocol) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's value)} where the two differ."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}
+
+
+# Shard directories that hold the same validation videos at another storage resolution.
+_SAME_DATA = {"ytvis2021_resized": "ytvis2021", "ytvis2021_resized_518": "ytvis2021"}
+
+
+def _dataset_name(dataset: DictConfig) -> str:
+    """The data a config reads: its shard directory, a video folder's name, or the generator."""
+    if "val_shards" in dataset:
+        directory = Path(dataset.val_shards).parts[0]
+        return _SAME_DATA.get(directory, directory)
+    if "root" in dataset:
+        return f"video_folder:{Path(dataset.root).name}"
+    return dataset._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+
+
+def _frames(dataset: DictConfig) -> str:
+    if dataset.get("layout") == "coco":
+        return "images"
+    if dataset.get("val_protocol") == "chunks":
+        return f"chunks of {dataset.val_chunk_frames} frames"
+    return "whole videos"
+
+
+def protocol_of(
+    cfg: DictConfig,
+    ignore_background: bool,
+    ignore_overlaps: bool,
+    n_slots: int | None = None,
+    masks: str = "decoder",
+    limit_batches: int | float | None = None,
+) -> EvalProtocol:
+    """The protocol of validating a training config (conf/train.yaml) on its dataset.
+
+    Args:
+        cfg: the run's config; its dataset node decides the data, frames and mask size.
+        ignore_background, ignore_overlaps: the datamodule's mask conventions.
+        n_slots: slots at evaluation; None = the grouper's.
+        masks: which masks are scored, one of MASK_SOURCES.
+        limit_batches: Lightning's limit_val_batches: a count or fraction of the validation
+            batches; None or 1.0 = all.
+    """
+    if masks not in MASK_SOURCES:
+        raise SlotsweepError(f"masks={masks} is not a mask source; choose from {list(MASK_SOURCES)}")
+    dataset = cfg.dataset
+    split = "validation"
+    everything = limit_batches is None or (isinstance(limit_batches, float) and limit_batches == 1.0)
+    if not everything:  # a subset scores other numbers
+        unit = (
+            "of the batches" if isinstance(limit_batches, float) else f"batches of {dataset.val_batch_size}"
+        )
+        split += f" (first {limit_batches} {unit})"
+    return EvalProtocol(
+        dataset=_dataset_name(dataset),
+        split=split,
+        frames=_frames(dataset),
+        mask_size=int(dataset.get("mask_size") or dataset.resolution),
+        masks=masks,
+        background="channel 0 dropped" if ignore_background else "no background channel",
+        overlaps="pixels left out" if ignore_overlaps else "none allowed",
+        matching=MATCHING,
+        n_slots=int(n_slots if n_slots is not None else cfg.grouper.n_slots),
+        metric_version=METRIC_VERSION,
+    )
