@@ -4,6 +4,7 @@ A run's directory is a function of its config, not of the clock, so a requeued, 
 re-submitted job finds its own checkpoints (DESIGN.md "Experiment identity").
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -111,9 +112,21 @@ def _encoder_weights(encoder: DictConfig) -> str | None:
 
 
 def _file_sha256(path: Path) -> str:
+    """The file's sha256, computed once per (path, size, mtime): a run asks for its identity three
+    times (exp_id, the run-dir check, the identity record), and a ViT-L weights file is ~1 GB."""
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise SlotsweepError(f"encoder.weights={path} cannot be read ({e.strerror}): check the path") from e
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of `path`; size and mtime only key the cache, so an edited file is hashed again."""
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
     except OSError as e:
