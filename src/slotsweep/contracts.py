@@ -143,6 +143,10 @@ class DataModule(Protocol):
     Batches are dicts: "video" (B, T, 3, H, W) float, and in validation "masks" (B, T, K, H, W)
     bool. ignore_background: mask channel 0 is the background (MOVi); ignore_overlaps: pixels may
     be in several channels (COCO): the metrics' conventions for this data.
+
+    Its YAML lists under `_non_result_keys_` the keys that say where the data lives (`data_dir`,
+    `root`), not what it holds: they stay out of exp_id (runs.identity), and the list is not a
+    constructor argument (training.build_datamodule).
     """
 
     ignore_background: bool

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep.checkpoints import load_model_weights, load_run_config
@@ -21,7 +20,7 @@ from slotsweep.jandf import JandF
 from slotsweep.protocol import EvalProtocol, protocol_of
 from slotsweep.runs import EVAL_DIR
 from slotsweep.sweeps.loaders import load_local
-from slotsweep.training import LAST_CHECKPOINT, build_task
+from slotsweep.training import LAST_CHECKPOINT, build_datamodule, build_task
 
 __all__ = ["evaluate", "eval_path"]
 
@@ -58,7 +57,7 @@ def _train_config(ckpt: Path, config: Path | None, cfg: DictConfig) -> DictConfi
 
 def _protocol(train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None) -> EvalProtocol:
     """The protocol of scoring with this config, from the datamodule's conventions (not set up)."""
-    datamodule = instantiate(train_cfg.dataset)
+    datamodule = build_datamodule(train_cfg.dataset)
     conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
     return protocol_of(train_cfg, *conventions, n_slots, cfg.masks, cfg.limit_batches)
 

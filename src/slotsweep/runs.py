@@ -19,6 +19,7 @@ from slotsweep.errors import SlotsweepError
 __all__ = [
     "EVAL_DIR",
     "IDENTITY_FILE",
+    "NON_RESULT_DECLARATION",
     "NON_RESULT_KEYS",
     "RESULTS_FILE",
     "check_run_dir",
@@ -27,6 +28,7 @@ __all__ = [
     "flatten",
     "identity",
     "locate",
+    "non_result_keys",
     "read_results",
     "run_dir",
     "total_batch_size",
@@ -57,11 +59,24 @@ NON_RESULT_KEYS = (
     "trainer.log_every_n_steps",
     "checkpoint_every_n_steps",  # where a run can resume from, not what it computes
     "dataset.num_workers",
-    "dataset.data_dir",
-    "dataset.root",  # where a video folder lives, not what it holds
-    "dataset.convert_command",  # help text of the missing-data error
     "encoder.weights",  # enters by content (identity(): the file's sha256), never by path
 )
+# A dataset YAML lists its own such keys (where its data lives, how to make it) under this key:
+# the contract of a datamodule (contracts.DataModule), so a new dataset needs no edit here.
+NON_RESULT_DECLARATION = "_non_result_keys_"
+
+
+def non_result_keys(declared: Any) -> tuple[str, ...]:
+    """NON_RESULT_KEYS plus the dataset's declared keys (`dataset._non_result_keys_`, a list of
+    key names inside `dataset`), the declaration included."""
+    if declared is None:
+        declared = []
+    if not isinstance(declared, list | tuple) or not all(isinstance(k, str) and k for k in declared):
+        raise SlotsweepError(
+            f"dataset.{NON_RESULT_DECLARATION}={declared} must be a list of the dataset's key names, "
+            "e.g. [data_dir]"
+        )
+    return (*NON_RESULT_KEYS, f"dataset.{NON_RESULT_DECLARATION}", *(f"dataset.{k}" for k in declared))
 
 
 def _drop(tree: dict, dotted: str) -> None:
@@ -136,10 +151,18 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """Everything that decides a run's result, and nothing else: the resolved config without
-    NON_RESULT_KEYS, plus the encoder weights by content and the total batch. `cache` (float16
+    NON_RESULT_KEYS and the dataset's declared ones, plus the encoder weights by content and the total batch. `cache` (float16
     features) is a result key; where the cache lives (paths.features_dir) is not."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_RESULT_KEYS:
+    declared = tree["dataset"].get(NON_RESULT_DECLARATION)
+    skipped = non_result_keys(declared)
+    unknown = [k for k in declared or [] if k not in tree["dataset"]]
+    if unknown:
+        raise SlotsweepError(
+            f"dataset.{NON_RESULT_DECLARATION} names {unknown}, which dataset has no key of: "
+            "list only keys of the dataset's YAML"
+        )
+    for key in skipped:
         _drop(tree, key)
     tree["encoder"]["weights_identity"] = _encoder_weights(cfg.encoder)
     tree["total_batch_size"] = total_batch_size(cfg)

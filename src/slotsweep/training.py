@@ -40,7 +40,7 @@ from slotsweep.safe_load import SafeCheckpointIO
 from slotsweep.trial_callback import TrialReporter
 from slotsweep.trial_files import clear_stop_request
 
-__all__ = ["build_model", "build_task", "run", "LAST_CHECKPOINT"]
+__all__ = ["build_datamodule", "build_model", "build_task", "run", "LAST_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
@@ -71,6 +71,14 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
     return model, losses
 
 
+def build_datamodule(dataset: DictConfig) -> Any:
+    """The datamodule of a `dataset` config; its `_non_result_keys_` declaration (which of its keys
+    stay out of exp_id) is for runs.identity, not a constructor argument."""
+    arguments = OmegaConf.to_container(dataset, resolve=True)
+    arguments.pop(runs.NON_RESULT_DECLARATION, None)
+    return instantiate(arguments)
+
+
 def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModule, ObjectCentricModule]:
     """Datamodule and LightningModule from a composed config (checked first, built second).
 
@@ -79,7 +87,7 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
     """
     check_config(cfg)
     log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.setup(stage)
     sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
     model, losses = build_model(cfg)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
 from slotsweep import evaluation, runs, training
 from slotsweep.checkpoints import reference_to_local
-from slotsweep.training import build_model, build_task
+from slotsweep.training import build_datamodule, build_model, build_task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -407,7 +407,7 @@ def test_encoder_and_dataset_options_compose_into_a_dinov2_ytvis_run(compose_tra
     cfg.paths.data_dir = str(fixture_data)
     cfg.dataset.val_shards = FIXTURE_SHARDS["videosaur/ytvis"][1]
     cfg.dataset.val_batch_size = 1
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))  # 40-pixel shards upsampled to the encoder's 518
     assert batch["video"].shape == (1, 6, 3, 518, 518) and batch["masks"].shape == (1, 6, 25, 224, 224)

@@ -135,7 +135,7 @@ def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]
 
 def _in_sweep(config: dict[str, Any], reference: dict[str, Any], allowed: dict, free: list[str]) -> bool:
     for key in set(config) | set(reference):
-        if not is_result_key(key) or any(key == f or key.startswith(f"{f}.") for f in free):
+        if not is_result_key(key, config) or any(key == f or key.startswith(f"{f}.") for f in free):
             continue
         if key in allowed:
             if config.get(key) not in allowed[key]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slotsweep.runs import NON_RESULT_KEYS, flatten
+from slotsweep.runs import NON_RESULT_DECLARATION, flatten, non_result_keys
 
 __all__ = ["Evaluation", "Group", "Run", "Stat", "Table", "flatten", "is_result_key"]
 
@@ -74,5 +74,8 @@ class Table:
     protocols: list[str] = field(default_factory=list)  # one line per column set, printed above
 
 
-def is_result_key(key: str) -> bool:
-    return not any(key == skip or key.startswith(f"{skip}.") for skip in NON_RESULT_KEYS)
+def is_result_key(key: str, config: dict[str, Any]) -> bool:
+    """Whether `key` can change a result of the run whose flattened config is `config` (the
+    dataset's declared keys included: runs.non_result_keys)."""
+    skipped = non_result_keys(config.get(f"dataset.{NON_RESULT_DECLARATION}"))
+    return not any(key == skip or key.startswith(f"{skip}.") for skip in skipped)

@@ -274,7 +274,7 @@ def _pooled_differences(groups: list[Group], by: list[str]) -> list[str]:
     warnings = []
     for group in groups:
         configs = [run.config for run in group.runs]
-        keys = sorted({k for c in configs for k in c if is_result_key(k) and k not in by})
+        keys = sorted({k for c in configs for k in c if is_result_key(k, c) and k not in by})
         differing = {k: sorted({json.dumps(c.get(k), default=str) for c in configs}) for k in keys}
         differing = {k: v for k, v in differing.items() if len(v) > 1}
         if differing:
@@ -302,5 +302,5 @@ def _hashable(value: Any) -> Any:
 def _differing_keys(buckets: dict[tuple, list[Run]]) -> list[str]:
     """Config keys (results-relevant, seed left out) whose values differ between groups."""
     configs = [members[0].config for members in buckets.values()]
-    keys = sorted({k for config in configs for k in config if is_result_key(k)})
+    keys = sorted({k for config in configs for k in config if is_result_key(k, config)})
     return [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]

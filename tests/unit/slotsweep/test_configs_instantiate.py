@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from slotsweep import runs, tracking
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
-from slotsweep.training import build_model, build_task, build_trainer
+from slotsweep.training import build_datamodule, build_model, build_task, build_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 GROUPS = ("encoder", "grouper", "predictor", "decoder", "loss", "dataset", "optim", "trainer", "logger")
@@ -119,7 +119,7 @@ def _setup_or_skip(datamodule: L.LightningDataModule, cfg: DictConfig, stage: st
 
 
 def _dataset(cfg: DictConfig, option: str, tmp_path: Path) -> None:
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     assert isinstance(datamodule.ignore_background, bool)
     assert isinstance(datamodule.ignore_overlaps, bool)
     _setup_or_skip(datamodule, cfg, "fit", f"dataset={option}")
@@ -213,7 +213,7 @@ def test_experiment_preset_builds(compose_train: Callable[..., DictConfig], pres
 def test_experiment_preset_loads_data(compose_train: Callable[..., DictConfig], preset: str):
     """The preset's validation loader gives contract batches (skipped when its data is absent)."""
     cfg = compose_train(f"experiment={preset}", debug=False)
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     _setup_or_skip(datamodule, cfg, "validate", f"experiment={preset}")
     val = next(iter(datamodule.val_dataloader()))
     assert {"video", "masks", "rgb"} <= set(val)

@@ -90,6 +90,45 @@ def test_cache_location_is_not_identity(compose_train: Callable[..., DictConfig]
     assert runs.experiment_id(compose_train("cache=true", f"paths.features_dir={tmp_path / 'f'}")) == cached
 
 
+@pytest.mark.parametrize(
+    ("dataset", "location"),
+    [
+        ("video_folder", "dataset.root=/scratch/videos"),
+        ("movi_c", "dataset.data_dir=/scratch/data"),
+        ("ytvis", "dataset.convert_command=other help"),
+        ("coco", "dataset.data_dir=/scratch/data"),
+    ],
+)
+def test_dataset_declared_locations_are_not_identity(
+    compose_train: Callable[..., DictConfig], dataset: str, location: str
+):
+    """Each dataset YAML declares its location keys (`_non_result_keys_`); nothing lists them here."""
+    base = runs.experiment_id(compose_train(f"dataset={dataset}", debug=False))
+    assert runs.experiment_id(compose_train(f"dataset={dataset}", location, debug=False)) == base
+    other = compose_train(f"dataset={dataset}", "dataset.batch_size=3", debug=False)
+    assert runs.experiment_id(other) != base
+
+
+def test_a_declared_key_of_any_dataset_leaves_exp_id(compose_train: Callable[..., DictConfig]):
+    """The mechanism is the declaration, not a list of known datasets: declaring a key drops it."""
+    declared = "dataset._non_result_keys_=[data_dir,n_train_clips]"
+    base = runs.experiment_id(compose_train(declared))
+    assert runs.experiment_id(compose_train(declared, "dataset.n_train_clips=9")) == base
+    assert "_non_result_keys_" not in runs.identity(compose_train(declared))["dataset"]
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ("dataset._non_result_keys_=[data_dir,nope]", r"names \['nope'\], which dataset has no key"),
+        ("dataset._non_result_keys_=data_dir", r"must be a list of the dataset's key names"),
+    ],
+)
+def test_a_bad_declaration_is_refused(compose_train: Callable[..., DictConfig], declaration: str, message: str):
+    with pytest.raises(runs.SlotsweepError, match=message):
+        runs.experiment_id(compose_train(declaration))
+
+
 def test_encoder_weights_enter_by_content(compose_train: Callable[..., DictConfig], tmp_path: Path):
     """A weights file is hashed: the same bytes at two paths are one experiment, other bytes are
     another, and any file differs from the random init (the bug: all three shared one id)."""
