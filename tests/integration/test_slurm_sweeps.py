@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -232,34 +233,67 @@ def test_a_pruner_that_prunes_everything_stops_each_job_early_and_reports_seed_m
     assert [row.state for row in summary.trials] == ["PRUNED", "PRUNED"]
 
 
-def test_requeued_job_resumes_from_its_checkpoint_and_ends_at_the_planned_step(
-    slurm_sweep: SlurmSweep, slurm_cluster: SlurmCluster
+def _sessions(log: str) -> list[str]:
+    """A submitit task log cut into the runs of the job (the first, then each requeued one)."""
+    return log.split("Starting with JobEnvironment")[1:]
+
+
+def _steps(session: str) -> list[int]:
+    """The steps of a session's plain progress lines (`step 8/32 | ...`)."""
+    return [int(m) for m in re.findall(r"step (\d+)/\d+ \|", session)]
+
+
+def test_requeued_two_task_ddp_job_resumes_from_its_checkpoint_and_ends_at_the_planned_step(
+    slurm_sweep: SlurmSweep, slurm_cluster: SlurmCluster, data_dir: Path, debug_overrides: list[str]
 ):
-    steps = 24
-    process = slurm_sweep.start(
+    # One job of two tasks under srun (DDP on CPU, gloo): ranks from SLURM, one task per CPU of the node.
+    steps, every = 16, 4
+    tiny_data = [arg for arg in debug_overrides if arg.startswith("dataset.")]
+    two_tasks = [
+        *tiny_data,
+        "trainer=ddp_cpu",
+        "hydra.launcher.tasks_per_node=2",  # after SlurmSweep's =1
+        "dataset.batch_size=2",
+        "dataset.val_batch_size=2",
+        "dataset.num_workers=0",
+        "trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=1",  # a plain progress line per step: the steps each run trained
+    ]
+    ddp = SlurmSweep(slurm_cluster, data_dir, slurm_sweep.cwd, slurm_sweep.name, two_tasks)
+    process = ddp.start(
         "seed=3",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",
-        "checkpoint_every_n_steps=4",
-        f"hydra.sweep.dir={slurm_sweep.cwd / 'sweep'}",
+        f"checkpoint_every_n_steps={every}",
+        f"hydra.sweep.dir={ddp.cwd / 'sweep'}",
     )
-    wait_until(
-        "a running job with a checkpoint",
-        lambda: bool(slurm_sweep.jobs()) and any(slurm_sweep.runs.glob("*/seed3/checkpoints/step*.ckpt")),
-        slurm_sweep.log,
-    )
-    (job_id,) = slurm_sweep.jobs()
+
+    def trained_checkpoint() -> bool:  # not step0000000.ckpt, the initial weights of every fresh run
+        written = ddp.runs.glob("*/seed3/checkpoints/step*.ckpt")
+        return bool(ddp.jobs()) and any(int(p.stem.removeprefix("step")) >= every for p in written)
+
+    wait_until("a running job with a checkpoint after training", trained_checkpoint, ddp.log)
+    (job_id,) = ddp.jobs()
 
     subprocess.run(["scontrol", "requeue", job_id], check=True)
 
-    assert process.wait(timeout=WAIT_BOUND_S) == 0, slurm_sweep.log.read_text()[-4000:]
-    (result,) = slurm_sweep.results()
+    assert process.wait(timeout=WAIT_BOUND_S) == 0, ddp.log.read_text()[-4000:]
+    (result,) = ddp.results()  # one results.json, written by rank 0
     assert result["status"] == "completed" and result["step"] == result["max_steps"] == steps
-    job_log = (slurm_sweep.cwd / "sweep" / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
-    assert job_log.count("Starting with JobEnvironment") == 2  # the first run, then the requeued one
-    assert "Resuming from" in job_log.split("Starting with JobEnvironment")[2]
+    assert result["config"]["trainer"]["devices"] == 2
+    logs = [
+        (ddp.cwd / "sweep" / ".submitit" / job_id / f"{job_id}_{task}_log.out").read_text() for task in (0, 1)
+    ]
+    for task, log in enumerate(logs):
+        assert len(_sessions(log)) == 2, f"task {task}: {len(_sessions(log))} runs"  # first, requeued
+        assert "Resuming from" in _sessions(log)[1]  # every rank resumes, from the same checkpoint
+    first, second = (_steps(session) for session in _sessions(logs[0]))
+    resumed = second[0] - 1  # the requeued run's first step follows the checkpoint's
+    assert resumed % every == 0 and every <= resumed <= max(first)  # a checkpoint the first run wrote
+    assert second == list(range(resumed + 1, steps + 1))  # on to the planned step, no step twice
+    assert logs[0].count("results: ") == 1 and "results: " not in logs[1]  # only rank 0 writes
     info = slurm_cluster.job_info(job_id)
-    assert info is None or info["Restarts"] == "1"
+    assert info is None or info["Restarts"] == "1"  # requeued once
 
 
 def test_a_trial_that_raises_is_failed_and_the_sweep_completes_the_others(slurm_sweep: SlurmSweep):

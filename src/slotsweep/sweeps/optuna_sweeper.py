@@ -31,6 +31,7 @@ from slotsweep.sweeps import confirmation
 from slotsweep.sweeps.jobs import Jobs, make_jobs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
 from slotsweep.sweeps.settings import OptunaSweeperConf
+from slotsweep.sweeps.slurm_tasks import check_slurm_tasks
 from slotsweep.sweeps.storage import open_storage
 from slotsweep.sweeps.summary import RESULTS_FILE, summarize
 from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
@@ -216,10 +217,13 @@ class OptunaSweep:
             for value in values:
                 overrides = [*space.fixed, override_string(key, value)]
                 try:
-                    self.config_loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
+                    job_cfg = self.config_loader.load_sweep_config(
+                        master_config=config, sweep_overrides=overrides
+                    )
                 except Exception as error:  # Hydra's composition errors name the key and the fix
                     message = f"{key}={value} does not compose with the config: {error}"
                     raise SlotsweepError(message) from error
+                check_slurm_tasks(job_cfg)  # a multi-task job's trainer, before any trial exists
 
     def _check_same_study(
         self, study: optuna.Study, space: SearchSpace, config: DictConfig, sweep_dir: Path
