@@ -151,8 +151,9 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """Everything that decides a run's result, and nothing else: the resolved config without
-    NON_RESULT_KEYS and the dataset's declared ones, plus the encoder weights by content and the total batch. `cache` (float16
-    features) is a result key; where the cache lives (paths.features_dir) is not."""
+    NON_RESULT_KEYS and the dataset's declared ones, plus the encoder weights by content and the
+    total batch. `cache` (float16 features) is a result key; where the cache lives
+    (paths.features_dir) is not."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     declared = tree["dataset"].get(NON_RESULT_DECLARATION)
     skipped = non_result_keys(declared)

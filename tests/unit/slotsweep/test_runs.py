@@ -124,7 +124,9 @@ def test_a_declared_key_of_any_dataset_leaves_exp_id(compose_train: Callable[...
         ("dataset._non_result_keys_=data_dir", r"must be a list of the dataset's key names"),
     ],
 )
-def test_a_bad_declaration_is_refused(compose_train: Callable[..., DictConfig], declaration: str, message: str):
+def test_a_bad_declaration_is_refused(
+    compose_train: Callable[..., DictConfig], declaration: str, message: str
+):
     with pytest.raises(runs.SlotsweepError, match=message):
         runs.experiment_id(compose_train(declaration))
 
