@@ -131,6 +131,7 @@ def test_two_trials_of_two_seeds_are_four_slurm_jobs_and_trials_report_seed_mean
     assert len(jobs_that_ran(sweep_dir)) == 4
     trials = load_study(sweep_dir, "loss_weights").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {job["kind"] for t in trials for job in t.user_attrs["jobs"]} == {"slurm"}  # not local processes
     results = slurm_sweep.results()
     assert len(results) == 4 and all(r["status"] == "completed" for r in results)
     for trial in trials:

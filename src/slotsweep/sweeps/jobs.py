@@ -164,14 +164,14 @@ def make_jobs(launcher: Any, config: Any, hydra_context: Any, task_function: Any
     import submitit
 
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
-        BaseSubmititLauncher,
-        LocalLauncher,
-        SlurmLauncher,
-    )
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    if isinstance(launcher, SlurmLauncher):
+    # By the launchers' executor name, not isinstance: Hydra's plugin scan executes plugin modules
+    # again, so the SlurmLauncher that hydra_plugins.slotsweep_launcher derives from is not the
+    # class an import gives here (isinstance said no, and a SLURM sweep ran its jobs locally).
+    executor_name = getattr(launcher, "_EXECUTOR", None)
+    if executor_name == "slurm":
         # The executor as hydra-submitit-launcher's launch() builds it, from the same settings.
         params = dict(launcher.params)
         folder = Path(params.pop("submitit_folder"))
@@ -181,7 +181,7 @@ def make_jobs(launcher: Any, config: Any, hydra_context: Any, task_function: Any
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
         return SlurmJobs(executor, launcher, folder)
-    if isinstance(launcher, BaseSubmititLauncher):
+    if executor_name is not None:
         raise NotImplementedError(
             f"hydra/launcher {type(launcher).__name__}: use slurm_gpu, slurm_cpu or local"
         )
