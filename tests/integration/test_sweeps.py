@@ -10,10 +10,13 @@ import math
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -73,11 +76,14 @@ def toy_value(x: float, y: int, seed: int) -> float:
 
 @pytest.fixture
 def toy(tmp_path: Path):
-    """toy(*overrides, sweep_dir) -> CompletedProcess of an Optuna sweep of the toy task."""
+    """toy(*overrides, sweep_dir) -> CompletedProcess of an Optuna sweep of the toy task;
+    toy(..., log=<file>) starts it in the background instead (output into the file) -> Popen."""
     (tmp_path / "toy.py").write_text(TOY_TASK)
     (tmp_path / "toy.yaml").write_text(TOY_CONFIG)
 
-    def sweep(*overrides: str, sweep_dir: Path = tmp_path / "sweep") -> subprocess.CompletedProcess:
+    def sweep(
+        *overrides: str, sweep_dir: Path = tmp_path / "sweep", log: Path | None = None
+    ) -> subprocess.CompletedProcess | subprocess.Popen:
         command = [
             sys.executable,
             str(tmp_path / "toy.py"),
@@ -89,6 +95,9 @@ def toy(tmp_path: Path):
             "hydra.sweeper.poll_s=0.2",
             *overrides,
         ]
+        if log is not None:
+            with log.open("w") as out:
+                return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         return subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
     return sweep
@@ -166,6 +175,105 @@ def test_relaunch_adopts_a_trial_left_running_and_ends_with_n_trials(toy, tmp_pa
     assert [job["seed"] for job in adopted.user_attrs["jobs"]] == [0, 1]
 
 
+def _kill_when(sweeper: subprocess.Popen, log: Path, sweep_dir: Path, ready: Callable[[optuna.Study], bool]):
+    """SIGKILL the sweeper (no clean-up of any kind, like a lost login session) once its study is
+    `ready`; returns the study as the killed sweeper left it."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        assert sweeper.poll() is None, f"the sweeper ended before the kill:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"never ready:\n{log.read_text()[-3000:]}"
+        if (sweep_dir / "optuna.db").is_file():
+            try:
+                if ready(load_study(sweep_dir)):
+                    break
+            except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet, or locked
+                pass
+        time.sleep(0.2)
+    sweeper.kill()
+    sweeper.wait()
+    return load_study(sweep_dir)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(toy, tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    args = (
+        "x=interval(0, 1)",
+        "sleep_s=8",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0]",
+    )
+    first = tmp_path / "first.log"
+    study = _kill_when(
+        toy(*args, log=first), first, sweep_dir, lambda s: sum("jobs" in t.user_attrs for t in s.trials) == 2
+    )
+    left = {t.number: t.user_attrs["jobs"][0]["job_id"] for t in study.trials if "jobs" in t.user_attrs}
+    assert all(_alive(pid) for pid in left.values())  # the killed sweeper's jobs run on
+
+    run = toy(*args)
+
+    check_ok(run)
+    for number, pid in left.items():
+        assert (
+            f"Trial {number} was left running by a previous sweeper: adopting job(s) ['{pid}']"
+            in run.stdout + run.stderr
+        )
+    trials = load_study(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # exactly n_trials, none lost
+    for trial in trials:
+        assert trial.value == pytest.approx(toy_value(trial.params["x"], 1, 0))
+    ran = sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_result.pkl"))
+    assert len(ran) == 3 and set(left.values()) <= set(ran)  # one job per trial: the adopted, no twin
+
+
+def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    args = (
+        "x=interval(0, 1)",
+        "sleep_s=6",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.confirm.top_k=2",
+        "hydra.sweeper.confirm.seeds=[1]",
+    )
+    first = tmp_path / "first.log"
+    study = _kill_when(
+        toy(*args, log=first),
+        first,
+        sweep_dir,
+        lambda s: {"confirm_jobs_0", "confirm_jobs_1"} <= set(s.user_attrs),
+    )
+    confirming = {n: study.user_attrs[f"confirm_jobs_{n}"][0]["job_id"] for n in (0, 1)}
+    assert all(_alive(pid) for pid in confirming.values())
+
+    run = toy(*args)
+
+    check_ok(run)
+    for number, pid in confirming.items():
+        assert (
+            f"Trial {number}'s confirmation was left running by a previous sweeper: adopting job(s) ['{pid}']"
+            in run.stdout + run.stderr
+        )
+    trials = load_study(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    ran = sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_result.pkl"))
+    assert len(ran) == 4 and set(confirming.values()) <= set(ran)  # 2 search + 2 confirmation jobs, no twin
+    ranking = read_yaml(sweep_dir / "optimization_results.yaml")["confirmation"]["ranking"]
+    assert sorted(row["trial"] for row in ranking) == [0, 1]
+    for row in ranking:
+        x = trials[row["trial"]].params["x"]
+        assert row["seeds"] == {seed: pytest.approx(toy_value(x, 1, seed)) for seed in (0, 1)}
+
+
 def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends(toy, tmp_path: Path):
     sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
     sweep_dir.mkdir()
@@ -222,7 +330,10 @@ def test_too_many_failures_stop_the_sweep_naming_the_key(toy, tmp_path: Path):
     run = toy("x=interval(-1, -0.5)", "hydra.sweeper.n_trials=10", "hydra.sweeper.max_failure_rate=0.2")
 
     assert run.returncode == 2
-    assert "3 of 10 planned trials failed, more than hydra.sweeper.max_failure_rate=0.2" in run.stderr
+    assert (
+        "3 of 10 planned trials failed, more than hydra.sweeper.max_failure_rate=0.2"
+        in run.stdout + run.stderr
+    )
     assert [t.state.name for t in load_study(tmp_path / "sweep").trials] == ["FAIL"] * 3
     assert (tmp_path / "sweep" / "optimization_results.yaml").is_file()
 
@@ -258,22 +369,28 @@ def test_relaunch_with_another_search_space_is_refused(toy, tmp_path: Path):
     run = toy("x=interval(0, 2)", "hydra.sweeper.n_trials=2")
 
     assert run.returncode == 2
-    assert "was started with other settings (params: was {'x': 'FloatDistribution(high=1.0" in run.stderr
-    assert "another hydra.sweep.dir" in run.stderr
+    assert (
+        "was started with other settings (params: was {'x': 'FloatDistribution(high=1.0"
+        in run.stdout + run.stderr
+    )
+    assert "another hydra.sweep.dir" in run.stdout + run.stderr
     assert len(load_study(tmp_path / "sweep").trials) == 1
 
 
 def test_objective_and_direction_counts_must_match(toy):
     run = toy("x=interval(0, 1)", "objective=[a,b]")
     assert run.returncode == 2
-    assert "objective=['a', 'b'] has 2 keys but hydra.sweeper.direction=['minimize'] has 1" in run.stderr
+    assert (
+        "objective=['a', 'b'] has 2 keys but hydra.sweeper.direction=['minimize'] has 1"
+        in run.stdout + run.stderr
+    )
 
 
 def test_a_search_space_that_does_not_compose_stops_before_any_trial(toy, tmp_path: Path):
     run = toy("x=interval(0, 1)", "z=choice(1, 2)", "hydra.sweeper.n_trials=2")
 
     assert run.returncode == 2
-    assert "error: z=1 does not compose with the config: Could not override 'z'" in run.stderr
+    assert "error: z=1 does not compose with the config: Could not override 'z'" in run.stdout + run.stderr
     assert not (tmp_path / "sweep" / "optuna.db").exists()
 
 

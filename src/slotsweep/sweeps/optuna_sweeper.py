@@ -368,6 +368,12 @@ class OptunaSweep:
             stored = confirmation.stored_jobs(study, trial.number)
             for job, attr in zip(jobs, stored, strict=False):
                 job.job_id, job.kind = attr["job_id"], attr["kind"]
+            adopted = [job.job_id for job in jobs if job.job_id is not None and job.kind == backend.kind]
+            if adopted:
+                log.warning(
+                    f"Trial {trial.number}'s confirmation was left running by a previous sweeper: "
+                    f"adopting job(s) {adopted}"
+                )
             pending.append(
                 TrialJobs(
                     number=trial.number,
