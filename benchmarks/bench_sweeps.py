@@ -3,17 +3,19 @@
 Run: `.venv/bin/python benchmarks/bench_sweeps.py [--trials 12 --seeds 2 --steps 300]`. Each way is
 `python src/train.py -m +sweep=loss_weights` with the same sampler seed, `hydra/launcher=local`
 (one subprocess per job, n_jobs=2 trials in flight, one thread each), in its own runs dir so that
-no way reads another's finished runs. The preset is the demo's (conf/experiment/demo.yaml) cut to
-`--steps` steps with 6 validations, on both losses; `grouper.n_slots` is in the search space so
-trials differ in length (the decoder's cost grows with the slot count). Prints one Markdown table
-(best value as mean ± std over its seeds, total training steps, device-seconds, wall time) and
-writes it to benchmarks/results/sweeps.md. CPU-heavy: the defaults take hours on 2 cores; smaller
-scales are stated in the table.
+no way reads another's finished runs. The preset is the demo's (conf/experiment/demo.yaml) on both
+losses with 2-frame training clips, cut to `--steps` steps and validated every `--steps`/12 steps on
+2 batches: it learns (video FG-ARI ~0 -> ~0.3 by step 300). `grouper.n_slots` is in the search
+space so trials differ in length (the decoder's cost grows with the slot count). Prints one
+Markdown table (best value as mean ± std over its seeds, total training steps, device-seconds,
+slot use, wall time) and whether the issue's targets are met, and writes it to
+benchmarks/results/sweeps.md. CPU-heavy: the defaults take about an hour on 2 idle cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -26,26 +28,35 @@ from _common import REPO, write_table
 from omegaconf import OmegaConf
 
 
-def ways(startup_trials: int) -> dict[str, tuple[str, list[str]]]:
-    """{sweep dir name: (row name, sweep overrides)}; the pruner prunes after `startup_trials`."""
+def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
+    """{sweep dir name: (row name, sweep overrides)}, in the order they are run."""
     # loss_weights_pruned is loss_weights with the median pruner (sweeps/loss_weights_pruned.yaml)
-    median = ["+sweep=loss_weights_pruned", f"hydra.sweeper.pruner.n_startup_trials={startup_trials}"]
+    median = [
+        "+sweep=loss_weights_pruned",
+        f"hydra.sweeper.pruner.n_startup_trials={args.startup_trials}",
+        f"hydra.sweeper.pruner.n_warmup_steps={args.warmup_steps}",
+    ]
     return {
-        "batch": ("batch (n_jobs=2, as Hydra)", ["+sweep=loss_weights", "hydra.sweeper.batch=true"]),
-        "async": ("asynchronous", ["+sweep=loss_weights"]),
         "pruned": ("asynchronous + median pruner", median),
+        "async": ("asynchronous", ["+sweep=loss_weights"]),
+        "batch": ("batch (n_jobs=2, as Hydra)", ["+sweep=loss_weights", "hydra.sweeper.batch=true"]),
     }
 
 
+def validation_interval(steps: int) -> int:
+    return max(1, steps // 12)
+
+
 def preset(steps: int) -> list[str]:
-    """The demo, short: `steps` training steps, 6 validations on a few batches, both losses."""
+    """The demo, short: `steps` training steps, 12 validations on 2 batches, both losses."""
     return [
         "experiment=demo",
         "loss=videosaur",  # loss_weights sweeps both losses' weights (the demo trains featrec only)
+        "dataset.train_clip_frames=2",  # half the demo's step cost; it learns as fast per step
         "visualize=null",
         "logger=none",
         f"trainer.max_steps={steps}",
-        f"trainer.val_check_interval={max(1, steps // 6)}",
+        f"trainer.val_check_interval={validation_interval(steps)}",
         "trainer.limit_val_batches=2",
         "trainer.enable_progress_bar=false",
         f"checkpoint_every_n_steps={steps}",
@@ -95,7 +106,31 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
     summary = OmegaConf.to_container(OmegaConf.load(sweep_dir / "optimization_results.yaml"))
     log = run.stdout + run.stderr
     printed = log[log.index("Sweep summary:\n") :].split("\n\n")[0].split("\n", 1)[1]
-    return {"summary": summary, "wall_s": wall_s, "table": printed, "command": command}
+    training_s = sum(
+        json.loads(path.read_text()).get("wall_time_s") or 0.0
+        for path in (sweep_dir / "runs").glob("*/seed*/results.json")
+    )
+    # Slot use: the share of the n_jobs worker slots' time spent training; the rest is job start-up
+    # and, in the batch way, slots idle behind a batch's slowest trial.
+    slot_use = training_s / (2 * wall_s)
+    return {"summary": summary, "wall_s": wall_s, "slot_use": slot_use, "table": printed, "command": command}
+
+
+def verdicts(results: dict[str, dict]) -> list[str]:
+    """The issue's three targets, each with its numbers and met / not met."""
+    pruned, unpruned = results["pruned"]["summary"], results["async"]["summary"]
+    share = pruned["total"]["steps"] / unpruned["total"]["steps"]
+    gap = unpruned["best_value"] - pruned["best_value"]
+    noise = unpruned.get("best_value_std") or 0.0
+    walls = results["async"]["wall_s"], results["batch"]["wall_s"]
+    met = {True: "met", False: "NOT met"}
+    return [
+        f"- pruned steps / unpruned steps = {share:.0%} (target <= 50%): {met[share <= 0.5]}",
+        f"- unpruned best - pruned best = {gap:+.4f}, unpruned best's seed std {noise:.4f} "
+        f"(target: within one std): {met[gap <= noise]}",
+        f"- asynchronous wall {walls[0]:.0f} s vs batch {walls[1]:.0f} s (target: below): "
+        f"{met[walls[0] < walls[1]]}",
+    ]
 
 
 def main() -> None:
@@ -103,46 +138,59 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--startup-trials", type=int, default=3, help="trials the pruner never prunes")
+    parser.add_argument("--startup-trials", type=int, default=2, help="trials the pruner never prunes")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="steps before the pruner may prune")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="where the shapes clips are")
     args = parser.parse_args()
-    rows = []
+    results = {}
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-sweeps-") as root:
         warm_data(args, Path(root))
-        for slug, (name, overrides) in ways(args.startup_trials).items():
-            result = run_way(name, overrides, args, Path(root) / slug)
-            summary = result["summary"]
-            std = summary.get("best_value_std")
-            best = f"{summary['best_value']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
-            device_s = summary["total"]["device_hours"] * 3600
-            rows.append(
-                f"| {name} | {best} | {summary['n_complete']} / {summary['n_pruned']} | "
-                f"{summary['total']['steps']} | {device_s:.0f} | {result['wall_s']:.0f} |"
-            )
-            print(rows[-1], flush=True)
+        for slug, (name, overrides) in ways(args).items():
+            results[slug] = run_way(name, overrides, args, Path(root) / slug)
+            print(f"{name}: {results[slug]['wall_s']:.0f} s", flush=True)
+    rows = []
+    for slug in ("batch", "async", "pruned"):
+        name, result = ways(args)[slug][0], results[slug]
+        summary = result["summary"]
+        std = summary.get("best_value_std")
+        best = f"{summary['best_value']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        device_s = summary["total"]["device_hours"] * 3600
+        rows.append(
+            f"| {name} | {best} | {summary['n_complete']} / {summary['n_pruned']} | "
+            f"{summary['total']['steps']} | {device_s:.0f} | {result['slot_use']:.0%} | "
+            f"{result['wall_s']:.0f} |"
+        )
+    pruned = results["pruned"]
     table = "\n".join(
         [
             "# Sweeps: batch vs asynchronous vs asynchronous + pruning",
             "",
             f"`+sweep=loss_weights` plus `grouper.n_slots=range(3, 12)`, {args.trials} trials x "
-            f"{args.seeds} seeds, TPE (seed 0, 4 random startup trials), median pruner after "
-            f"{args.startup_trials} full trials, n_jobs=2 local subprocesses of "
-            f"one thread each; the demo preset cut to {args.steps} steps, validated every "
-            f"{max(1, args.steps // 6)} steps on 2 batches. Objective: val/video_fg_ari (maximised); best "
-            "value: mean ± std over the best trial's seeds. Device-seconds: CPU-seconds of the jobs "
-            "(results.json). Wall: the whole sweep.",
+            f"{args.seeds} seeds, TPE (seed 0, 4 random startup trials); median pruner after "
+            f"{args.startup_trials} full trials, from step {args.warmup_steps} on; n_jobs=2 local "
+            f"subprocesses of one thread each. The demo preset on both losses with 2-frame clips, "
+            f"{args.steps} steps, validated every {validation_interval(args.steps)} steps on 2 batches. "
+            "Objective: val/video_fg_ari (maximised); best value: mean ± std over the best trial's "
+            "seeds. Device-seconds: CPU-seconds of the jobs (results.json). Slot use: the jobs' "
+            "training time over 2 slots x the sweep's wall time (start-up and, in the batch way, slots "
+            "idle behind a batch's slowest trial make up the rest). Wall: the whole sweep. Run order: "
+            "pruned, asynchronous, batch.",
             "",
-            "| way | best value | completed / pruned | training steps | device-s | wall (s) |",
-            "|---|---|---|---|---|---|",
+            "| way | best value | completed / pruned | training steps | device-s | slot use | wall (s) |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "The pruned sweep's own summary (the last way run), as it printed it:",
+            "Targets (issue #12):",
+            "",
+            *verdicts(results),
+            "",
+            "The pruned sweep's own summary, as it printed it:",
             "",
             "```bash",
-            shlex.join(result["command"][1:]).replace(str(REPO) + "/", ""),
+            shlex.join(pruned["command"][1:]).replace(str(REPO) + "/", ""),
             "```",
             "",
-            result["table"],
+            pruned["table"],
         ]
     )
     print(table)
