@@ -234,6 +234,38 @@ def test_a_pruner_that_prunes_everything_stops_each_job_early_and_reports_seed_m
     assert [row.state for row in summary.trials] == ["PRUNED", "PRUNED"]
 
 
+def test_a_pruned_job_that_does_not_stop_within_the_grace_period_is_scancelled(
+    slurm_sweep: SlurmSweep, slurm_cluster: SlurmCluster
+):
+    # A job reads the stop request (a file in its run dir, trial_files.py) at its validations only.
+    # This one validates every 20 steps, so after the report that prunes it, it trains on for 20
+    # steps without looking: far beyond a 1 s grace, like a job stuck between validations.
+    interval = 20
+    slurm_sweep.run(
+        "+sweep=loss_weights",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.poll_s=1",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=2",  # an ARI is at most 1: pruned at its first report
+        "hydra.sweeper.prune_grace_s=1",
+        "trainer.max_steps=1000",  # would train for minutes if it were not cancelled
+        f"trainer.val_check_interval={interval}",
+    )
+
+    sweep_dir = slurm_sweep.runs / "sweeps" / "loss_weights" / "shapes"
+    (trial,) = load_study(sweep_dir, "loss_weights").trials
+    assert trial.state.name == "PRUNED" and list(trial.intermediate_values) == [interval]  # not FAIL
+    (job,) = trial.user_attrs["jobs"]
+    assert slurm_sweep.log.read_text().count(f"Trial 0: cancelling job {job['job_id']} (running)") == 1
+    assert slurm_cluster.job_info(job["job_id"])["JobState"] == "CANCELLED"  # scancel'ed (no sacct here)
+    reports = (Path(job["run_dir"]) / "validation.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in reports] == [interval]  # stopped before its next validation
+    summary = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert summary.n_pruned == 1 and summary.n_failed == 0
+
+
 def _sessions(log: str) -> list[str]:
     """A submitit task log cut into the runs of the job (the first, then each requeued one)."""
     return log.split("Starting with JobEnvironment")[1:]

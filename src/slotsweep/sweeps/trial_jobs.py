@@ -36,6 +36,7 @@ class SeedJob:
     kind: str | None = None  # the backend that started it: "slurm" or "local"
     state: str = "pending"  # as the backend last said: pending, running or ended
     outcome: tuple[float, ...] | str | None = None
+    cancelled: bool = False  # by this sweeper (a pruned trial's late or pending job)
 
     @property
     def name(self) -> str:
@@ -84,6 +85,9 @@ class TrialJobs:
             job.state = states[job.job_id]
             if job.state != "ended":
                 continue
+            if job.cancelled:  # killed by scancel/SIGTERM: no result is coming, do not wait for one
+                job.outcome = "cancelled"
+                continue
             try:
                 job.outcome = self.as_values(backend.result(job.job_id).return_value)
             except Exception as error:  # the job's own exception, re-raised by JobReturn
@@ -121,10 +125,12 @@ class TrialJobs:
                     request_stop(job.run_dir, reason)
         late = now - self.stop_requested_at > grace_s
         for job in self.unended():
-            # A pending job cannot read the request, nor can a task without run dirs.
-            if late or job.state == "pending" or job.run_dir is None:
+            # A pending job cannot read the request, nor can a task without run dirs. Cancelled once:
+            # a cancelled SLURM job stays listed (completing) for a while.
+            if not job.cancelled and (late or job.state == "pending" or job.run_dir is None):
                 log.warning(f"Trial {self.number}: cancelling job {job.job_id} ({job.state})")
                 backend.cancel(job.job_id)
+                job.cancelled = True
 
     def cost(self) -> dict[str, Any]:
         """{device_seconds, steps, device_kind} summed over the seeds' results.json."""
