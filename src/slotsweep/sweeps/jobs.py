@@ -9,7 +9,8 @@ settings, and is requeued by submitit on timeout or preemption:
 - `SlurmJobs`: the configured submitit launcher's executor; `squeue` tells which jobs still live
   (the test cluster has no `sacct`, which submitit would ask).
 - `LocalJobs`: submitit's local executor, one subprocess per job (`hydra/launcher=local`, the
-  default). A job is its process id, so a relaunched sweeper adopts the processes of a killed one.
+  default). A job is its process id, so a relaunched sweeper adopts the processes of a killed one
+  (checked to be that job's submitit controller, not another process that took the id).
 """
 
 from __future__ import annotations
@@ -139,14 +140,27 @@ class LocalJobs(_SubmititJobs):
         for job_id in job_ids:
             # Our own child: poll() also reaps it. A killed sweeper's: reparented, reaped by init.
             process = self.processes.get(job_id)
-            alive = process.poll() is None if process is not None else _pid_alive(int(job_id))
+            alive = process.poll() is None if process is not None else self._is_job(int(job_id))
             states[job_id] = "running" if alive else "ended"
         return states
 
     def cancel(self, job_id: str) -> None:
         # submitit's local controller forwards SIGTERM to the task, then kills it.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(job_id), signal.SIGTERM)
+        if job_id in self.processes or self._is_job(int(job_id)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(job_id), signal.SIGTERM)
+
+    def _is_job(self, pid: int) -> bool:
+        """Whether `pid` is still a job controller that submitit started for this folder. A killed
+        sweeper's job that has ended leaves its pid free, and a relaunch much later may find it
+        taken by another process, which it must neither wait for nor signal."""
+        if not Path("/proc/self").is_dir():  # no procfs (macOS): the pid's existence is all there is
+            return _pid_alive(pid)
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone (a zombie's cmdline is empty: ended too)
+            return False
+        return b"submitit.local._local" in args and str(self.folder).encode() in args
 
 
 def _pid_alive(pid: int) -> bool:
