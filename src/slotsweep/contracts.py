@@ -141,8 +141,12 @@ class DataModule(Protocol):
     """Train and validation clips (a LightningDataModule in practice: data/).
 
     Batches are dicts: "video" (B, T, 3, H, W) float, and in validation "masks" (B, T, K, H, W)
-    bool. ignore_background: mask channel 0 is the background (MOVi); ignore_overlaps: pixels may
-    be in several channels (COCO): the metrics' conventions for this data.
+    bool and "index" (B,) int64, each sample's position in the validation set (its slots are drawn
+    from a seed of it, so metrics do not depend on the batch size or the device count). Under DDP
+    every validation sample must reach exactly one rank, unpadded: slotsweep.data.streams'
+    ValidationStream (or map_stream for a map-style dataset) does both.
+    ignore_background: mask channel 0 is the background (MOVi); ignore_overlaps: pixels may be in
+    several channels (COCO): the metrics' conventions for this data.
 
     Its YAML lists under `_non_result_keys_` the keys that say where the data lives (`data_dir`,
     `root`), not what it holds: they stay out of exp_id (runs.identity), and the list is not a

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
 
 from slotsweep.contracts import Loss
 from slotsweep.errors import SlotsweepError
@@ -105,6 +106,11 @@ class ObjectCentricModule(L.LightningModule):
         self.run_config = run_config
         self.eval_masks = eval_masks
         self.metrics = make_metrics(ignore_background, ignore_overlaps)
+        # val/<loss>: means over the validation clips, weighted by batch size; NaN stays NaN
+        self.val_losses = nn.ModuleDict(
+            {name: MeanMetric(nan_strategy="disable") for name in [*losses, "loss"]}
+        )
+        self.val_clips = SumMetric()
         self.jandf = JandF(ignore_background, ignore_overlaps) if eval_jandf else None
         self.best_metrics: dict[str, float] = {}
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
@@ -132,14 +138,19 @@ class ObjectCentricModule(L.LightningModule):
         self.log("loss", values["loss"], prog_bar=True, logger=False)
         return values["loss"]
 
-    def predict_masks(self, batch: dict[str, Tensor], batch_idx: int) -> tuple[ModelOutput, Tensor]:
+    def predict_masks(self, batch: dict[str, Tensor]) -> tuple[ModelOutput, Tensor]:
         """Model output and the scored hard masks (B, T, S, H, W) at the GT mask resolution:
         the decoder's, or slot attention's with eval_masks="grouping"."""
+        if "index" not in batch:
+            raise SlotsweepError(
+                f'a validation batch has no "index" (it has {sorted(batch)}): each sample\'s position '
+                "in the validation set seeds its slots (slotsweep.contracts.DataModule); build the "
+                "val loader on slotsweep.data.streams.ValidationStream or map_stream"
+            )
         inputs = model_inputs(batch)
-        if "index" in batch:  # slots per clip: its metrics do not depend on the batch or a DDP split
-            inputs["initial_slots"] = self._initial_slots(batch["index"].tolist(), inputs["conditions"])
-        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
-        out = self.model(**inputs, n_slots=self.eval_n_slots, generator=generator)
+        # slots per clip: its metrics do not depend on the batch size or a DDP split
+        inputs["initial_slots"] = self._initial_slots(batch["index"].tolist(), inputs["conditions"])
+        out = self.model(**inputs, n_slots=self.eval_n_slots)
         size = tuple(batch["masks"].shape[-2:])
         masks = out.grouping_masks if self.eval_masks == "grouping" else out.decoder_masks
         return out, hard_masks(resize_patch_masks(masks, size), dtype=torch.bool)
@@ -154,24 +165,32 @@ class ObjectCentricModule(L.LightningModule):
         return torch.cat(slots)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        out, pred = self.predict_masks(batch, batch_idx)
-        values = self.compute_losses(out)
-        # sync_dist: under DDP the logged value is the mean over every rank's clips, not rank 0's
+        out, pred = self.predict_masks(batch)
+        # Everything is summed into metric states here and synced once at epoch end (not per
+        # batch): under DDP a rank may have fewer batches than another, or none.
         batch_size = len(batch["masks"])
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=batch_size, sync_dist=True)
+        for name, value in self.compute_losses(out).items():
+            self.val_losses[name].update(value, batch_size)
+        self.val_clips.update(batch_size)
         self.metrics.update(batch["masks"], pred)
         if self.jandf is not None:
             self.jandf.update(batch["masks"], pred)
 
     def on_validation_epoch_end(self) -> None:
+        # compute() syncs the states over all ranks: the values are the whole validation set's
         values = {name: metric.compute().item() for name, metric in self.metrics.items()}
-        self.metrics.reset()
         if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
             values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
-            self.jandf.reset()
+        losses = {f"val/{name}": metric.compute().item() for name, metric in self.val_losses.items()}
+        # how many clips (or chunks, images) were scored: each once over all ranks
+        losses["val/n_clips"] = self.val_clips.compute().item()
+        for metric in [*self.metrics.values(), *self.val_losses.values(), self.val_clips, self.jandf]:
+            if metric is not None:
+                metric.reset()
+        # sync_dist: the values are already equal on all ranks (this only silences Lightning)
+        self.log_dict(losses, sync_dist=True)
         for name, value in values.items():
             spec, key = METRICS.get(name), val_key(name)
-            # sync_dist: the value is already equal on all ranks (the metrics' states are synced)
             self.log(key, value, prog_bar=spec is not None and spec.prog_bar, sync_dist=True)
             best = self.best_metrics.get(key)
             improved = best is None or (spec.better(value, best) if spec is not None else value > best)

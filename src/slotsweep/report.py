@@ -40,9 +40,9 @@ def mask_report(
     rows = [MODEL_DECODER, MODEL_GROUPING, *BASELINES]
     metrics = {row: make_metrics(*flags).to(module.device) for row in rows}
     shown: list[tuple[np.ndarray, ...]] = []
-    for batch_idx, batch in enumerate(datamodule.val_dataloader()):
+    for batch in datamodule.val_dataloader():
         batch = move_data_to_device(batch, module.device)
-        out, decoder_hard = module.predict_masks(batch, batch_idx)
+        out, decoder_hard = module.predict_masks(batch)
         size = tuple(batch["masks"].shape[-2:])
         predictions = {
             MODEL_DECODER: decoder_hard,

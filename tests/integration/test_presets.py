@@ -389,7 +389,7 @@ def test_preset_runs_at_its_true_size(compose_train, fixture_data: Path, preset:
         out = module.model(video=train["video"])
         losses = module.compute_losses(out)
         val = next(iter(datamodule.val_dataloader()))
-        _, pred = module.predict_masks(val, 0)
+        _, pred = module.predict_masks(val)
     assert out.decoder_masks.shape == (1, T, S, P)
     assert torch.isfinite(losses["loss"])
     assert val["masks"].shape == (1, T, TABLE[preset]["mask_channels"], 224, 224)

@@ -65,8 +65,16 @@ def _video(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def _video_length(shape: tuple[int, ...]) -> int:
+    return shape[0]
+
+
 def _image(image: np.ndarray) -> np.ndarray:
     return image[None]  # (1, H, W, 3): an image is a one-frame video
+
+
+def _image_length(shape: tuple[int, ...]) -> int:
+    return 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class SampleLayout:
         ignore_overlaps: instances may overlap (metrics ignore pixels of several instances).
         to_frames: stored frames -> (T, H, W, 3) uint8.
         to_masks: (stored masks, K or None = as many as stored, where for messages) -> (T, K, H, W) bool.
+        n_frames: shape of the stored frames -> T, without reading them (to count validation clips).
     """
 
     frames_key: str
@@ -86,11 +95,12 @@ class SampleLayout:
     ignore_overlaps: bool
     to_frames: Callable[[np.ndarray], np.ndarray]
     to_masks: Callable[[np.ndarray, int | None, str], np.ndarray]
+    n_frames: Callable[[tuple[int, ...]], int]
     masks_key: str = MASKS_KEY
 
 
 LAYOUTS: dict[str, SampleLayout] = {
-    "movi": SampleLayout("video", True, False, _video, _movi_masks),
-    "ytvis": SampleLayout("video", False, False, _video, _ytvis_masks),
-    "coco": SampleLayout("image", False, True, _image, _coco_masks),
+    "movi": SampleLayout("video", True, False, _video, _movi_masks, _video_length),
+    "ytvis": SampleLayout("video", False, False, _video, _ytvis_masks, _video_length),
+    "coco": SampleLayout("image", False, True, _image, _coco_masks, _image_length),
 }

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.data.arguments import check, is_int
+from slotsweep.data.streams import map_stream
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
 
@@ -389,8 +390,8 @@ class ShapesClips(Dataset):
         masks_path: .npy file of masks (N, T, H, W) uint8.
         window: frames per sample, a random contiguous window; None for the whole clip.
         hflip: flip a sample horizontally with probability 0.5 (all its frames together).
-        n_mask_channels: K, to return one-hot masks (T, K, H, W), the uint8 frames and the clip's
-            `index` (validation); None for the video only.
+        n_mask_channels: K, to return one-hot masks (T, K, H, W) and the uint8 frames
+            (validation); None for the video only.
         features: cached encoder outputs of these clips (slotsweep.cache): samples then hold
             `features` and `keys` (t, P, D) float16 of the same frames and flip instead of `video`.
     Random draws use torch's generator, which Lightning/torch seed per worker from the global seed;
@@ -467,7 +468,6 @@ class ShapesClips(Dataset):
             one_hot = F.one_hot(ids, self.n_mask_channels)  # (T, H, W, K)
             sample["masks"] = one_hot.permute(0, 3, 1, 2).bool()  # (T, K, H, W)
             sample["rgb"] = torch.from_numpy(np.array(frames))  # (T, H, W, 3)
-            sample["index"] = index  # the clip's place in its split: evaluation seeds its slots by it
         return sample
 
 
@@ -484,10 +484,11 @@ class ShapesDataModule(L.LightningDataModule):
 
     Train batches: {"video": (B, train_clip_frames, 3, H, W) float32, ImageNet-normalised}.
     Val batches add {"masks": (B, T, K, H, W) bool with K = n_objects_max + 1 and channel 0 the
-    background, "rgb": (B, T, H, W, 3) uint8} over full clips of T = n_frames frames, every val clip
-    exactly once, in order. Generator args are documented on `ShapesParams`. After
-    `use_feature_cache` (slotsweep.cache, `cache=true`) batches hold the frozen encoder's
-    outputs {"features", "keys": (B, T, P, D) float16} of the same frames instead of "video".
+    background, "rgb": (B, T, H, W, 3) uint8, "index": (B,) int64} over full clips of T = n_frames
+    frames, every val clip exactly once over all DDP ranks (streams.ValidationStream). Generator
+    args are documented on `ShapesParams`. After `use_feature_cache` (slotsweep.cache,
+    `cache=true`) batches hold the frozen encoder's outputs {"features", "keys": (B, T, P, D)
+    float16} of the same frames instead of "video".
 
     Args:
         data_dir: data root; the cache lives under <data_dir>/shapes/.
@@ -644,21 +645,21 @@ class ShapesDataModule(L.LightningDataModule):
         if self.train_set is not None or self.val_set is not None:  # already set up: redo it
             self.setup("fit" if self.train_set is not None else "validate")
 
-    def _loader(self, dataset: ShapesClips | None, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: ShapesClips | None, **kwargs) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call ShapesDataModule.setup() before asking for a dataloader")
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,  # equal train batches; validation must see every clip
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, train=True)
+        # Equal train batches; under DDP Lightning gives each rank its own shuffled share.
+        return self._loader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, train=False)
+        val_set = None if self.val_set is None else map_stream(self.val_set, self.val_batch_size)
+        return self._loader(val_set, batch_size=None)  # the stream batches itself

@@ -5,7 +5,8 @@ A shard is a tar of samples; a sample is `<key>.<name>.npy` files (`video.npy`, 
 `movi_c/movi_c-train-{000000..000304}.tar`. The train stream resamples shards with replacement
 forever, yields one random aligned chunk per visit of a video, shuffles through a buffer and
 batches inside each worker. The validation stream reads every shard once, split over DDP ranks and
-DataLoader workers, and yields every video whole or every aligned chunk of it (`val_protocol`).
+DataLoader workers (streams.ValidationStream, each clip numbered by its place in the whole set),
+and yields every video whole or every aligned chunk of it (`val_protocol`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import itertools
 import logging
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +32,7 @@ from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
-from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share, stream_rng
+from slotsweep.data.streams import ValidationStream, chunk_starts, stream_rng
 from slotsweep.data.video_transforms import ClipTransform
 from slotsweep.errors import SlotsweepError
 
@@ -205,16 +207,18 @@ class TrainClips(IterableDataset):
         return cache_sources.cached_train_sample(self.features, self.transform, chunk.index, frames, rng)
 
 
-class ValClips(IterableDataset):
-    """One pass over the validation shards: every video (or chunk) exactly once over all processes.
+_header_2 = np.lib.format.read_array_header_2_0
+
+
+class ValClips:
+    """Reads one validation shard: every video of it whole, or every aligned chunk of it.
 
     Args:
-        paths: shard files; each rank and worker reads its share (`process_share`).
+        paths: all validation shards, in order (`features` numbers its clips by shard position).
         layout: the dataset's sample format.
         transform: turns a clip and its masks into {"video", "rgb", "masks"}.
         n_mask_channels: K of the masks.
         chunk_frames: frames per chunk, or None for whole videos.
-        batch_size: clips per batch; a batch closes early when the clip shape changes.
         features: the split's feature cache: clips then hold {"features", "keys"} instead of "video".
     """
 
@@ -225,28 +229,44 @@ class ValClips(IterableDataset):
         transform: ClipTransform,
         n_mask_channels: int,
         chunk_frames: int | None,
-        batch_size: int,
         features: FeatureStore | None = None,
     ) -> None:
-        self.paths, self.layout, self.transform = [str(p) for p in paths], layout, transform
-        self.n_mask_channels, self.chunk_frames, self.batch_size = n_mask_channels, chunk_frames, batch_size
+        self.layout, self.transform = layout, transform
+        self.n_mask_channels, self.chunk_frames = n_mask_channels, chunk_frames
         self.features = features
+        paths = [str(p) for p in paths]
         self._cached = {  # (shard, sample key) -> clip index in the store
-            (self.paths[clip["shard"]], clip["key"]): index
+            (paths[clip["shard"]], clip["key"]): index
             for index, clip in enumerate(features.clips if features is not None else [])
         }
 
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        return batch_same_shape(self.clips(process_share(self.paths)), self.batch_size)
+    def count(self, path: str | Path) -> int:
+        """How many clips `__call__(path)` yields, from the tar and .npy headers alone (no decoding)."""
+        suffix = f"{self.layout.frames_key}.npy"
+        n_clips = 0
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if Path(member.name).name.partition(".")[2] != suffix:  # webdataset's key split
+                        continue
+                    with tar.extractfile(member) as data:
+                        version = np.lib.format.read_magic(data)  # 2.0 and 3.0 share a header layout
+                        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else _header_2
+                        shape = header(data)[0]
+                    n_frames = self.layout.n_frames(shape)
+                    n_clips += len(chunk_starts(n_frames, self.chunk_frames or n_frames))
+        except (OSError, tarfile.TarError, ValueError) as error:
+            raise SlotsweepError(f"cannot read {path}: {error}") from error
+        return n_clips
 
-    def clips(self, paths: list[str]) -> Iterator[dict[str, Tensor]]:
-        """The transformed clips of the given shards, in order."""
+    def __call__(self, path: str | Path) -> Iterator[dict[str, Tensor]]:
+        """The shard's transformed clips {"video", "rgb", "masks"}, in order."""
         keys = (self.layout.frames_key, self.layout.masks_key)
-        for sample in read_samples(paths, keys):
+        for sample in read_samples([path], keys):
             where = f"sample {sample['__key__']} of {sample['__url__']}"
             frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
             masks = self.layout.to_masks(sample[self.layout.masks_key], self.n_mask_channels, where)
-            length = len(frames) if self.chunk_frames is None else self.chunk_frames
+            length = self.chunk_frames or len(frames)
             for start in chunk_starts(len(frames), length):
                 clip = self.transform.val(frames[start : start + length], masks[start : start + length])
                 if self.features is not None:
@@ -261,7 +281,8 @@ class ShardDataModule(L.LightningDataModule):
     """A reference dataset (MOVi-C/E, YT-VIS, COCO) from its shards; args are conf/dataset/<name>.yaml.
 
     Train batches: {"video": (B, train_clip_frames, 3, S, S) float32, ImageNet-normalised}.
-    Val batches add {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8}, S = input_size,
+    Val batches add {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8, "index": (B,)
+    int64}, each clip once over all DDP ranks, S = input_size,
     M = mask_size, K = n_mask_channels; T is the whole video or val_chunk_frames (`val_protocol`).
 
     Args:
@@ -412,14 +433,15 @@ class ShardDataModule(L.LightningDataModule):
         return self._loader(clips, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        clips = ValClips(
+        read = ValClips(
             self.val_paths,
             self.layout,
             self.transform,
             self.n_mask_channels,
             self.val_chunk_frames,
-            self.val_batch_size,
             self.feature_stores.get("val"),
         )
+        paths = [str(p) for p in self.val_paths]
+        stream = ValidationStream(paths, [read.count(p) for p in paths], read, self.val_batch_size)
         # A worker without a shard would only start up to yield nothing.
-        return self._loader(clips, min(self.num_workers, len(self.val_paths)))
+        return self._loader(stream, min(self.num_workers, len(self.val_paths)))

@@ -1,7 +1,10 @@
 """How the iterable readers (shards, video files) share out and cut up their data.
 
-- `process_share`: the part of a list this process reads (DDP rank x DataLoader worker), so a
-  validation pass sees every item exactly once however many ranks and workers there are.
+- `ValidationStream`: one validation pass, every reader's: this process's share of the items
+  (shards, video files, clips; DDP rank x DataLoader worker, no padding), so every sample is read
+  exactly once however many ranks and workers there are, and each sample carries "index", its
+  position in the whole validation set, which seeds its slots (module.py): metrics then do not
+  depend on the batch size, the worker count or the number of devices.
 - `stream_rng`: one random generator per iteration, different on every rank and worker.
 - `chunk_starts`: the reference's non-overlapping, aligned chunks of a video (videosaur.md §5).
 - `batch_same_shape`: validation batches of consecutive clips; whole videos differ in length, so
@@ -10,27 +13,84 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, IterableDataset, default_collate
 from webdataset.utils import pytorch_worker_info
 
-__all__ = ["batch_same_shape", "chunk_starts", "process_share", "stream_rng"]
+from slotsweep.errors import SlotsweepError
+
+__all__ = ["ValidationStream", "batch_same_shape", "chunk_starts", "map_stream", "stream_rng"]
 
 T = TypeVar("T")
 
 
-def process_share(items: Sequence[T]) -> list[T]:
-    """The items this process reads: item i goes to the (rank, worker) slot i mod (ranks x workers).
+class ValidationStream(IterableDataset, Generic[T]):
+    """One pass over the validation set in batches; every sample once over all processes.
 
-    Reads RANK/WORLD_SIZE (or torch.distributed) and the DataLoader worker info, as webdataset does.
+    Item i (a shard, a video file, a clip) goes to the (rank, worker) slot i mod (ranks x workers):
+    nothing is padded or repeated (Lightning's DistributedSampler would repeat samples to even the
+    ranks out), so a rank may get fewer batches or none; the metrics are sums synced at epoch end.
+
+    Args:
+        items: what `read` reads, in the validation set's order.
+        counts: samples per item (`read(items[i])` yields counts[i] of them), known before reading
+            so that every process numbers its samples as a single process would.
+        read: item -> its samples (dicts of tensors), in order; picklable for DataLoader workers.
+        batch_size: samples per batch; a batch closes early when the sample shape changes.
+    Yields:
+        batches of `read`'s samples plus "index" (B,) int64, each sample's position in the set.
     """
-    rank, world_size, worker, n_workers = pytorch_worker_info()
-    return list(items[rank * n_workers + worker :: world_size * n_workers])
+
+    def __init__(
+        self,
+        items: Sequence[T],
+        counts: Sequence[int],
+        read: Callable[[T], Iterable[dict[str, Tensor]]],
+        batch_size: int,
+    ) -> None:
+        if len(items) != len(counts):
+            raise ValueError(f"{len(items)} items but {len(counts)} counts")
+        self.items, self.counts, self.read, self.batch_size = items, counts, read, batch_size
+        self.firsts = list(itertools.accumulate(counts, initial=0))  # index of each item's first sample
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        return batch_same_shape(self._samples(), self.batch_size)
+
+    def _samples(self) -> Iterator[dict[str, Tensor]]:
+        # RANK/WORLD_SIZE (or torch.distributed) and the DataLoader worker info, as webdataset reads them
+        rank, world_size, worker, n_workers = pytorch_worker_info()
+        for i in range(rank * n_workers + worker, len(self.items), world_size * n_workers):
+            n = 0
+            for n, sample in enumerate(self.read(self.items[i]), 1):
+                if n > self.counts[i]:
+                    raise self._miscounted(i, f"more than {self.counts[i]}")
+                yield {**sample, "index": torch.tensor(self.firsts[i] + n - 1)}
+            if n < self.counts[i]:
+                raise self._miscounted(i, str(n))
+
+    def _miscounted(self, i: int, found: str) -> SlotsweepError:
+        # the item changed after it was counted: its samples' indices would collide with the next's
+        return SlotsweepError(
+            f"{self.items[i]} gave {found} validation samples where {self.counts[i]} were counted; "
+            "was it rewritten during the run?"
+        )
+
+
+def _one_sample(dataset: Dataset, index: int) -> tuple[dict[str, Tensor]]:
+    return (dataset[index],)
+
+
+def map_stream(dataset: Dataset, batch_size: int) -> ValidationStream[int]:
+    """A map-style validation set (`len` and `dataset[i]`) as a ValidationStream: item i is sample i."""
+    n = len(dataset)
+    return ValidationStream(range(n), [1] * n, functools.partial(_one_sample, dataset), batch_size)
 
 
 def stream_rng() -> random.Random:

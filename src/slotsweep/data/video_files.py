@@ -31,13 +31,13 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.shards import VAL_PROTOCOLS
-from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share
+from slotsweep.data.streams import ValidationStream, chunk_starts
 from slotsweep.data.video_transforms import ClipTransform
 from slotsweep.errors import SlotsweepError
 
@@ -210,8 +210,15 @@ class TrainVideos(Dataset):
         return self.transform.train(frames, rng)
 
 
-class ValVideos(IterableDataset):
-    """One pass over the validation videos with masks, split over ranks and workers, each once."""
+class ValVideos:
+    """Reads one validation video with its masks: the whole video or every aligned chunk of it.
+
+    Args:
+        clips: the validation videos (with masks), in order: `features` holds them in this order.
+        transform, n_mask_channels, background: as VideoFolderDataModule's.
+        chunk_frames: frames per chunk, or None for whole videos.
+        features: the feature cache of these clips: samples hold {"features", "keys"} instead of "video".
+    """
 
     def __init__(
         self,
@@ -220,43 +227,42 @@ class ValVideos(IterableDataset):
         n_mask_channels: int,
         background: bool,
         chunk_frames: int | None,
-        batch_size: int,
         features: FeatureStore | None = None,
     ) -> None:
-        self.clips, self.transform = clips, transform
-        self.n_mask_channels, self.background = n_mask_channels, background
-        self.chunk_frames, self.batch_size = chunk_frames, batch_size
-        self.features = features  # the feature cache of these clips, in this order
+        self.transform, self.n_mask_channels, self.background = transform, n_mask_channels, background
+        self.chunk_frames, self.features = chunk_frames, features
+        self.store_index = {clip.path: index for index, clip in enumerate(clips)}
 
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        return batch_same_shape(self._clips(process_share(self.clips)), self.batch_size)
+    def starts(self, clip: VideoClip) -> range:
+        """First frames of the clip's samples: one (whole video) or one per chunk."""
+        return chunk_starts(clip.n_frames, self.chunk_frames or clip.n_frames)
 
-    def _clips(self, clips: list[VideoClip]) -> Iterator[dict[str, Tensor]]:
-        store_index = {clip.path: index for index, clip in enumerate(self.clips)}
-        for clip in clips:
-            frames = read_frames(clip.path, list(range(clip.n_frames)))
-            masks = read_masks(clip.masks, self.n_mask_channels, self.background)
-            if masks.shape[0] != frames.shape[0] or masks.shape[2:] != frames.shape[1:3]:
-                raise SlotsweepError(
-                    f"masks file {clip.masks} has {masks.shape[0]} frames of {masks.shape[2:]}, but "
-                    f"{clip.path} has {frames.shape[0]} of {frames.shape[1:3]}: they must match"
+    def __call__(self, clip: VideoClip) -> Iterator[dict[str, Tensor]]:
+        """The clip's samples {"video", "rgb", "masks"} in order, one per `starts(clip)`."""
+        frames = read_frames(clip.path, list(range(clip.n_frames)))
+        masks = read_masks(clip.masks, self.n_mask_channels, self.background)
+        if masks.shape[0] != frames.shape[0] or masks.shape[2:] != frames.shape[1:3]:
+            raise SlotsweepError(
+                f"masks file {clip.masks} has {masks.shape[0]} frames of {masks.shape[2:]}, but "
+                f"{clip.path} has {frames.shape[0]} of {frames.shape[1:3]}: they must match"
+            )
+        length = self.chunk_frames or clip.n_frames
+        for start in self.starts(clip):
+            sample = self.transform.val(frames[start : start + length], masks[start : start + length])
+            if self.features is not None:
+                frames_slice = slice(start, start + length)
+                sample = cache_sources.cached_val_sample(
+                    sample, self.features, self.store_index[clip.path], frames_slice
                 )
-            length = clip.n_frames if self.chunk_frames is None else self.chunk_frames
-            for start in chunk_starts(clip.n_frames, length):
-                sample = self.transform.val(frames[start : start + length], masks[start : start + length])
-                if self.features is not None:
-                    frames_slice = slice(start, start + length)
-                    sample = cache_sources.cached_val_sample(
-                        sample, self.features, store_index[clip.path], frames_slice
-                    )
-                yield sample
+            yield sample
 
 
 class VideoFolderDataModule(L.LightningDataModule):
     """Videos from a folder (see the module docstring); args are conf/dataset/video_folder.yaml.
 
     Batches as ShardDataModule's: train {"video": (B, train_clip_frames, 3, S, S)}; validation adds
-    {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8} for clips that have masks.
+    {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8, "index": (B,) int64} for clips
+    that have masks, each once over all DDP ranks (streams.ValidationStream).
 
     Args:
         root: the folder of training videos; validation videos are in <root>/validation/.
@@ -397,13 +403,15 @@ class VideoFolderDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_clips:
             return []  # Lightning skips validation
-        clips = ValVideos(
+        read = ValVideos(
             self.val_clips,
             self.transform,
             self.n_mask_channels,
             self.ignore_background,
             self.val_chunk_frames,
-            self.val_batch_size,
             self.feature_stores.get("val"),
         )
-        return self._loader(clips, batch_size=None)
+        counts = [len(read.starts(clip)) for clip in self.val_clips]
+        return self._loader(
+            ValidationStream(self.val_clips, counts, read, self.val_batch_size), batch_size=None
+        )

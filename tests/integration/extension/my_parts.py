@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from slotsweep.data.streams import map_stream
 from slotsweep.models.initializers import RandomInit
 from slotsweep.models.object_centric import ModelOutput
 
@@ -139,4 +140,7 @@ class BlobsDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, self.val_batch_size, num_workers=self.num_workers)
+        # map_stream: every clip once over DDP ranks, each with its "index" (contracts.DataModule)
+        return DataLoader(
+            map_stream(self.val, self.val_batch_size), batch_size=None, num_workers=self.num_workers
+        )

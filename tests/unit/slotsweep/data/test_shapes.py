@@ -245,6 +245,7 @@ def test_val_batches_cover_each_clip_once(tmp_path):
         assert batch["rgb"].shape == (B, 6, 32, 32, 3) and batch["rgb"].dtype == torch.uint8
         assert torch.equal(batch["video"], frames_to_tensor(batch["rgb"]))
         assert (batch["masks"].sum(2) == 1).all()  # one channel per pixel, no overlaps
+    assert torch.cat([b["index"] for b in batches]).tolist() == [0, 1, 2, 3, 4]  # seeds its slots
     rgb = torch.cat([b["rgb"] for b in batches]).numpy()
     masks = torch.cat([b["masks"] for b in batches]).numpy()
     np.testing.assert_array_equal(rgb, frames)

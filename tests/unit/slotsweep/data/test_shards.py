@@ -152,11 +152,18 @@ def _clip_ids(batches) -> list[str]:
 
 
 def _expected_ids(dm: ShardDataModule) -> list[str]:
-    """The same hashes, from clips read one by one in the main process."""
+    """The same hashes, from clips read one by one in the main process, in the set's order."""
+    stream = dm.val_dataloader().dataset
     return _clip_ids(
-        {k: v[None] for k, v in clip.items()}
-        for clip in dm.val_dataloader().dataset.clips([str(p) for p in dm.val_paths])
+        {k: v[None] for k, v in clip.items()} for path in stream.items for clip in stream.read(path)
     )
+
+
+def _indexed_ids(batches) -> list[tuple[int, str]]:
+    """(index, content hash) of every validation clip."""
+    batches = list(batches)
+    indices = [int(i) for batch in batches for i in batch["index"]]
+    return list(zip(indices, _clip_ids(batches), strict=True))
 
 
 @pytest.mark.parametrize("spec", [MOVI, YTVIS, COCO], ids=["movi", "ytvis", "coco"])
@@ -167,6 +174,7 @@ def test_validation_sees_every_clip_exactly_once(root, spec, num_workers):
     n_clips = {"movi": 5, "ytvis": sum(T // 6 for T in YTVIS_LENGTHS), "coco": 5}[spec["layout"]]
     assert len(expected) == len(set(expected)) == n_clips
     loader = dm.val_dataloader()
+    assert loader.dataset.counts == [len(list(loader.dataset.read(p))) for p in loader.dataset.items]
     assert sorted(_clip_ids(loader)) == sorted(expected)
     assert sorted(_clip_ids(loader)) == sorted(expected)  # the next validation (persistent workers)
 
@@ -176,10 +184,12 @@ def test_validation_split_over_two_ranks_and_two_workers(root, monkeypatch):
     for rank in range(2):  # what each DDP rank reads (RANK/WORLD_SIZE as torchrun and Lightning set)
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        seen += _clip_ids(datamodule(root, YTVIS, num_workers=2).val_dataloader())
+        seen += _indexed_ids(datamodule(root, YTVIS, num_workers=2).val_dataloader())
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
-    assert sorted(seen) == sorted(_expected_ids(datamodule(root, YTVIS)))
+    # every clip once, numbered by its place in the whole set as one process numbers it
+    assert sorted(seen) == list(enumerate(_expected_ids(datamodule(root, YTVIS))))
+    assert sorted(seen) == _indexed_ids(datamodule(root, YTVIS).val_dataloader())
 
 
 def test_validation_batches_hold_masks_at_mask_size(root):

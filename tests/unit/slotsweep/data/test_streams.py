@@ -1,35 +1,66 @@
-"""Tests of the stream helpers: process shares, chunks, same-shape batching, per-process seeds."""
+"""Tests of the stream helpers: validation shares and indices, chunks, batching, per-process seeds."""
 
 import random
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from slotsweep.data.streams import batch_same_shape, chunk_starts, process_share, stream_rng
+from slotsweep.data.streams import ValidationStream, batch_same_shape, chunk_starts, map_stream, stream_rng
+from slotsweep.errors import SlotsweepError
 
-
-class _Share(IterableDataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __iter__(self):
-        return iter(process_share(list(range(self.n))))
+COUNTS = [2, 0, 3, 1, 1]  # samples per item (an item with none, as a video shorter than a chunk)
 
 
-@pytest.mark.parametrize("n_items", [1, 5, 8])
-def test_every_item_once_over_ranks_and_workers(monkeypatch, n_items):
-    """2 ranks (RANK/WORLD_SIZE, as torchrun and Lightning set them) x 2 DataLoader workers."""
+def _read(item: int) -> list[dict[str, torch.Tensor]]:
+    """Item i's samples: their "value" is (item, k), so a test sees which sample went where."""
+    return [{"value": torch.tensor([item, k])} for k in range(COUNTS[item])]
+
+
+def _stream(batch_size: int = 2, counts: list[int] = COUNTS) -> ValidationStream[int]:
+    return ValidationStream(list(range(len(counts))), counts, _read, batch_size)
+
+
+def _samples(loader) -> list[tuple[int, tuple[int, int]]]:
+    """(index, (item, k)) of every sample of every batch."""
+    return [(int(i), tuple(v.tolist())) for b in loader for i, v in zip(b["index"], b["value"], strict=True)]
+
+
+def test_one_process_reads_every_sample_in_order_numbered_by_position():
+    expected = [(n, pair) for n, pair in enumerate((i, k) for i, c in enumerate(COUNTS) for k in range(c))]
+    assert _samples(_stream()) == expected
+    assert _samples(_stream(batch_size=3)) == expected  # the index does not depend on batching
+
+
+@pytest.mark.parametrize("n_workers", [0, 2])
+def test_every_sample_once_over_ranks_and_workers_with_the_single_process_index(monkeypatch, n_workers):
+    """2 ranks (RANK/WORLD_SIZE, as torchrun and Lightning set them) x DataLoader workers: nothing
+    padded or repeated, and each sample keeps the index one process gives it."""
+    single = sorted(_samples(_stream()))
     seen = []
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        seen += [int(x) for x in DataLoader(_Share(n_items), batch_size=None, num_workers=2)]
-    assert sorted(seen) == list(range(n_items))
+        seen += _samples(DataLoader(_stream(), batch_size=None, num_workers=n_workers))
+    assert sorted(seen) == single
 
 
-def test_single_process_reads_everything():
-    assert process_share(list("abc")) == list("abc")
+def test_a_rank_without_items_yields_no_batch(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert list(_stream(counts=[3])) == []
+
+
+@pytest.mark.parametrize("counts, found", [([3, 0, 0, 0, 0], "2"), ([1, 0, 0, 0, 0], "more than 1")])
+def test_an_item_that_yields_other_than_its_count_is_an_error(counts, found):
+    stream = ValidationStream([0, 1, 2, 3, 4], counts, _read, 4)  # item 0 really has 2
+    with pytest.raises(SlotsweepError, match=f"0 gave {found} validation samples where {counts[0]}"):
+        list(stream)
+
+
+def test_map_stream_numbers_a_map_style_dataset():
+    dataset = [{"value": torch.tensor([i, 0])} for i in range(5)]
+    assert _samples(map_stream(dataset, batch_size=2)) == [(i, (i, 0)) for i in range(5)]
 
 
 def test_chunk_starts_are_aligned_and_drop_the_remainder():
