@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 
 from slotsweep.contracts import Loss
 from slotsweep.errors import SlotsweepError
@@ -106,9 +106,10 @@ class ObjectCentricModule(L.LightningModule):
         self.run_config = run_config
         self.eval_masks = eval_masks
         self.metrics = make_metrics(ignore_background, ignore_overlaps)
-        # val/<loss>: means over the validation clips, weighted by batch size; NaN stays NaN
-        self.val_losses = nn.ModuleDict(
-            {name: MeanMetric(nan_strategy="disable") for name in [*losses, "loss"]}
+        # val/<loss> = its sum over the validation clips / their count; NaN stays NaN. (Not
+        # MeanMetric: its nan_strategy="disable" drops the weights, torchmetrics 1.9.)
+        self.val_loss_sums = nn.ModuleDict(
+            {name: SumMetric(nan_strategy="disable") for name in [*losses, "loss"]}
         )
         self.val_clips = SumMetric()
         self.jandf = JandF(ignore_background, ignore_overlaps) if eval_jandf else None
@@ -169,8 +170,8 @@ class ObjectCentricModule(L.LightningModule):
         # Everything is summed into metric states here and synced once at epoch end (not per
         # batch): under DDP a rank may have fewer batches than another, or none.
         batch_size = len(batch["masks"])
-        for name, value in self.compute_losses(out).items():
-            self.val_losses[name].update(value, batch_size)
+        for name, value in self.compute_losses(out).items():  # each a mean over the batch's clips
+            self.val_loss_sums[name].update(value * batch_size)
         self.val_clips.update(batch_size)
         self.metrics.update(batch["masks"], pred)
         if self.jandf is not None:
@@ -181,10 +182,12 @@ class ObjectCentricModule(L.LightningModule):
         values = {name: metric.compute().item() for name, metric in self.metrics.items()}
         if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
             values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
-        losses = {f"val/{name}": metric.compute().item() for name, metric in self.val_losses.items()}
-        # how many clips (or chunks, images) were scored: each once over all ranks
-        losses["val/n_clips"] = self.val_clips.compute().item()
-        for metric in [*self.metrics.values(), *self.val_losses.values(), self.val_clips, self.jandf]:
+        n_clips = self.val_clips.compute()  # clips (or chunks, images) scored, each once
+        losses = {
+            f"val/{name}": (sums.compute() / n_clips).item() for name, sums in self.val_loss_sums.items()
+        }
+        losses["val/n_clips"] = n_clips.item()  # NaN losses above when it is 0: nothing to average
+        for metric in [*self.metrics.values(), *self.val_loss_sums.values(), self.val_clips, self.jandf]:
             if metric is not None:
                 metric.reset()
         # sync_dist: the values are already equal on all ranks (this only silences Lightning)

@@ -198,10 +198,12 @@ def _finish_stale_wandb_run() -> None:
 
 
 def _wandb_run(logger: Any) -> Any:
-    """The logger's wandb run (created on first use), or None when it is not a W&B logger."""
+    """The logger's wandb run (created on first use), or None when it is not a W&B logger or
+    this is not DDP rank 0 (there Lightning's logger holds a stand-in without config or summary)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.loggers import WandbLogger
 
-    return logger.experiment if isinstance(logger, WandbLogger) else None
+    return logger.experiment if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0 else None
 
 
 def define_best_summaries(logger: Any) -> None:
