@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from matplotlib.colors import rgb_to_hsv
 from omegaconf import OmegaConf
 
@@ -22,6 +21,8 @@ from slotsweep.data.shapes import (
 )
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs import NON_RESULT_DECLARATION
+from slotsweep.training import build_datamodule
 
 CONFIG = Path(__file__).parents[4] / "conf" / "dataset" / "shapes.yaml"
 GENERATOR_KEYS = [f.name for f in dataclasses.fields(ShapesParams)]
@@ -32,7 +33,7 @@ def yaml_defaults(data_dir: Path) -> dict:
     cfg = OmegaConf.load(CONFIG)
     cfg.data_dir, cfg.input_size = str(data_dir), None  # input_size follows encoder.img_size
     args = OmegaConf.to_container(cfg, resolve=True)
-    del args["_target_"]
+    del args["_target_"], args[NON_RESULT_DECLARATION]  # the latter is for runs.identity
     return args
 
 
@@ -58,12 +59,12 @@ def test_yaml_keys_are_the_constructor_args(tmp_path):
     cfg = OmegaConf.load(CONFIG)
     assert cfg._target_ == "slotsweep.data.shapes.ShapesDataModule"
     params = set(inspect.signature(ShapesDataModule.__init__).parameters) - {"self"}
-    assert set(cfg.keys()) - {"_target_"} == params
+    assert set(cfg.keys()) - {"_target_", NON_RESULT_DECLARATION} == params
     # the dataset must not change with the training seed
     assert not OmegaConf.is_interpolation(cfg, "seed")
     assert OmegaConf.is_interpolation(cfg, "input_size")  # follows encoder.img_size
     cfg.data_dir, cfg.input_size = str(tmp_path), 64
-    assert isinstance(instantiate(cfg), ShapesDataModule)
+    assert isinstance(build_datamodule(cfg), ShapesDataModule)
 
 
 def test_frames_are_resized_to_the_encoder_input_masks_are_not(tmp_path):
