@@ -1,4 +1,5 @@
-"""A SLURM job's trainer must have one device per task: a mismatch is refused before submitting.
+"""A SLURM job's trainer must have one device per task, and a local sweep trial one device: a
+mismatch is refused before submitting.
 
 No cluster needed: the check runs on the login node, before submitit touches SLURM.
 """
@@ -35,6 +36,11 @@ CASES = {
         ],
         "error: trainer.num_nodes=2 does not match hydra.launcher.nodes=1",
         "pass trainer.num_nodes=1 (or change hydra.launcher.nodes)",
+    ),
+    "optuna, local DDP trial": (
+        ["hydra.mode=MULTIRUN", "+sweep=loss_weights", "hydra/launcher=local", "trainer=ddp_cpu"],
+        "error: trainer.devices=2 trainer.num_nodes=1 with a local launcher",
+        "or hydra/launcher=slurm_cpu|slurm_gpu for one task per device",
     ),
 }
 

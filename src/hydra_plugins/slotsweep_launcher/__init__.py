@@ -2,7 +2,7 @@
 
 Hydra only instantiates launchers defined under `hydra_plugins`. Before a Hydra-grid batch is
 submitted, every job's config must give the trainer one device per SLURM task
-(slotsweep/sweeps/slurm_tasks.py); a mismatch is one `error:` line, not jobs that fail on the nodes.
+(slotsweep.sweeps.job_devices.py); a mismatch is one `error:` line, not jobs that fail on the nodes.
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     """The submitit SLURM launcher that checks every job's tasks before submitting any."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from slotsweep.sweeps.slurm_tasks import check_slurm_tasks
+        from slotsweep.sweeps.job_devices import check_slurm_tasks
 
         assert self.hydra_context is not None and self.config is not None
         for overrides in job_overrides:

@@ -28,10 +28,10 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from slotsweep import runs
 from slotsweep.errors import SlotsweepError
 from slotsweep.sweeps import confirmation
+from slotsweep.sweeps.job_devices import check_local_devices, check_slurm_tasks
 from slotsweep.sweeps.jobs import Jobs, make_jobs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
 from slotsweep.sweeps.settings import OptunaSweeperConf
-from slotsweep.sweeps.slurm_tasks import check_slurm_tasks
 from slotsweep.sweeps.storage import open_storage
 from slotsweep.sweeps.summary import RESULTS_FILE, summarize
 from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
@@ -224,6 +224,7 @@ class OptunaSweep:
                     message = f"{key}={value} does not compose with the config: {error}"
                     raise SlotsweepError(message) from error
                 check_slurm_tasks(job_cfg)  # a multi-task job's trainer, before any trial exists
+                check_local_devices(job_cfg)
 
     def _check_same_study(
         self, study: optuna.Study, space: SearchSpace, config: DictConfig, sweep_dir: Path

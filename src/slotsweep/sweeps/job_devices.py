@@ -1,4 +1,4 @@
-"""SLURM jobs of several tasks: one task per device, and a trainer that says the same.
+"""How many devices a launched job may train on: one per SLURM task, and one in a local sweep job.
 
 submitit starts `tasks_per_node` tasks on each of `nodes` nodes under `srun`, and Lightning's
 SLURMEnvironment takes each task's rank from srun. Lightning then insists that trainer.devices
@@ -7,13 +7,41 @@ in the queue. `check_slurm_tasks` refuses the mismatch on the login node instead
 is submitted: from the SLURM launcher (hydra_plugins/slotsweep_launcher) and from the Optuna
 sweeper. Refused, not fixed up: the device count sets the total batch, hence the learning rate
 and the experiment id.
+
+A local Optuna trial runs as a submitit process (sweeps/jobs.py), from which Lightning cannot start
+DDP ranks: it re-executes the process's own command line, which is submitit's, not train.py's.
+`check_local_devices` refuses such a trial before the study records it.
 """
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["check_slurm_tasks"]
+__all__ = ["check_local_devices", "check_slurm_tasks", "is_slurm"]
+
+
+def is_slurm(cfg: DictConfig) -> bool:
+    """Whether the job's launcher submits to SLURM (slurm_gpu, slurm_cpu)."""
+    return str(cfg.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")
+
+
+def check_local_devices(cfg: DictConfig) -> None:
+    """Raise when a local sweep job's trainer asks for several processes (devices or nodes > 1).
+
+    Args:
+        cfg: a job's composed config with its `hydra` node.
+    """
+    if is_slurm(cfg):
+        return
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    several = devices == -1 or (OmegaConf.is_list(devices) and len(devices) > 1)
+    several = several or (str(devices).isdigit() and int(devices) > 1) or nodes > 1
+    if several:
+        raise SlotsweepError(
+            f"trainer.devices={devices} trainer.num_nodes={nodes} with a local launcher: a local "
+            "sweep trial is one process, and Lightning cannot start DDP ranks from it; pass "
+            "trainer.devices=1, or hydra/launcher=slurm_cpu|slurm_gpu for one task per device"
+        )
 
 
 def check_slurm_tasks(cfg: DictConfig) -> None:
@@ -23,7 +51,7 @@ def check_slurm_tasks(cfg: DictConfig) -> None:
         cfg: a job's composed config with its `hydra` node (the launcher's settings).
     """
     launcher = cfg.hydra.launcher
-    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+    if not is_slurm(cfg):
         return
     # slurm_gpu's tasks follow its GPUs: there the knob to change is gpus_per_node.
     per_gpu = launcher.gpus_per_node is not None and launcher.gpus_per_node == launcher.tasks_per_node
