@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[dev,coco,dashboard]' $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev,coco,dashboard,tensorboard]' $(TORCH_PINS)
 	touch $(STAMP)
 
 demo: setup  ## short training on shapes: prints FG-ARI/mBO, writes mask pictures

@@ -17,7 +17,15 @@ from omegaconf import MISSING, DictConfig
 from slotsweep.errors import SlotsweepError
 from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
-__all__ = ["TrainConfig", "check_config"]
+__all__ = ["TrainConfig", "ValPicturesConfig", "check_config"]
+
+
+@dataclass
+class ValPicturesConfig:
+    """Mask pictures of every validation, sent to the logger (slotsweep.pictures)."""
+
+    n_clips: int = 2  # clips drawn per validation; 0: none
+    every: int = 1  # draw every this many validations
 
 
 @dataclass
@@ -38,6 +46,7 @@ class TrainConfig:
     allow_pickle: bool = False
     sweep: str | None = None  # name of the sweep this run belongs to (tags, aggregation)
     visualize: Any = None  # pictures written at the end (demo)
+    val_pictures: ValPicturesConfig = field(default_factory=ValPicturesConfig)
     # train from the frozen encoder's outputs, encoded once into paths.features_dir (slotsweep.cache)
     cache: bool = False
     paths: Any = MISSING
@@ -57,6 +66,11 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 def check_config(cfg: DictConfig) -> None:
     """Raise SlotsweepError for inconsistencies between groups (one line: key, value, fix)."""
+    pictures = cfg.val_pictures
+    if pictures.n_clips < 0 or pictures.every < 1:
+        raise SlotsweepError(
+            f"val_pictures={dict(pictures)}: n_clips must be >= 0 (0: no pictures) and every >= 1"
+        )
     weights = {name: loss.get("weight", 1.0) for name, loss in cfg.loss.items()}
     for name, weight in weights.items():
         if not weight >= 0:

@@ -165,7 +165,9 @@ class ObjectCentricModule(L.LightningModule):
             slots.append(self.model.grouper.initial_slots(1, self.eval_n_slots, generator, clip_conditions))
         return torch.cat(slots)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """Counts the losses and metrics; returns {"output", "masks"} (the scored hard masks) for
+        callbacks (pictures.ValPictures draws the first clips; Lightning keeps none of them)."""
         out, pred = self.predict_masks(batch)
         # Everything is summed into metric states here and synced once at epoch end (not per
         # batch): under DDP a rank may have fewer batches than another, or none.
@@ -176,6 +178,7 @@ class ObjectCentricModule(L.LightningModule):
         self.metrics.update(batch["masks"], pred)
         if self.jandf is not None:
             self.jandf.update(batch["masks"], pred)
+        return {"output": out, "masks": pred}
 
     def on_validation_epoch_end(self) -> None:
         # compute() syncs the states over all ranks: the values are the whole validation set's

@@ -16,12 +16,13 @@ from slotsweep.baselines import BASELINES
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS
 from slotsweep.module import ObjectCentricModule, make_metrics
-from slotsweep.visualize import clip_grid, overlay, save_gif, save_png
+from slotsweep.pictures import first_clips
+from slotsweep.visualize import MASK_NAMES, clip_grid, overlay, save_gif, save_png
 
-__all__ = ["mask_report", "format_table"]
+__all__ = ["format_table", "mask_report", "show_report", "write_report"]
 
-MODEL_DECODER = "model: decoder masks"
-MODEL_GROUPING = "model: slot-attention masks"
+MODEL_DECODER = f"model: {MASK_NAMES['decoder']}"
+MODEL_GROUPING = f"model: {MASK_NAMES['grouping']}"
 
 
 @torch.no_grad()
@@ -37,7 +38,7 @@ def mask_report(
     datamodule.setup("validate")
     n_slots = module.eval_n_slots or module.model.grouper.n_slots
     flags = (datamodule.ignore_background, datamodule.ignore_overlaps)
-    rows = [MODEL_DECODER, MODEL_GROUPING, *BASELINES]
+    rows = [MODEL_DECODER, MODEL_GROUPING, *BASELINES]  # show_report's order too
     metrics = {row: make_metrics(*flags).to(module.device) for row in rows}
     shown: list[tuple[np.ndarray, ...]] = []
     for batch in datamodule.val_dataloader():
@@ -52,19 +53,15 @@ def mask_report(
         for row, pred in predictions.items():
             metrics[row].update(batch["masks"], pred)  # counted once for the row's four metrics
         if len(shown) < n_clips:
-            soft = resize_patch_masks(out.decoder_masks, size)
-            for i in range(min(n_clips - len(shown), len(batch["rgb"]))):
-                shown.append(
-                    tuple(x[i].cpu().numpy() for x in (batch["rgb"], batch["masks"], decoder_hard, soft))
-                )
-    _write_pictures(shown, Path(directory) / "masks", gif)
+            shown += first_clips(batch, out, decoder_hard, module.eval_masks, n_clips - len(shown))
+    _write_pictures(shown, Path(directory) / "masks", gif, module.eval_masks)
     return {row: {name: m.compute().item() for name, m in metrics[row].items()} for row in rows}
 
 
-def _write_pictures(clips: list[tuple[np.ndarray, ...]], directory: Path, gif: bool) -> None:
+def _write_pictures(clips: list[tuple[np.ndarray, ...]], directory: Path, gif: bool, masks: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for i, (rgb, true, pred, soft) in enumerate(clips):
-        save_png(clip_grid(rgb, true, pred, soft), directory / f"clip{i}.png")
+    for i, clip in enumerate(clips):
+        save_png(clip_grid(*clip, masks=masks), directory / f"clip{i}.png")
     if gif and clips:
         rgb, true, pred, _ = clips[0]
         panels = np.concatenate([rgb, overlay(rgb, true), overlay(rgb, pred)], axis=2)  # (T, H, 3W, 3)
@@ -83,11 +80,25 @@ def format_table(report: dict[str, dict[str, float]]) -> str:
 
 def write_report(report: dict[str, dict[str, float]], directory: Path) -> str:
     """Write report.md/report.json in the run dir; returns the one-line summary."""
-    table = format_table(report)
-    (directory / "report.md").write_text(table + "\n")
+    (directory / "report.md").write_text(format_table(report) + "\n")
     (directory / "report.json").write_text(json.dumps(report, indent=2))
+    return _summary(report, directory)
+
+
+def _summary(report: dict[str, dict[str, float]], directory: Path) -> str:
     model, grid = report[MODEL_DECODER], report["grid"]
     return (
         f"video_fg_ari={model['video_fg_ari']:.2f} video_mbo={model['video_mbo']:.2f} "
         f"(grid baseline {grid['video_fg_ari']:.2f}/{grid['video_mbo']:.2f}) -> {directory}"
     )
+
+
+def show_report(report: dict[str, dict[str, float]], directory: Path, exp_name: str) -> str:
+    """What a run with `visualize` prints at its end, and again when the finished run is shown
+    again (from results.json's mask_report, nothing recomputed): the table and the summary line.
+
+    Rows come in mask_report's order (the model, then the baselines) also from a JSON file whose
+    keys were sorted."""
+    rows = [MODEL_DECODER, MODEL_GROUPING, *BASELINES, *report]
+    ordered = {row: report[row] for row in rows if row in report}
+    return f"\n{format_table(ordered)}\n\n{exp_name}: {_summary(report, Path(directory))}"

@@ -52,6 +52,7 @@ NON_RESULT_KEYS = (
     "hydra",
     "sweep",
     "visualize",
+    "val_pictures",  # what is drawn, not what is computed
     "eval_jandf",  # adds metrics, changes none
     "trainer.devices",  # enter as the total batch (identity(): batch x devices x nodes)
     "trainer.num_nodes",

@@ -238,19 +238,41 @@ def finish_wandb(logger: Any, exit_code: int = 0) -> None:
         logger._experiment.finish(exit_code=exit_code)
 
 
-def log_media(logger: Any, images: dict[str, np.ndarray | str | Path], step: int, fps: float = 4.0) -> None:
-    """Log pictures to W&B at a trainer step; no-op for other loggers.
+def _check_picture(key: str, picture: np.ndarray | str | Path) -> None:
+    if isinstance(picture, (str, Path)):
+        if not Path(picture).is_file():
+            raise FileNotFoundError(f"log_media: {key!r} names {picture}, which does not exist")
+    elif picture.dtype != np.uint8 or picture.ndim not in (3, 4) or picture.shape[-1] != 3:
+        raise ValueError(
+            f"log_media: {key!r} is {picture.dtype} {tuple(picture.shape)}; expected uint8 RGB "
+            "(H, W, 3) or (T, H, W, 3)"
+        )
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in (".gif", ".mp4", ".webm")
+
+
+def log_media(logger: Any, images: dict[str, np.ndarray | str | Path], step: int, fps: float = 4.0) -> bool:
+    """Log pictures to W&B or TensorBoard at a trainer step; False (nothing logged) for other loggers.
 
     Args:
         logger: the trainer's logger.
-        images: {W&B key: picture}. A picture is a uint8 RGB array, (H, W, 3) for an image or
-            (T, H, W, 3) for a clip (logged as a GIF at `fps`), or a path to a .png/.jpg image or
-            a .gif/.mp4 video.
+        images: {key: picture}. A picture is a uint8 RGB array, (H, W, 3) for an image or
+            (T, H, W, 3) for a clip, or a path to a .png/.jpg image or a .gif/.mp4 video. W&B logs
+            a clip as a GIF at `fps`; TensorBoard (whose videos need moviepy) as its frames side by side.
         step: trainer global step (W&B's x axis for every key, see WandbLogger).
     """
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for key, picture in images.items():
+        _check_picture(key, picture)
+    if isinstance(logger, TensorBoardLogger):
+        _log_tensorboard(logger, images, step)
+        return True
     run = _wandb_run(logger)
     if run is None:
-        return
+        return False
     import wandb
     from PIL import Image
 
@@ -259,21 +281,25 @@ def log_media(logger: Any, images: dict[str, np.ndarray | str | Path], step: int
         for key, picture in images.items():
             if isinstance(picture, (str, Path)):
                 path = Path(picture)
-                if not path.is_file():
-                    raise FileNotFoundError(f"log_media: {key!r} names {path}, which does not exist")
-                is_video = path.suffix.lower() in (".gif", ".mp4", ".webm")
-                media[key] = wandb.Video(str(path)) if is_video else wandb.Image(str(path))
-                continue
-            if picture.dtype != np.uint8 or picture.ndim not in (3, 4) or picture.shape[-1] != 3:
-                raise ValueError(
-                    f"log_media: {key!r} is {picture.dtype} {tuple(picture.shape)}; expected uint8 RGB "
-                    "(H, W, 3) or (T, H, W, 3)"
-                )
-            if picture.ndim == 3:
+                media[key] = wandb.Video(str(path)) if _is_video(path) else wandb.Image(str(path))
+            elif picture.ndim == 3:
                 media[key] = wandb.Image(picture)
-                continue
-            gif = Path(tmp) / f"{len(media)}.gif"
-            frames = [Image.fromarray(frame) for frame in picture]
-            frames[0].save(gif, save_all=True, append_images=frames[1:], duration=1000 / fps, loop=0)
-            media[key] = wandb.Video(str(gif), format="gif")
+            else:
+                gif = Path(tmp) / f"{len(media)}.gif"
+                frames = [Image.fromarray(frame) for frame in picture]
+                frames[0].save(gif, save_all=True, append_images=frames[1:], duration=1000 / fps, loop=0)
+                media[key] = wandb.Video(str(gif), format="gif")
         run.log({**media, "trainer/global_step": step})
+    return True
+
+
+def _log_tensorboard(logger: Any, images: dict[str, np.ndarray | str | Path], step: int) -> None:
+    import imageio.v3 as iio
+
+    for key, picture in images.items():
+        if isinstance(picture, (str, Path)):  # a video file reads as (T, H, W, C), an image as (H, W, C)
+            picture = iio.imread(picture, index=None)[..., :3]
+        if picture.ndim == 4:
+            picture = np.concatenate(list(picture), axis=1)  # (H, T * W, 3)
+        logger.experiment.add_image(key, picture, step, dataformats="HWC")
+    logger.experiment.flush()  # also after the logger's finalize (the end-of-run report logs then)

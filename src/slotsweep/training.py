@@ -32,9 +32,10 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.losses import channel_layout
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
+from slotsweep.pictures import ValPictures
 from slotsweep.progress import progress_callbacks
 from slotsweep.protocol import EvalProtocol, protocol_of
-from slotsweep.report import format_table, mask_report, write_report
+from slotsweep.report import mask_report, show_report, write_report
 from slotsweep.run_lock import claim_run_dir
 from slotsweep.safe_load import SafeCheckpointIO
 from slotsweep.trial_callback import TrialReporter
@@ -145,6 +146,7 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
     reporter = TrialReporter(directory, list(cfg.objective))  # a sweep's intermediate values, pruning
     callbacks = [checkpoints, reporter] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
+    callbacks.append(ValPictures(**cfg.val_pictures, directory=directory / "logs" / "val_pictures"))
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
         default_root_dir=directory,
@@ -161,6 +163,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     previous = runs.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
+        if cfg.visualize is not None and rank_zero_only.rank == 0:
+            _show_stored_report(cfg, directory, previous)
         return _objective(cfg, previous["metrics"])
     if previous is not None and previous["status"] == "pruned" and not cfg.force:
         # Deliberately not a finished run: launched again (outside the sweep that pruned it), it
@@ -235,7 +239,7 @@ def _train(
         if shows_report:  # the demo's table of model vs baselines, and pictures
             report = mask_report(module, datamodule, directory, **cfg.visualize)
             results["mask_report"] = report
-            summary = write_report(report, directory)
+            write_report(report, directory)
             pictures = sorted((directory / "masks").glob("clip*.*"))
             tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
     except BaseException as error:
@@ -258,8 +262,17 @@ def _train(
         runs.write_results(directory, results)
         log.info(f"results: {directory / runs.RESULTS_FILE}")
     if shows_report:
-        print(f"\n{format_table(report)}\n\n{cfg.exp_name}: {summary}")
+        print(show_report(report, directory, cfg.exp_name))
     return _objective(cfg, results["metrics"])
+
+
+def _show_stored_report(cfg: DictConfig, directory: Path, results: dict[str, Any]) -> None:
+    """A finished run shown again (`make demo` twice) prints the table it printed at its end."""
+    report = results.get("mask_report")
+    if report is None:  # finished without `visualize`: the report needs the model run again
+        log.info(f"{directory} has no mask report (it ran without visualize); force=true re-runs it with one")
+        return
+    print(show_report(report, directory, cfg.exp_name))
 
 
 def _reporter(trainer: L.Trainer) -> TrialReporter:

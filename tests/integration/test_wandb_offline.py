@@ -145,6 +145,12 @@ def test_training_run_logs_an_offline_run(compose_train: Callable[..., DictConfi
     )
     assert summary["max"] == pytest.approx(max(validated))
     assert summary["last"] == pytest.approx(results["metrics"]["val/video_fg_ari"])
+    # each validation's mask picture (slotsweep.pictures): at trainer steps 2 and 4, as image files
+    pictures = [row for row in history if "val/masks/path" in row]  # an image logs as nested keys
+    assert [row["trainer/global_step"] for row in pictures] == [2, 4]
+    (files,) = (run_dir / "logs" / "wandb").glob("offline-run-*/files")
+    assert all((files / row["val/masks/path"]).is_file() for row in pictures)
+    assert not (run_dir / "logs" / "val_pictures").exists()  # W&B took them: no PNG files
     assert _files_containing(run_dir, API_KEY) == []
 
 

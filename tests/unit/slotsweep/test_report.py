@@ -17,6 +17,7 @@ from slotsweep.baselines import BASELINES, grid_segments
 from slotsweep.metric_names import METRICS
 from slotsweep.metrics import FGARI, MBO
 from slotsweep.report import MODEL_DECODER, MODEL_GROUPING, format_table, mask_report, write_report
+from slotsweep.visualize import grid_labels, label_margin
 
 REPORT = {
     MODEL_DECODER: {
@@ -55,8 +56,10 @@ def test_write_report(tmp_path: Path):
 
 
 def _grid_size(n_rows: int, T: int, H: int, W: int, scale: int = 2, pad: int = 2) -> tuple[int, int]:
-    """PIL (width, height) of clip_grid's picture: n_rows x T tiles of (H*scale+pad, W*scale+pad)."""
-    return T * (W * scale + pad), n_rows * (H * scale + pad)
+    """PIL (width, height) of clip_grid's picture: n_rows x T tiles of (H*scale+pad, W*scale+pad)
+    beside the labels' margin (decoder masks, n_rows - 3 slots)."""
+    margin = label_margin(grid_labels("decoder", n_rows - 3))
+    return margin + T * (W * scale + pad), n_rows * (H * scale + pad)
 
 
 @pytest.fixture
@@ -151,6 +154,23 @@ def test_run_with_visualize(compose_train: Callable[..., DictConfig], capsys: py
     with Image.open(masks / "clip0.gif") as gif:
         assert gif.n_frames == T
     assert (run_dir / "report.md").read_text().splitlines() == table
+    # shown again (`make demo` twice): the finished run prints the same table and summary, from
+    # results.json (nothing retrained or re-scored: the report files keep their times)
+    written = {p: p.stat().st_mtime_ns for p in [run_dir / "report.md", *masks.iterdir()]}
+    assert training.run(cfg) == pytest.approx(results["metrics"]["val/video_fg_ari"])
+    again = capsys.readouterr().out.strip().splitlines()
+    assert again == out[-len(table) - 2 :]
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    assert json.loads((run_dir / "results.json").read_text()) == results
+
+    # the csv logger's validation pictures (slotsweep.pictures): steps 2 and 4 of trainer=debug, each
+    # the first 2 clips' grids (at scale 1) one above the other, 8 px apart
+    pictures = sorted((run_dir / "logs" / "val_pictures").iterdir())
+    assert [p.name for p in pictures] == ["step_0000002.png", "step_0000004.png"]
+    width, height = _grid_size(3 + 5, T, H, H, scale=1)
+    for path in pictures:
+        with Image.open(path) as image:
+            assert image.size == (width, 2 * height + 8)
 
 
 def test_demo_preset_on_a_tiny_budget(

@@ -3,6 +3,7 @@
 W&B runs here are real offline runs written under tmp_path (no network, no API key).
 """
 
+import io
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
@@ -152,6 +153,9 @@ def test_every_logger_option_instantiates(
     elif option == "csv":
         assert isinstance(logger, CSVLogger)
         assert Path(logger.log_dir) == run_dir / "logs" / "version_0"
+    elif option == "tensorboard":
+        assert isinstance(logger, TensorBoardLogger)
+        assert Path(logger.log_dir) == run_dir / "logs" / "version_0"
     else:
         assert option == "wandb", f"conf/logger/{option}.yaml: add its expected logger to this test"
         assert isinstance(logger, WandbLogger) and logger._experiment is None  # the run starts lazily
@@ -174,7 +178,7 @@ def test_log_media_writes_images_and_gifs(compose_train: Callable[..., DictConfi
     frames[0].save(gif, save_all=True, append_images=frames[1:])
     run_dir = wandb_env / "run"
     logger = _wandb_logger(compose_train, run_dir)
-    tracking.log_media(
+    assert tracking.log_media(
         logger, {"val/overlay": image, "val/clip": clip, "val/grid": png, "val/video": gif}, step=3
     )
     with pytest.raises(ValueError, match=r"'val/bad' is float32 \(4, 4, 3\); expected uint8 RGB"):
@@ -196,11 +200,40 @@ def test_log_media_writes_images_and_gifs(compose_train: Callable[..., DictConfi
 
 def test_log_media_is_a_no_op_for_other_loggers(wandb_env: Path):
     csv_logger = CSVLogger(save_dir=wandb_env / "csv", name=None)
-    tracking.log_media(csv_logger, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
-    tracking.log_media(False, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
+    assert not tracking.log_media(csv_logger, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
+    assert not tracking.log_media(False, {"val/overlay": np.zeros((4, 4, 3), np.uint8)}, step=0)
     tracking.define_best_summaries(csv_logger)
     tracking.finish_wandb(csv_logger)
     assert not (wandb_env / "csv").exists() and wandb.run is None
+
+
+def test_log_media_writes_tensorboard_image_summaries(tmp_path: Path):
+    """Images at their step; a clip (array or GIF file) as its frames side by side."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    clip = rng.integers(0, 255, (3, 16, 24, 3), dtype=np.uint8)
+    gif = tmp_path / "clip.gif"
+    frames = [Image.fromarray(frame) for frame in clip]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    logger = TensorBoardLogger(save_dir=tmp_path / "logs", name=None, default_hp_metric=False)
+    assert tracking.log_media(logger, {"val/overlay": image, "val/clip": clip}, step=3)
+    assert tracking.log_media(logger, {"val/overlay": image, "val/video": gif}, step=5)
+    with pytest.raises(ValueError, match=r"'val/bad' is float32"):
+        tracking.log_media(logger, {"val/bad": np.zeros((4, 4, 3), np.float32)}, step=3)
+
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0}).Reload()
+    assert sorted(events.Tags()["images"]) == ["val/clip", "val/overlay", "val/video"]
+    assert [e.step for e in events.Images("val/overlay")] == [3, 5]
+    overlay = events.Images("val/overlay")[0]
+    assert (overlay.width, overlay.height) == (24, 16)
+    (strip,) = events.Images("val/clip")
+    assert (strip.width, strip.height) == (3 * 24, 16)
+    decoded = np.asarray(Image.open(io.BytesIO(strip.encoded_image_string)).convert("RGB"))
+    assert np.array_equal(decoded, np.concatenate(list(clip), axis=1))  # PNG: lossless
+    (video,) = events.Images("val/video")
+    assert (video.step, video.width, video.height) == (5, 3 * 24, 16)
 
 
 def test_a_run_left_open_does_not_swallow_the_next(compose_train: Callable[..., DictConfig], wandb_env: Path):

@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slotsweep.visualize import PALETTE, clip_grid, colour_masks, overlay, save_gif, save_png
+from slotsweep.visualize import (
+    PALETTE,
+    clip_grid,
+    colour_masks,
+    grid_labels,
+    label_margin,
+    label_rows,
+    overlay,
+    save_gif,
+    save_png,
+    stack_pictures,
+)
 
 T, H, W, K, S = 3, 8, 10, 4, 5
 
@@ -54,18 +65,72 @@ def test_clip_grid_layout(scale: int, pad: int):
     grid = clip_grid(rgb, true, pred, soft, scale=scale, pad=pad)
     h, w = H * scale + pad, W * scale + pad  # one tile with its padding
     rows = 3 + S  # frames, GT overlay, predicted overlay, one row per slot
-    assert grid.shape == (rows * h, T * w, 3) and grid.dtype == np.uint8
+    margin = label_margin(grid_labels("decoder", S))
+    assert grid.shape == (rows * h, margin + T * w, 3) and grid.dtype == np.uint8  # wider by the margin
+    tiles = grid[:, margin:]
     for t in range(T):
-        tile = grid[0:h, t * w : (t + 1) * w]
+        tile = tiles[0:h, t * w : (t + 1) * w]
         assert np.array_equal(tile[: H * scale, : W * scale], rgb[t].repeat(scale, 0).repeat(scale, 1))
         assert (tile[H * scale :] == 255).all() and (tile[:, W * scale :] == 255).all()  # white padding
-        gt = grid[h : h + H * scale, t * w : t * w + W * scale]
+        gt = tiles[h : h + H * scale, t * w : t * w + W * scale]
         assert np.array_equal(gt[::scale, ::scale], overlay(rgb[t], true[t]))
-        pr = grid[2 * h : 2 * h + H * scale, t * w : t * w + W * scale]
+        pr = tiles[2 * h : 2 * h + H * scale, t * w : t * w + W * scale]
         assert np.array_equal(pr[::scale, ::scale], overlay(rgb[t], pred[t]))
         for s in range(S):  # slot s: the frame weighted by its soft mask
-            slot = grid[(3 + s) * h : (3 + s) * h + H * scale, t * w : t * w + W * scale]
+            slot = tiles[(3 + s) * h : (3 + s) * h + H * scale, t * w : t * w + W * scale]
             assert np.array_equal(slot[::scale, ::scale], (rgb[t] * soft[t, s, ..., None]).astype(np.uint8))
+
+
+def test_grid_labels_name_the_masks():
+    assert grid_labels("decoder", 2) == [
+        "frames",
+        "ground truth",
+        "prediction (decoder masks)",
+        "slot 0",
+        "slot 1",
+    ]
+    assert grid_labels("grouping", 1)[2] == "prediction (slot-attention masks)"
+
+
+def test_label_rows_draws_each_label_in_the_margin():
+    labels = grid_labels("decoder", 3)
+    h = 14  # the default font's text is about 11 pixels high
+    grid = np.full((len(labels) * h, 20, 3), 200, np.uint8)
+    labelled = label_rows(grid, labels)
+    margin = label_margin(labels)
+    assert margin > 2 * 4 + 40  # "prediction (decoder masks)" is well over 40 pixels
+    assert labelled.shape == (len(labels) * h, margin + 20, 3)
+    assert np.array_equal(labelled[:, margin:], grid)  # the picture itself is untouched
+    for r, label in enumerate(labels):
+        row = labelled[r * h : (r + 1) * h, :margin]
+        ink = np.flatnonzero((row < 128).all(axis=-1).any(axis=0))  # columns with dark text pixels
+        assert ink.size, f"no text drawn for row {r} ({label!r})"
+        assert 1 <= ink[0] <= 6 and ink[-1] < margin  # starts at the left padding, fits the margin
+    # the text is the label: rows 3-5 ("slot k") differ from each other, the longest row is widest
+    assert not np.array_equal(labelled[3 * h : 4 * h, :margin], labelled[4 * h : 5 * h, :margin])
+    widths = [
+        np.flatnonzero((labelled[r * h : (r + 1) * h, :margin] < 128).all(-1).any(0))[-1] for r in range(6)
+    ]
+    assert int(np.argmax(widths)) == 2
+
+
+def test_clip_grid_says_which_masks_it_shows():
+    clip = _clip()
+    decoder, grouping = clip_grid(*clip, masks="decoder"), clip_grid(*clip, masks="grouping")
+    wider = label_margin(grid_labels("grouping", S)) - label_margin(grid_labels("decoder", S))
+    assert wider > 0 and grouping.shape[1] == decoder.shape[1] + wider  # "slot-attention" is longer
+    tiles = T * (W * 2 + 2)  # the pictures right of the margins are the same
+    assert np.array_equal(grouping[:, -tiles:], decoder[:, -tiles:])
+    with pytest.raises(KeyError):
+        clip_grid(*clip, masks="decoders")
+
+
+def test_stack_pictures_pads_to_the_widest():
+    a, b = np.zeros((3, 5, 3), np.uint8), np.zeros((2, 7, 3), np.uint8)
+    stacked = stack_pictures([a, b], gap=4)
+    assert stacked.shape == (3 + 4 + 2, 7, 3)
+    assert (stacked[:3, :5] == 0).all() and (stacked[:3, 5:] == 255).all()  # a, padded white
+    assert (stacked[3:7] == 255).all() and (stacked[7:] == 0).all()  # the gap, then b
 
 
 def test_save_png_roundtrip(tmp_path: Path):
