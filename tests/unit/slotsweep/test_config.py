@@ -33,7 +33,9 @@ def test_typos_fail_at_compose_time(compose_train: Callable[..., DictConfig], ov
         compose_train(override)
 
 
-@pytest.mark.parametrize("override", ["seed=abc", "checkpoint_every_n_steps=often", "force=maybe"])
+@pytest.mark.parametrize(
+    "override", ["seed=abc", "checkpoint_every_n_steps=often", "force=maybe", "val_pictures.n_clips=two"]
+)
 def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictConfig], override: str):
     with pytest.raises(ConfigCompositionException):
         compose_train(override)
@@ -62,6 +64,8 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
         (["encoder.weights=/nonexistent.safetensors"], "encoder.weights=/nonexistent.safetensors does not"),
         (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 must be >= 1"),
         (["objective=[]"], "objective=.* must name at least one metric"),
+        (["val_pictures.every=0"], r"val_pictures=\{'n_clips': 2, 'every': 0\}: .* every >= 1"),
+        (["val_pictures.n_clips=-1"], r"val_pictures=\{'n_clips': -1, 'every': 1\}: n_clips must be >= 0"),
     ],
 )
 def test_check_config_rejects(compose_train: Callable[..., DictConfig], overrides: list[str], message: str):
@@ -79,6 +83,7 @@ def test_check_config_rejects(compose_train: Callable[..., DictConfig], override
         ["loss=dinosaur", "dataset.train_clip_frames=1"],  # no similarity loss: single frames are fine
         ["loss=timesim", "loss.timesim.offset=2"],  # offset 2 < 3 frames
         ["grouper.n_slots=1"],
+        ["val_pictures.n_clips=0"],  # no pictures
     ],
 )
 def test_check_config_accepts(compose_train: Callable[..., DictConfig], overrides: list[str]):
