@@ -110,9 +110,9 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
         json.loads(path.read_text()).get("wall_time_s") or 0.0
         for path in (sweep_dir / "runs").glob("*/seed*/results.json")
     )
-    # Slot use: the share of the n_jobs worker slots' time spent training; the rest is job start-up
-    # and, in the batch way, slots idle behind a batch's slowest trial.
-    slot_use = training_s / (2 * wall_s)
+    # Slot use: the share of the job slots' time (n_jobs=2 trials x their seeds) spent training;
+    # the rest is job start-up and, in the batch way, slots idle behind a batch's slowest trial.
+    slot_use = training_s / (2 * args.seeds * wall_s)
     return {"summary": summary, "wall_s": wall_s, "slot_use": slot_use, "table": printed, "command": command}
 
 
@@ -172,9 +172,9 @@ def main() -> None:
             f"{args.steps} steps, validated every {validation_interval(args.steps)} steps on 2 batches. "
             "Objective: val/video_fg_ari (maximised); best value: mean ± std over the best trial's "
             "seeds. Device-seconds: CPU-seconds of the jobs (results.json). Slot use: the jobs' "
-            "training time over 2 slots x the sweep's wall time (start-up and, in the batch way, slots "
-            "idle behind a batch's slowest trial make up the rest). Wall: the whole sweep. Run order: "
-            "pruned, asynchronous, batch.",
+            f"training time over {2 * args.seeds} job slots (2 trials x {args.seeds} seeds) x the "
+            "sweep's wall time (start-up and, in the batch way, slots idle behind a batch's slowest "
+            "trial make up the rest). Wall: the whole sweep. Run order: pruned, asynchronous, batch.",
             "",
             "| way | best value | completed / pruned | training steps | device-s | slot use | wall (s) |",
             "|---|---|---|---|---|---|---|",
