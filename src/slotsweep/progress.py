@@ -18,9 +18,14 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.trainer.states import TrainerFn
 
+from slotsweep.metric_names import METRICS, val_key
+
 __all__ = ["PlainProgress", "StepProgressBar", "progress_callbacks"]
 
 log = logging.getLogger(__name__)
+# What a step line repeats of the last validation: the loss and the progress-bar metrics (the
+# validation line itself has every value); a SLURM log of a long run stays short.
+STEP_LINE_KEYS = ("val/loss", *(val_key(name) for name, spec in METRICS.items() if spec.prog_bar))
 
 
 def progress_callbacks(enabled: bool, every_n_steps: int) -> list[Callback]:
@@ -52,14 +57,16 @@ class StepProgressBar(TQDMProgressBar):
             bar.set_postfix(self.get_metrics(trainer, module))
 
 
-def _values(metrics: dict[str, Any], prefix: str) -> str:
-    return " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k.startswith(prefix))
+def _values(metrics: dict[str, Any], prefix: str, keys: tuple[str, ...] | None = None) -> str:
+    """`k=v` for the metrics under `prefix` (only `keys` of them, when given)."""
+    chosen = sorted(k for k in metrics if k.startswith(prefix) and (keys is None or k in keys))
+    return " ".join(f"{k}={float(metrics[k]):.4g}" for k in chosen)
 
 
 class PlainProgress(Callback):
     """Progress as log lines, for files: `step 500/1500 | 2.41 steps/s | ETA 0:06:55 | train/loss=...
-    | last val/...`, and `validation at step N: val/...` after each validation (`final validation`
-    for the one after training). Rank 0 only.
+    | last val/...` (STEP_LINE_KEYS), and `validation at step N: val/...` (every value) after each
+    validation (`final validation` for the one after training). Rank 0 only.
 
     Args:
         every_n_steps: a line every this many optimizer steps (and at the last step).
@@ -87,6 +94,7 @@ class PlainProgress(Callback):
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        self._last_val = _values(trainer.callback_metrics, "val/")
+        metrics = trainer.callback_metrics
+        self._last_val = _values(metrics, "val/", STEP_LINE_KEYS)
         final = "" if trainer.state.fn == TrainerFn.FITTING else "final "  # trainer.validate after fit
-        log.info(f"{final}validation at step {trainer.global_step}: {self._last_val}")
+        log.info(f"{final}validation at step {trainer.global_step}: {_values(metrics, 'val/')}")
