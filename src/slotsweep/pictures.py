@@ -115,7 +115,8 @@ class ValPictures(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         missing = self.n_clips - len(self._clips)
-        if self._drawing and missing > 0:
+        # a datamodule's batches need not carry display frames ("rgb") or masks: nothing to draw
+        if self._drawing and missing > 0 and {"rgb", "masks"} <= batch.keys():
             self._clips += first_clips(batch, outputs["output"], outputs["masks"], module.eval_masks, missing)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

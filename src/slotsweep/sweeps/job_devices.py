@@ -33,7 +33,9 @@ def check_local_devices(cfg: DictConfig) -> None:
     """
     if is_slurm(cfg):
         return
-    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    # a task without a trainer (a toy objective, a custom app) runs in one process anyway
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
     several = devices == -1 or (OmegaConf.is_list(devices) and len(devices) > 1)
     several = several or (str(devices).isdigit() and int(devices) > 1) or nodes > 1
     if several:
