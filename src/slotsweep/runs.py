@@ -24,6 +24,7 @@ __all__ = [
     "RESULTS_FILE",
     "check_run_dir",
     "check_writable",
+    "device_count",
     "experiment_id",
     "flatten",
     "identity",
@@ -100,15 +101,19 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def device_count(devices: Any) -> int:
+    """trainer.devices as a number of devices per node: an int, a digit string or a device list;
+    "auto" / -1 count as one, the CPU machines this default is meant for."""
+    if isinstance(devices, int | str) and str(devices).isdigit() and int(devices) > 0:
+        return int(devices)
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices)
+    return 1
+
+
 def total_batch_size(cfg: DictConfig) -> int:
     """Samples per optimizer step over all devices and nodes: what the lr is scaled with (optim.py)."""
-    devices = cfg.trainer.get("devices", 1)
-    if isinstance(devices, int | str) and str(devices).isdigit() and int(devices) > 0:
-        n = int(devices)
-    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
-        n = len(devices)
-    else:  # "auto" / -1: one device on the CPU machines this default is meant for
-        n = 1
+    n = device_count(cfg.trainer.get("devices", 1))
     return cfg.dataset.batch_size * n * cfg.trainer.get("num_nodes", 1)
 
 

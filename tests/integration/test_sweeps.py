@@ -202,6 +202,22 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def _relaunch_adopts(
+    run: subprocess.CompletedProcess, sweep_dir: Path, left: dict[int, str], what: str
+) -> list[str]:
+    """The relaunch succeeded, said it adopted each left job ({trial: job id}; `what` after "Trial
+    N" names whose jobs they are) and those jobs ran to their result; the ids of all jobs that did."""
+    check_ok(run)
+    for number, job_id in left.items():
+        assert (
+            f"Trial {number}{what} was left running by a previous sweeper: adopting job(s) ['{job_id}']"
+            in run.stdout + run.stderr
+        )
+    ran = sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_result.pkl"))
+    assert set(left.values()) <= set(ran)
+    return ran
+
+
 def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(toy, tmp_path: Path):
     sweep_dir = tmp_path / "sweep"
     args = (
@@ -218,20 +234,13 @@ def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_tw
     left = {t.number: t.user_attrs["jobs"][0]["job_id"] for t in study.trials if "jobs" in t.user_attrs}
     assert all(_alive(pid) for pid in left.values())  # the killed sweeper's jobs run on
 
-    run = toy(*args)
+    ran = _relaunch_adopts(toy(*args), sweep_dir, left, "")
 
-    check_ok(run)
-    for number, pid in left.items():
-        assert (
-            f"Trial {number} was left running by a previous sweeper: adopting job(s) ['{pid}']"
-            in run.stdout + run.stderr
-        )
     trials = load_study(sweep_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # exactly n_trials, none lost
     for trial in trials:
         assert trial.value == pytest.approx(toy_value(trial.params["x"], 1, 0))
-    ran = sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_result.pkl"))
-    assert len(ran) == 3 and set(left.values()) <= set(ran)  # one job per trial: the adopted, no twin
+    assert len(ran) == 3  # one job per trial: the adopted, no twin
 
 
 def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_path: Path):
@@ -255,18 +264,11 @@ def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_p
     confirming = {n: study.user_attrs[f"confirm_jobs_{n}"][0]["job_id"] for n in (0, 1)}
     assert all(_alive(pid) for pid in confirming.values())
 
-    run = toy(*args)
+    ran = _relaunch_adopts(toy(*args), sweep_dir, confirming, "'s confirmation")
 
-    check_ok(run)
-    for number, pid in confirming.items():
-        assert (
-            f"Trial {number}'s confirmation was left running by a previous sweeper: adopting job(s) ['{pid}']"
-            in run.stdout + run.stderr
-        )
     trials = load_study(sweep_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 2
-    ran = sorted(p.parent.name for p in (sweep_dir / ".submitit").glob("*/*_result.pkl"))
-    assert len(ran) == 4 and set(confirming.values()) <= set(ran)  # 2 search + 2 confirmation jobs, no twin
+    assert len(ran) == 4  # 2 search + 2 confirmation jobs, no twin
     ranking = read_yaml(sweep_dir / "optimization_results.yaml")["confirmation"]["ranking"]
     assert sorted(row["trial"] for row in ranking) == [0, 1]
     for row in ranking:
