@@ -38,6 +38,7 @@ from slotsweep.protocol import EvalProtocol, protocol_of
 from slotsweep.report import mask_report, show_report, write_report
 from slotsweep.run_lock import claim_run_dir
 from slotsweep.safe_load import SafeCheckpointIO
+from slotsweep.sweeps import local_shares
 from slotsweep.trial_callback import TrialReporter
 from slotsweep.trial_files import clear_stop_request
 
@@ -171,6 +172,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         # resumes from its checkpoint and trains on to trainer.max_steps.
         log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
 
+    local_shares.apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
     L.seed_everything(cfg.seed, workers=True)
     _check_trainer(cfg)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written

@@ -22,6 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import slotsweep.config  # noqa: F401  (registers the train schema)
+from slotsweep.sweeps.local_shares import share
 from slotsweep.sweeps.optuna_sweeper import parse_search_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,10 +32,12 @@ TRAIN_MULTIRUN = [sys.executable, str(REPO / "src" / "train.py"), "-m"]
 HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
 
 # value = (x - 0.3)^2 + y + seed / 100; x < 0 raises; y == 3 returns NaN. With objective=[a, b]
-# the task returns (value, -value). It sleeps sleep_s first, and writes when it ran to times_dir.
+# the task returns (value, -value). It sleeps sleep_s first, and writes when it ran, and the GPUs
+# and cores its job slot was given, to times_dir.
 TOY_TASK = """
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +48,8 @@ def main(cfg):
     start = time.time()
     time.sleep(cfg.sleep_s)
     if cfg.times_dir is not None:
-        times = {"start": start, "end": time.time()}
+        times = {"start": start, "end": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        times["cpus"] = os.environ.get("SLOTSWEEP_JOB_CPUS")
         (Path(cfg.times_dir) / f"{cfg.x}-{cfg.seed}.json").write_text(json.dumps(times))
     if cfg.x < 0:
         raise ValueError(f"x={cfg.x} must be >= 0")
@@ -218,14 +222,23 @@ def _relaunch_adopts(
     return ran
 
 
-def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(toy, tmp_path: Path):
-    sweep_dir = tmp_path / "sweep"
+def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(
+    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
+    sweep_dir.mkdir()
+    times_dir.mkdir()
+    study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    for x, sleep_s in [(0.1, 16), (0.2, 5), (0.3, 0)]:  # trial 0 outlives the sweeper's relaunch
+        study.enqueue_trial({"x": x, "sleep_s": sleep_s})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "gpu-a,gpu-b")
     args = (
         "x=interval(0, 1)",
-        "sleep_s=8",
+        "sleep_s=choice(0, 5, 16)",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.seeds=[0]",
+        f"times_dir={times_dir}",
     )
     first = tmp_path / "first.log"
     study = _kill_when(
@@ -241,6 +254,11 @@ def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_tw
     for trial in trials:
         assert trial.value == pytest.approx(toy_value(trial.params["x"], 1, 0))
     assert len(ran) == 3  # one job per trial: the adopted, no twin
+    # The relaunched sweeper read the adopted jobs' slots: its new job did not take the GPU of
+    # trial 0, which still ran, but the one trial 1 freed.
+    times = {x: json.loads((times_dir / f"{x}-0.json").read_text()) for x in (0.1, 0.2, 0.3)}
+    assert times[0.3]["start"] < times[0.1]["end"]
+    assert [times[x]["gpus"] for x in (0.1, 0.2, 0.3)] == ["gpu-a", "gpu-b", "gpu-b"]
 
 
 def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_path: Path):
@@ -276,13 +294,16 @@ def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_p
         assert row["seeds"] == {seed: pytest.approx(toy_value(x, 1, seed)) for seed in (0, 1)}
 
 
-def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends(toy, tmp_path: Path):
+def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends_in_the_freed_slot(
+    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
     sweep_dir.mkdir()
     times_dir.mkdir()
     study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     for x, sleep_s in [(0.5, 20), (0.1, 0), (0.2, 0)]:  # asked in this order: one long, two short
         study.enqueue_trial({"x": x, "sleep_s": sleep_s})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "gpu-a,gpu-b")  # the sweeper's GPUs, by name
 
     check_ok(
         toy(
@@ -299,6 +320,31 @@ def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends(toy, tmp_pa
     assert third["start"] > short["end"]  # launched once the short trial had ended ...
     assert third["start"] < long["end"]  # ... while the long one still ran: no batch barrier
     assert [t.state.name for t in load_study(sweep_dir).trials] == ["COMPLETE"] * 3
+    # Two job slots: each trial in flight has its own GPU and half the cores; the third trial
+    # takes the slot the short one freed, not the long one's.
+    cpus = sorted(os.sched_getaffinity(0))
+    expected = [",".join(map(str, share(cpus, 2, slot))) for slot in (0, 1)]
+    assert (long["gpus"], long["cpus"]) == ("gpu-a", expected[0])
+    assert (short["gpus"], short["cpus"]) == ("gpu-b", expected[1])
+    assert (third["gpus"], third["cpus"]) == ("gpu-b", expected[1])
+
+
+def test_without_the_split_every_local_job_sees_every_gpu(toy, tmp_path: Path, monkeypatch):
+    times_dir = tmp_path / "times"
+    times_dir.mkdir()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "gpu-a,gpu-b")
+    check_ok(
+        toy(
+            "x=choice(0.1, 0.2)",
+            "hydra/sweeper/sampler=grid",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.split_local_devices=false",
+            f"times_dir={times_dir}",
+        )
+    )
+    for x in (0.1, 0.2):  # submitit's local executor alone would hide them all ("")
+        ran = json.loads((times_dir / f"{x}-0.json").read_text())
+        assert (ran["gpus"], ran["cpus"]) == ("gpu-a,gpu-b", None)
 
 
 def test_failed_and_nan_trials_are_failed_and_the_sweep_goes_on(toy, tmp_path: Path):

@@ -10,7 +10,9 @@ settings, and is requeued by submitit on timeout or preemption:
   (the test cluster has no `sacct`, which submitit would ask).
 - `LocalJobs`: submitit's local executor, one subprocess per job (`hydra/launcher=local`, the
   default). A job is its process id, so a relaunched sweeper adopts the processes of a killed one
-  (checked to be that job's submitit controller, not another process that took the id).
+  (checked to be that job's submitit controller, not another process that took the id). Each job
+  gets its job slot's share of the machine's GPUs and cores (sweeps/local_shares.py); submitit's own
+  local executor would give it none of the GPUs (CUDA_VISIBLE_DEVICES="" unless told a count).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Protocol
+from unittest import mock
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
+
+from slotsweep.sweeps import local_shares
 
 __all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs"]
 
@@ -125,12 +130,69 @@ class SlurmJobs(_SubmititJobs):
         subprocess.run(["scancel", job_id], check=False, capture_output=True)
 
 
+def _local_executor(folder: Path) -> Any:
+    """submitit's LocalExecutor, but its next job starts with the `environment` that is set on it."""
+    import submitit  # here, not at the top: `train.py --help` and single runs never load it
+    from submitit.local import local
+
+    class SlotExecutor(submitit.LocalExecutor):
+        environment: tuple[str, dict[str, str]] = ("", {})  # (CUDA_VISIBLE_DEVICES, other variables)
+
+        def _submit_command(self, command: str) -> Any:
+            cuda_devices, others = self.environment
+            # start_controller passes a copy of os.environ to the controller, which its task inherits;
+            # patch.dict puts the variables in for the copy and takes them out again
+            with mock.patch.dict(os.environ, others):
+                process = local.start_controller(
+                    folder=self.folder,
+                    command=command,
+                    cuda_devices=cuda_devices,
+                    timeout_min=self.parameters["timeout_min"],
+                    signal_delay_s=self.parameters.get("signal_delay_s", 30),
+                    stderr_to_stdout=self.parameters.get("stderr_to_stdout", False),
+                )
+            return local.LocalJob(folder=self.folder, job_id=str(process.pid), process=process)
+
+    executor = SlotExecutor(folder=folder)
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+    return executor
+
+
 class LocalJobs(_SubmititJobs):
     kind = "local"
 
-    def __init__(self, executor: Any, launcher: Any, folder: Path) -> None:
+    def __init__(
+        self, executor: Any, launcher: Any, folder: Path, n_slots: int = 1, split: bool = True
+    ) -> None:
         super().__init__(executor, launcher, folder)
         self.processes: dict[str, subprocess.Popen] = {}  # the jobs this sweeper started
+        self.slots: dict[str, int] = {}  # their job slots (sweeps/local_shares.py)
+        self.n_slots = n_slots  # n_jobs trials x their seeds: the jobs in flight at once
+        self.split = split  # hydra.sweeper.split_local_devices
+
+    def submit(self, overrides: list[str], job_num: int) -> str:
+        taken = self._slots_taken()
+        slot = next(k for k in range(len(taken) + 1) if k not in taken)  # the lowest free one
+        self.executor.environment = local_shares.job_environment(slot, self.n_slots, self.split)
+        job_id = super().submit(overrides, job_num)
+        self.slots[job_id] = slot
+        return job_id
+
+    def _slots_taken(self) -> set[int]:
+        """The slots of this folder's live jobs: ours, and those adopted from a killed sweeper."""
+        taken = {self.slots[i] for i, process in self.processes.items() if process.poll() is None}
+        if not Path("/proc/self").is_dir():  # no procfs: adopted jobs' slots are not known
+            return taken
+        prefix = f"{local_shares.SLOT_ENV}=".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or entry.name in self.processes or not self._is_job(int(entry.name)):
+                continue
+            try:  # the environment its controller was started with
+                variables = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:  # ended meanwhile
+                continue
+            taken |= {int(v[len(prefix) :]) for v in variables if v.startswith(prefix)}
+        return taken
 
     def _submitted(self, job: Any) -> None:
         self.processes[str(job.job_id)] = job._process
@@ -202,6 +264,6 @@ def make_jobs(launcher: Any, config: Any, hydra_context: Any, task_function: Any
     folder = sweep_dir / FOLDER_PATTERN
     runner = LocalLauncher(submitit_folder=str(folder))
     runner.setup(hydra_context=hydra_context, task_function=task_function, config=config)
-    executor = submitit.LocalExecutor(folder=folder)
-    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
-    return LocalJobs(executor, runner, folder)
+    sweeper = config.hydra.sweeper
+    n_slots = sweeper.n_jobs * max(1, len(sweeper.seeds or []))
+    return LocalJobs(_local_executor(folder), runner, folder, n_slots, sweeper.split_local_devices)

@@ -176,6 +176,9 @@ class OptunaSweeperConf:
     # device-hours (GPU-hours on GPU, CPU-hours otherwise; summed from the jobs' results.json) after
     # which no new trial is launched; trials in flight finish or are pruned. null: no budget
     budget_hours: float | None = None
+    # local launcher: job slot k of n_jobs x len(seeds) gets the k-th block of the machine's GPUs and
+    # cores (sweeps/local_shares.py); false: every job sees every GPU and core
+    split_local_devices: bool = True
     confirm: ConfirmConf = field(default_factory=ConfirmConf)
 
 
