@@ -1,15 +1,22 @@
 """The same Optuna study three ways: batch (Hydra's behaviour), asynchronous, asynchronous + pruning.
 
-Run: `.venv/bin/python benchmarks/bench_sweeps.py [--trials 12 --seeds 2 --steps 300]`. Each way is
-`python src/train.py -m +sweep=loss_weights` with the same sampler seed, `hydra/launcher=local`
-(one subprocess per job, n_jobs=2 trials in flight, one thread each), in its own runs dir so that
-no way reads another's finished runs. The preset is the demo's (conf/experiment/demo.yaml) on both
-losses with 2-frame training clips, cut to `--steps` steps and validated every `--steps`/12 steps on
-2 batches: it learns (video FG-ARI ~0 -> ~0.3 by step 300). `grouper.n_slots` is in the search
-space so trials differ in length (the decoder's cost grows with the slot count). Prints one
-Markdown table (best value as mean ± std over its seeds, total training steps, device-seconds,
-slot use, wall time) and whether the issue's targets are met, and writes it to
-benchmarks/results/sweeps.md. CPU-heavy: the defaults take about an hour on 2 idle cores.
+Run: `.venv/bin/python benchmarks/bench_sweeps.py [--trials 12 --seeds 2 --steps 1000]`. Each way is
+`python src/train.py -m +sweep=loss_weights` with the same random sampler (seed 0: every way asks
+the same 12 configurations in the same order, so the comparison is not sampler luck; the table
+says whether they matched), `hydra/launcher=local`, n_jobs=2 trials in flight, in its own runs dir
+so that no way reads another's finished runs. The sweeper splits the cores among the 2 x seeds job
+slots (sweeps/local_shares.py): on 2 cores a trial's seeds share one core, so a core whose trial
+has ended idles at the batch barrier until the other trial ends, as a GPU would.
+
+The preset is the demo's (conf/experiment/demo.yaml) on both losses, 2-frame training clips,
+batch 8 at the demo's learning rate, `--steps` steps, validated every 50 steps on 2 batches. It
+learns: video FG-ARI is ~0 until step ~150, ~0.2 at 200, 0.3-0.4 by 600 (docs/sweeps.md). The
+median pruner waits for 2 full trials and for step 200 (`--warmup-steps`), where the signal has
+started. `grouper.n_slots=range(3, 12)` is in the search space so trials differ in length (the
+decoder's and slot attention's cost grow with the slot count). Prints one Markdown table (best
+value as mean ± std over its seeds, total training steps, device-seconds, slot use, wall time) and
+whether the issue's targets are met, and writes it to benchmarks/results/sweeps.md. CPU-heavy:
+the defaults take about 75 minutes on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -43,20 +50,21 @@ def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
     }
 
 
-def validation_interval(steps: int) -> int:
-    return max(1, steps // 12)
+VALIDATION_INTERVAL = 50  # steps; a pruned trial stops at the validation after the decision
 
 
 def preset(steps: int) -> list[str]:
-    """The demo, short: `steps` training steps, 12 validations on 2 batches, both losses."""
+    """The demo, short: `steps` training steps, validations every 50 steps on 2 batches, both losses."""
     return [
         "experiment=demo",
         "loss=videosaur",  # loss_weights sweeps both losses' weights (the demo trains featrec only)
         "dataset.train_clip_frames=2",  # half the demo's step cost; it learns as fast per step
+        "dataset.batch_size=8",  # half again; the objective's onset is at the same step
+        "optim.base_lr=4.0e-3",  # lr = base_lr x batch / 32: the demo's 1e-3 at batch 8
         "visualize=null",
         "logger=none",
         f"trainer.max_steps={steps}",
-        f"trainer.val_check_interval={validation_interval(steps)}",
+        f"trainer.val_check_interval={VALIDATION_INTERVAL}",
         "trainer.limit_val_batches=2",
         "trainer.enable_progress_bar=false",
         f"checkpoint_every_n_steps={steps}",
@@ -92,12 +100,14 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
         f"hydra.sweeper.n_trials={args.trials}",
         "hydra.sweeper.n_jobs=2",
         f"hydra.sweeper.seeds={list(range(args.seeds))}",
+        "hydra/sweeper/sampler=random",
         "hydra.sweeper.sampler.seed=0",
-        "hydra.sweeper.sampler.n_startup_trials=4",
         "hydra.sweeper.poll_s=1",
         *preset(args.steps),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # 4 jobs share the cores
+    # The sweeper sizes each job's threads to its share of the cores; a thread count in the
+    # environment would override that
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     start = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     wall_s = time.perf_counter() - start
@@ -133,13 +143,24 @@ def verdicts(results: dict[str, dict]) -> list[str]:
     ]
 
 
+def same_configurations(results: dict[str, dict]) -> str:
+    """'yes', or which trial numbers' parameters differ between the ways (they should not)."""
+    params = {
+        slug: {row["number"]: row["params"] for row in result["summary"]["trials"]}
+        for slug, result in results.items()
+    }
+    numbers = sorted(set().union(*params.values()))
+    differ = [n for n in numbers if len({repr(way.get(n)) for way in params.values()}) > 1]
+    return "yes" if not differ else f"no, trials {differ} differ"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--startup-trials", type=int, default=2, help="trials the pruner never prunes")
-    parser.add_argument("--warmup-steps", type=int, default=50, help="steps before the pruner may prune")
+    parser.add_argument("--warmup-steps", type=int, default=200, help="steps before the pruner may prune")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="where the shapes clips are")
     args = parser.parse_args()
     results = {}
@@ -166,15 +187,17 @@ def main() -> None:
             "# Sweeps: batch vs asynchronous vs asynchronous + pruning",
             "",
             f"`+sweep=loss_weights` plus `grouper.n_slots=range(3, 12)`, {args.trials} trials x "
-            f"{args.seeds} seeds, TPE (seed 0, 4 random startup trials); median pruner after "
+            f"{args.seeds} seeds, random sampler (seed 0); median pruner after "
             f"{args.startup_trials} full trials, from step {args.warmup_steps} on; n_jobs=2 local "
-            f"subprocesses of one thread each. The demo preset on both losses with 2-frame clips, "
-            f"{args.steps} steps, validated every {validation_interval(args.steps)} steps on 2 batches. "
+            f"subprocesses, the cores split among the {2 * args.seeds} job slots. The demo preset "
+            f"on both losses with 2-frame clips, batch 8, {args.steps} steps, validated every "
+            f"{VALIDATION_INTERVAL} steps on 2 batches. "
             "Objective: val/video_fg_ari (maximised); best value: mean ± std over the best trial's "
             "seeds. Device-seconds: CPU-seconds of the jobs (results.json). Slot use: the jobs' "
             f"training time over {2 * args.seeds} job slots (2 trials x {args.seeds} seeds) x the "
             "sweep's wall time (start-up and, in the batch way, slots idle behind a batch's slowest "
-            "trial make up the rest). Wall: the whole sweep. Run order: pruned, asynchronous, batch.",
+            "trial make up the rest). Wall: the whole sweep. Run order: pruned, asynchronous, batch. "
+            f"Same configurations asked in all three ways: {same_configurations(results)}.",
             "",
             "| way | best value | completed / pruned | training steps | device-s | slot use | wall (s) |",
             "|---|---|---|---|---|---|---|",
