@@ -222,15 +222,22 @@ def _relaunch_adopts(
     return ran
 
 
-def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(
-    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def _enqueued_toy_study(tmp_path: Path, trials: list[tuple[float, float]]) -> tuple[Path, Path]:
+    """(sweep dir, times dir): the toy's study with trials (x, sleep_s) enqueued, asked in order."""
     sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
     sweep_dir.mkdir()
     times_dir.mkdir()
     study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    for x, sleep_s in [(0.1, 16), (0.2, 5), (0.3, 0)]:  # trial 0 outlives the sweeper's relaunch
+    for x, sleep_s in trials:
         study.enqueue_trial({"x": x, "sleep_s": sleep_s})
+    return sweep_dir, times_dir
+
+
+def test_sweeper_killed_while_local_jobs_run_adopts_them_by_pid_and_starts_no_twin(
+    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # trial 0 outlives the sweeper's relaunch
+    sweep_dir, times_dir = _enqueued_toy_study(tmp_path, [(0.1, 16), (0.2, 5), (0.3, 0)])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "gpu-a,gpu-b")
     args = (
         "x=interval(0, 1)",
@@ -297,12 +304,8 @@ def test_sweeper_killed_while_confirming_adopts_the_confirmation_jobs(toy, tmp_p
 def test_the_next_trial_starts_when_one_ends_not_when_the_batch_ends_in_the_freed_slot(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    sweep_dir, times_dir = tmp_path / "sweep", tmp_path / "times"
-    sweep_dir.mkdir()
-    times_dir.mkdir()
-    study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    for x, sleep_s in [(0.5, 20), (0.1, 0), (0.2, 0)]:  # asked in this order: one long, two short
-        study.enqueue_trial({"x": x, "sleep_s": sleep_s})
+    # asked in this order: one long, two short
+    sweep_dir, times_dir = _enqueued_toy_study(tmp_path, [(0.5, 20), (0.1, 0), (0.2, 0)])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "gpu-a,gpu-b")  # the sweeper's GPUs, by name
 
     check_ok(
