@@ -10,13 +10,17 @@ has ended idles at the batch barrier until the other trial ends, as a GPU would.
 
 The preset is the demo's (conf/experiment/demo.yaml) on both losses, 2-frame training clips,
 batch 8 at the demo's learning rate, `--steps` steps, validated every 50 steps on 2 batches. It
-learns: video FG-ARI is ~0 until step ~150, ~0.2 at 200, 0.3-0.4 by 600 (docs/sweeps.md). The
-median pruner waits for 2 full trials and for step 200 (`--warmup-steps`), where the signal has
-started. `grouper.n_slots=range(3, 12)` is in the search space so trials differ in length (the
-decoder's and slot attention's cost grow with the slot count). Prints one Markdown table (best
-value as mean ± std over its seeds, total training steps, device-seconds, slot use, wall time) and
-whether the issue's targets are met, and writes it to benchmarks/results/sweeps.md. CPU-heavy:
-the defaults take about 75 minutes on 2 idle cores.
+learns: video FG-ARI is ~0 until step ~150, 0.03-0.14 at 200, 0.4-0.5 by 1000. The pruner is
+successive halving with its first rung at step 200 (`--min-resource`), where the signal has
+started, and the next at 600 (`--reduction-factor` 3). `grouper.n_slots=range(3, 12)` is in the
+search space so trials differ in length (the decoder's and slot attention's cost grow with the
+slot count). Prints one Markdown table (best value as mean ± std over its seeds, total training
+steps, device-seconds, slot use, wall time) and whether the issue's targets are met, and writes
+it to benchmarks/results/sweeps.md. CPU-heavy: the defaults take about an hour on 2 idle cores.
+
+`--lengths` runs the batch and asynchronous ways only, with `dataset.train_clip_frames=choice(2, 4)`
+in the space as well: a 4-frame trial takes about twice as long as a 2-frame one, which shows what
+the batch barrier costs (results/sweeps_lengths.md; `--trials 8 --steps 300`: about 20 minutes).
 """
 
 from __future__ import annotations
@@ -37,28 +41,38 @@ from omegaconf import OmegaConf
 
 def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
     """{sweep dir name: (row name, sweep overrides)}, in the order they are run."""
-    # loss_weights_pruned is loss_weights with the median pruner (sweeps/loss_weights_pruned.yaml)
-    median = [
-        "+sweep=loss_weights_pruned",
-        f"hydra.sweeper.pruner.n_startup_trials={args.startup_trials}",
-        f"hydra.sweeper.pruner.n_warmup_steps={args.warmup_steps}",
+    # Successive halving, not the median pruner of `+sweep=loss_weights_pruned`: this preset's
+    # trials differ little (final FG-ARI 0.42-0.52), so the median of the completed trials is
+    # close to every trial and the median pruner stopped them late (steps 250-950 of 1000 in a run
+    # of this benchmark: ~60% of the unpruned steps). Successive halving keeps a fixed share.
+    halving = [
+        "+sweep=loss_weights",
+        "hydra/sweeper/pruner=successive_halving",
+        f"hydra.sweeper.pruner.min_resource={args.min_resource}",
+        f"hydra.sweeper.pruner.reduction_factor={args.reduction_factor}",
     ]
-    return {
-        "pruned": ("asynchronous + median pruner", median),
+    unpruned = {
         "async": ("asynchronous", ["+sweep=loss_weights"]),
         "batch": ("batch (n_jobs=2, as Hydra)", ["+sweep=loss_weights", "hydra.sweeper.batch=true"]),
     }
+    return (
+        unpruned if args.lengths else {"pruned": ("asynchronous + successive halving", halving), **unpruned}
+    )
 
 
 VALIDATION_INTERVAL = 50  # steps; a pruned trial stops at the validation after the decision
 
 
-def preset(steps: int) -> list[str]:
-    """The demo, short: `steps` training steps, validations every 50 steps on 2 batches, both losses."""
+def preset(steps: int, lengths: bool) -> list[str]:
+    """The demo, short: `steps` training steps, validations every 50 steps on 2 batches, both losses.
+
+    With `lengths`, the training clips' length is in the search space too (2 or 4 frames).
+    """
     return [
         "experiment=demo",
         "loss=videosaur",  # loss_weights sweeps both losses' weights (the demo trains featrec only)
-        "dataset.train_clip_frames=2",  # half the demo's step cost; it learns as fast per step
+        # 2: half the demo's step cost, and it learns as fast per step; 4: the demo's
+        f"dataset.train_clip_frames={'choice(2, 4)' if lengths else 2}",
         "dataset.batch_size=8",  # half again; the objective's onset is at the same step
         "optim.base_lr=4.0e-3",  # lr = base_lr x batch / 32: the demo's 1e-3 at batch 8
         "visualize=null",
@@ -68,13 +82,13 @@ def preset(steps: int) -> list[str]:
         "trainer.limit_val_batches=2",
         "trainer.enable_progress_bar=false",
         f"checkpoint_every_n_steps={steps}",
-        "grouper.n_slots=range(3, 12)",  # trial lengths differ
+        "grouper.n_slots=range(3, 12)",  # trial lengths differ, by ~5% between 3 and 11 slots
     ]
 
 
 def warm_data(args: argparse.Namespace, root: Path) -> None:
     """Generate the preset's shapes clips once, before any timed sweep (jobs would race to)."""
-    fixed = [o for o in preset(args.steps) if not o.startswith("grouper.n_slots=")]
+    fixed = [o for o in preset(args.steps, args.lengths) if "(" not in o]  # no search space
     command = [
         sys.executable,
         str(REPO / "src" / "train.py"),
@@ -103,7 +117,7 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.sampler.seed=0",
         "hydra.sweeper.poll_s=1",
-        *preset(args.steps),
+        *preset(args.steps, args.lengths),
     ]
     # The sweeper sizes each job's threads to its share of the cores; a thread count in the
     # environment would override that
@@ -127,19 +141,25 @@ def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir
 
 
 def verdicts(results: dict[str, dict]) -> list[str]:
-    """The issue's three targets, each with its numbers and met / not met."""
-    pruned, unpruned = results["pruned"]["summary"], results["async"]["summary"]
-    share = pruned["total"]["steps"] / unpruned["total"]["steps"]
-    gap = unpruned["best_value"] - pruned["best_value"]
-    noise = unpruned.get("best_value_std") or 0.0
-    walls = results["async"]["wall_s"], results["batch"]["wall_s"]
+    """The issue's targets for the ways that ran, each with its numbers and met / not met."""
     met = {True: "met", False: "NOT met"}
-    return [
-        f"- pruned steps / unpruned steps = {share:.0%} (target <= 50%): {met[share <= 0.5]}",
-        f"- unpruned best - pruned best = {gap:+.4f}, unpruned best's seed std {noise:.4f} "
-        f"(target: within one std): {met[gap <= noise]}",
-        f"- asynchronous wall {walls[0]:.0f} s vs batch {walls[1]:.0f} s (target: below): "
-        f"{met[walls[0] < walls[1]]}",
+    unpruned = results["async"]["summary"]
+    lines = []
+    if "pruned" in results:
+        pruned = results["pruned"]["summary"]
+        share = pruned["total"]["steps"] / unpruned["total"]["steps"]
+        gap = unpruned["best_value"] - pruned["best_value"]
+        noise = unpruned.get("best_value_std") or 0.0
+        lines += [
+            f"- pruned steps / unpruned steps = {share:.0%} (target <= 50%): {met[share <= 0.5]}",
+            f"- unpruned best - pruned best = {gap:+.4f}, unpruned best's seed std {noise:.4f} "
+            f"(target: within one std): {met[gap <= noise]}",
+        ]
+    walls = results["async"]["wall_s"], results["batch"]["wall_s"]
+    saved = 1 - walls[0] / walls[1]
+    return lines + [
+        f"- asynchronous wall {walls[0]:.0f} s vs batch {walls[1]:.0f} s ({saved:+.1%} saved; "
+        f"target: below): {met[walls[0] < walls[1]]}",
     ]
 
 
@@ -159,9 +179,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--startup-trials", type=int, default=2, help="trials the pruner never prunes")
-    parser.add_argument("--warmup-steps", type=int, default=200, help="steps before the pruner may prune")
+    parser.add_argument("--min-resource", type=int, default=200, help="steps to the first rung")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="1/this of a rung's trials go on")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="where the shapes clips are")
+    parser.add_argument(
+        "--lengths",
+        action="store_true",
+        help="batch vs asynchronous only, with 2- or 4-frame training clips in the search space so "
+        "that trial lengths differ ~2x (results/sweeps_lengths.md)",
+    )
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="slotsweep-bench-sweeps-") as root:
@@ -170,7 +196,7 @@ def main() -> None:
             results[slug] = run_way(name, overrides, args, Path(root) / slug)
             print(f"{name}: {results[slug]['wall_s']:.0f} s", flush=True)
     rows = []
-    for slug in ("batch", "async", "pruned"):
+    for slug in ("batch", "async", "pruned")[: len(results)]:
         name, result = ways(args)[slug][0], results[slug]
         summary = result["summary"]
         std = summary.get("best_value_std")
@@ -181,43 +207,47 @@ def main() -> None:
             f"{summary['total']['steps']} | {device_s:.0f} | {result['slot_use']:.0%} | "
             f"{result['wall_s']:.0f} |"
         )
-    pruned = results["pruned"]
-    table = "\n".join(
-        [
-            "# Sweeps: batch vs asynchronous vs asynchronous + pruning",
-            "",
-            f"`+sweep=loss_weights` plus `grouper.n_slots=range(3, 12)`, {args.trials} trials x "
-            f"{args.seeds} seeds, random sampler (seed 0); median pruner after "
-            f"{args.startup_trials} full trials, from step {args.warmup_steps} on; n_jobs=2 local "
-            f"subprocesses, the cores split among the {2 * args.seeds} job slots. The demo preset "
-            f"on both losses with 2-frame clips, batch 8, {args.steps} steps, validated every "
-            f"{VALIDATION_INTERVAL} steps on 2 batches. "
-            "Objective: val/video_fg_ari (maximised); best value: mean ± std over the best trial's "
-            "seeds. Device-seconds: CPU-seconds of the jobs (results.json). Slot use: the jobs' "
-            f"training time over {2 * args.seeds} job slots (2 trials x {args.seeds} seeds) x the "
-            "sweep's wall time (start-up and, in the batch way, slots idle behind a batch's slowest "
-            "trial make up the rest). Wall: the whole sweep. Run order: pruned, asynchronous, batch. "
-            f"Same configurations asked in all three ways: {same_configurations(results)}.",
-            "",
-            "| way | best value | completed / pruned | training steps | device-s | slot use | wall (s) |",
-            "|---|---|---|---|---|---|---|",
-            *rows,
-            "",
-            "Targets (issue #12):",
-            "",
-            *verdicts(results),
-            "",
-            "The pruned sweep's own summary, as it printed it:",
-            "",
-            "```bash",
-            shlex.join(pruned["command"][1:]).replace(str(REPO) + "/", ""),
-            "```",
-            "",
-            pruned["table"],
-        ]
-    )
+    if args.lengths:
+        title = "# Sweeps: batch vs asynchronous, trial lengths ~2x apart"
+        space = "`grouper.n_slots=range(3, 12)` and `dataset.train_clip_frames=choice(2, 4)`"
+        pruner, clips, order = "", "2- or 4-frame clips", "asynchronous, batch"
+    else:
+        title = "# Sweeps: batch vs asynchronous vs asynchronous + pruning"
+        space, clips, order = "`grouper.n_slots=range(3, 12)`", "2-frame clips", "pruned, asynchronous, batch"
+        pruner = (
+            f"successive halving with rungs at steps {args.min_resource} x {args.reduction_factor}^k "
+            f"(the top 1/{args.reduction_factor} of the trials that reached a rung go on; the first "
+            "trials at a rung only if they lead it); "
+        )
+    lines = [
+        title,
+        "",
+        f"`+sweep=loss_weights` plus {space}, {args.trials} trials x {args.seeds} seeds, random "
+        f"sampler (seed 0); {pruner}n_jobs=2 local subprocesses, the cores split among the "
+        f"{2 * args.seeds} job slots. The demo preset on both losses with {clips}, batch 8, "
+        f"{args.steps} steps, validated every {VALIDATION_INTERVAL} steps on 2 batches. "
+        "Objective: val/video_fg_ari (maximised); best value: mean ± std over the best trial's "
+        "seeds. Device-seconds: CPU-seconds of the jobs (results.json). Slot use: the jobs' "
+        f"training time over {2 * args.seeds} job slots (2 trials x {args.seeds} seeds) x the "
+        "sweep's wall time (start-up and, in the batch way, slots idle behind a batch's slowest "
+        f"trial make up the rest). Wall: the whole sweep. Run order: {order}. Same configurations "
+        f"asked in every way: {same_configurations(results)}.",
+        "",
+        "| way | best value | completed / pruned | training steps | device-s | slot use | wall (s) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Targets (issue #12):",
+        "",
+        *verdicts(results),
+    ]
+    if "pruned" in results:
+        command = shlex.join(results["pruned"]["command"][1:]).replace(str(REPO) + "/", "")
+        lines += ["", "The pruned sweep's own summary, as it printed it:", "", "```bash", command, "```", ""]
+        lines.append(results["pruned"]["table"])
+    table = "\n".join(lines)
     print(table)
-    print(f"\nwritten to {write_table('sweeps', table)}")
+    print(f"\nwritten to {write_table('sweeps_lengths' if args.lengths else 'sweeps', table)}")
 
 
 if __name__ == "__main__":
