@@ -106,7 +106,8 @@ def test_two_processes_write_one_run(shapes_run: DdpRun) -> None:
     assert len(offline) == 1 and list(offline[0].glob("run-*.wandb")), offline  # rank 1 logs nothing
 
 
-@pytest.mark.parametrize("run", ["shapes_run", "movi_run"])
+# On MOVi shards in make test-all only (CI time): the shard reader's DDP split, on top of shapes_run
+@pytest.mark.parametrize("run", ["shapes_run", pytest.param("movi_run", marks=pytest.mark.heavy)])
 def test_the_final_validation_scores_each_clip_once_as_one_process_does(run: str, request) -> None:
     ddp = request.getfixturevalue(run)
     n_clips = N_SHAPES_VAL if run == "shapes_run" else N_MOVI_VAL

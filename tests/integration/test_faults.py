@@ -85,6 +85,8 @@ def _wait_for(condition: Callable[[], bool], process, timeout_s: float = 300) ->
         time.sleep(0.001)
 
 
+# make test-all only (CI time); a SIGKILL mid-training and resume stays in make test (test_train.py)
+@pytest.mark.heavy
 def test_sigkill_while_saving_a_checkpoint_then_resume(cli, tmp_path: Path):
     """Killed while a checkpoint is being written (its temporary file exists): every checkpoint
     left is whole, and the resumed run completes with the metrics of an uninterrupted one."""

@@ -96,7 +96,9 @@ def test_batch_job_runs_and_writes_its_output(slurm_cluster: SlurmCluster, cance
     assert (tmp_path / f"slurm-{job_id}.out").read_text().strip() == str(os.getuid())
 
 
+# make test-all only (CI time): test_slurm_sweeps' requeued DDP job runs again and resumes, in make test
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_requeued_running_job_runs_again_with_restart_count(
     slurm_cluster: SlurmCluster, cancel_at_end, tmp_path: Path
 ):
