@@ -10,17 +10,17 @@ has ended idles at the batch barrier until the other trial ends, as a GPU would.
 
 The preset is the demo's (conf/experiment/demo.yaml) on both losses, 2-frame training clips,
 batch 8 at the demo's learning rate, `--steps` steps, validated every 50 steps on 2 batches. It
-learns: video FG-ARI is ~0 until step ~150, 0.03-0.14 at 200, 0.4-0.5 by 1000. The pruner is
+learns: video FG-ARI is ~0 until step ~150, 0.02-0.29 at 200, 0.34-0.55 at 1000. The pruner is
 successive halving with its first rung at step 200 (`--min-resource`), where the signal has
 started, and the next at 600 (`--reduction-factor` 3). `grouper.n_slots=range(3, 12)` is in the
 search space so trials differ in length (the decoder's and slot attention's cost grow with the
 slot count). Prints one Markdown table (best value as mean ± std over its seeds, total training
 steps, device-seconds, slot use, wall time) and whether the issue's targets are met, and writes
-it to benchmarks/results/sweeps.md. CPU-heavy: the defaults take about an hour on 2 idle cores.
+it to benchmarks/results/sweeps.md. CPU-heavy: the defaults took 67 minutes on 2 idle AMD EPYC cores.
 
 `--lengths` runs the batch and asynchronous ways only, with `dataset.train_clip_frames=choice(2, 4)`
 in the space as well: a 4-frame trial takes about twice as long as a 2-frame one, which shows what
-the batch barrier costs (results/sweeps_lengths.md; `--trials 8 --steps 300`: about 20 minutes).
+the batch barrier costs (results/sweeps_lengths.md; `--trials 8 --steps 300`: 15 minutes).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
     """{sweep dir name: (row name, sweep overrides)}, in the order they are run."""
     # Successive halving, not the median pruner of `+sweep=loss_weights_pruned`: this preset's
-    # trials differ little (final FG-ARI 0.42-0.52), so the median of the completed trials is
+    # trials differ little (final FG-ARI 0.34-0.55), so the median of the completed trials is
     # close to every trial and the median pruner stopped them late (steps 250-950 of 1000 in a run
     # of this benchmark: ~60% of the unpruned steps). Successive halving keeps a fixed share.
     halving = [
@@ -61,6 +61,7 @@ def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
 
 
 VALIDATION_INTERVAL = 50  # steps; a pruned trial stops at the validation after the decision
+CLIP_FRAMES_SPACE = "choice(2, 4)"  # --lengths: a 4-frame trial takes ~1.8x a 2-frame one
 
 
 def preset(steps: int, lengths: bool) -> list[str]:
@@ -72,7 +73,7 @@ def preset(steps: int, lengths: bool) -> list[str]:
         "experiment=demo",
         "loss=videosaur",  # loss_weights sweeps both losses' weights (the demo trains featrec only)
         # 2: half the demo's step cost, and it learns as fast per step; 4: the demo's
-        f"dataset.train_clip_frames={'choice(2, 4)' if lengths else 2}",
+        f"dataset.train_clip_frames={CLIP_FRAMES_SPACE if lengths else 2}",
         "dataset.batch_size=8",  # half again; the objective's onset is at the same step
         "optim.base_lr=4.0e-3",  # lr = base_lr x batch / 32: the demo's 1e-3 at batch 8
         "visualize=null",
@@ -196,8 +197,9 @@ def main() -> None:
             results[slug] = run_way(name, overrides, args, Path(root) / slug)
             print(f"{name}: {results[slug]['wall_s']:.0f} s", flush=True)
     rows = []
-    for slug in ("batch", "async", "pruned")[: len(results)]:
-        name, result = ways(args)[slug][0], results[slug]
+    names = {slug: name for slug, (name, _) in ways(args).items()}
+    for slug, result in reversed(results.items()):  # batch first: the baseline
+        name = names[slug]
         summary = result["summary"]
         std = summary.get("best_value_std")
         best = f"{summary['best_value']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
@@ -209,7 +211,7 @@ def main() -> None:
         )
     if args.lengths:
         title = "# Sweeps: batch vs asynchronous, trial lengths ~2x apart"
-        space = "`grouper.n_slots=range(3, 12)` and `dataset.train_clip_frames=choice(2, 4)`"
+        space = f"`grouper.n_slots=range(3, 12)` and `dataset.train_clip_frames={CLIP_FRAMES_SPACE}`"
         pruner, clips, order = "", "2- or 4-frame clips", "asynchronous, batch"
     else:
         title = "# Sweeps: batch vs asynchronous vs asynchronous + pruning"
