@@ -14,13 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.types import _PATH
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.safe_load import load_file
 
-__all__ = ["AtomicCheckpointIO", "atomic_copy", "is_readable", "resume_checkpoint"]
+__all__ = [
+    "LAST_CHECKPOINT",
+    "AtomicCheckpointIO",
+    "SafeCheckpointIO",
+    "atomic_copy",
+    "is_readable",
+    "resume_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
+LAST_CHECKPOINT = f"checkpoints/{LAST}"  # in the run dir: what resume, eval and aggregation read
 
 
 def _temporary(path: Path) -> Path:
@@ -88,3 +98,18 @@ def resume_checkpoint(directory: Path) -> Path | None:
             "pass force=true to set the run aside and start over"
         )
     return None
+
+
+class SafeCheckpointIO(AtomicCheckpointIO):
+    """Lightning's checkpoint IO, saving atomically (AtomicCheckpointIO) and loading through
+    `load_file`: trainer.fit(ckpt_path=...) (resume) never unpickles arbitrary code. Lightning's
+    own checkpoints hold only tensors, numbers, strings and plain containers, so they load with
+    weights_only=True."""
+
+    def __init__(self, allow_pickle: bool = False) -> None:
+        super().__init__()
+        self.allow_pickle = allow_pickle
+
+    def load_checkpoint(self, path: _PATH, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        # weights_only from Lightning is ignored: allow_pickle decides, so no caller can turn it off.
+        return load_file(path, "checkpoint", self.allow_pickle)

@@ -9,18 +9,16 @@ T frames, P patches, S slots, D slot width, D_feat encoder width, C decoder chan
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:  # the model's types import this module
-    import torch
-
-    from slotsweep.models.encoder import EncoderOutput
-    from slotsweep.models.object_centric import ModelOutput
 
 __all__ = [
     "DataModule",
+    "EncoderOutput",
+    "ModelOutput",
     "Decoder",
     "DecoderFactory",
     "Encoder",
@@ -30,6 +28,42 @@ __all__ = [
     "SlotInitializer",
     "require",
 ]
+
+
+# Typed outputs: what the parts hand each other and what losses, metrics and pictures read.
+
+
+@dataclass
+class EncoderOutput:
+    """Per-patch encoder outputs, prefix (CLS/register) tokens removed.
+
+    features: (..., P, D_feat) output tokens of block N, before the final norm: the slot-attention
+        input and the reconstruction target.
+    keys: (..., P, D_feat) attention keys of block N, all heads concatenated: the similarity target.
+    """
+
+    features: Tensor
+    keys: Tensor
+
+
+@dataclass
+class ModelOutput:
+    """Everything the losses, metrics and pictures read. Images are clips with T = 1.
+
+    encoder: EncoderOutput with (B, T, P, D_feat) tensors (the loss targets).
+    slots: (B, T, S, D) slots after grouping frame t: what is decoded.
+    slots_predicted: (B, T, S, D) predictor output: the initial slots of frame t + 1.
+    grouping_masks: (B, T, S, P) slot-attention weights of the last iteration.
+    reconstruction: (B, T, P, C) decoder output, channels split among the losses.
+    decoder_masks: (B, T, S, P) decoder mixing weights: the evaluation masks.
+    """
+
+    encoder: EncoderOutput
+    slots: Tensor
+    slots_predicted: Tensor
+    grouping_masks: Tensor
+    reconstruction: Tensor
+    decoder_masks: Tensor
 
 
 @runtime_checkable
@@ -150,7 +184,7 @@ class DataModule(Protocol):
 
     Its YAML lists under `_non_result_keys_` the keys that say where the data lives (`data_dir`,
     `root`), not what it holds: they stay out of exp_id (runs.identity), and the list is not a
-    constructor argument (training.build_datamodule).
+    constructor argument (build.build_datamodule).
     """
 
     ignore_background: bool

@@ -14,13 +14,15 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep.build import build_datamodule
+from slotsweep.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.checkpoints import load_model_weights, load_run_config
 from slotsweep.errors import SlotsweepError
 from slotsweep.jandf import JandF
 from slotsweep.protocol import EvalProtocol, protocol_of
 from slotsweep.runs import EVAL_DIR
 from slotsweep.sweeps.loaders import load_local
-from slotsweep.training import LAST_CHECKPOINT, build_datamodule, build_task
+from slotsweep.training import build_task
 
 __all__ = ["evaluate", "eval_path"]
 

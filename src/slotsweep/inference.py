@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
+from slotsweep.build import build_model
 from slotsweep.checkpoints import load_model_weights, load_run_config
 from slotsweep.data.transforms import frames_to_tensor
 from slotsweep.errors import SlotsweepError
@@ -122,7 +123,6 @@ def load_checkpoint_model(
 
     allow_pickle: read a checkpoint that needs arbitrary unpickling (trusted files only).
     """
-    from slotsweep.training import build_model  # training imports Lightning; keep this module light
 
     cfg = load_run_config(ckpt, config, allow_pickle)
     cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotsweep.contracts import Encoder, Loss
-from slotsweep.models.object_centric import ModelOutput
+from slotsweep.contracts import Encoder, Loss, ModelOutput
 
 __all__ = ["FeatureReconstructionLoss", "TemporalSimilarityLoss", "channel_layout", "feature_time_similarity"]
 

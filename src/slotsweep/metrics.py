@@ -33,7 +33,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from slotsweep.metric_names import METRICS
+
 __all__ = [
+    "make_metrics",
     "MATCHINGS",
     "FGARI",
     "MBO",
@@ -602,3 +605,13 @@ class MaskMetrics(nn.ModuleDict):
     def reset(self) -> None:
         for metric in self.values():
             metric.reset()
+
+
+def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
+    """A fresh {name: metric} set for the registry's metrics (metric_names.METRICS) with the
+    dataset's mask conventions; logged as val/<name> on the decoder masks (the official ones).
+
+    Its `update` counts a batch once for all of them (they differ only in how they read the counts).
+    """
+    conventions = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
+    return MaskMetrics({name: spec.build(**conventions) for name, spec in METRICS.items()})

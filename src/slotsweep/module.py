@@ -9,34 +9,22 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
-from slotsweep.contracts import Loss
+from slotsweep.contracts import EncoderOutput, Loss, ModelOutput
 from slotsweep.errors import SlotsweepError
 from slotsweep.jandf import JandF
 from slotsweep.losses import channel_layout
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS, val_key
-from slotsweep.metrics import MaskMetrics
-from slotsweep.models.encoder import EncoderOutput
-from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
+from slotsweep.metrics import make_metrics
+from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.optim import AdamWarmupDecay
 
 __all__ = [
     "NonFiniteLossError",
     "ObjectCentricModule",
     "first_frame_conditions",
-    "make_metrics",
     "model_inputs",
 ]
-
-
-def make_metrics(ignore_background: bool, ignore_overlaps: bool) -> MaskMetrics:
-    """A fresh {name: metric} set for the registry's metrics (metric_names.METRICS) with the
-    dataset's mask conventions; logged as val/<name> on the decoder masks (the official ones).
-
-    Its `update` counts a batch once for all of them (they differ only in how they read the counts).
-    """
-    conventions = dict(ignore_background=ignore_background, ignore_overlaps=ignore_overlaps)
-    return MaskMetrics({name: spec.build(**conventions) for name, spec in METRICS.items()})
 
 
 def first_frame_conditions(batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -20,8 +20,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from slotsweep import tracking
+from slotsweep.contracts import ModelOutput
 from slotsweep.masks import resize_patch_masks
-from slotsweep.models.object_centric import ModelOutput
 from slotsweep.visualize import clip_grid, save_png, stack_pictures
 
 __all__ = ["MEDIA_KEY", "ValPictures", "first_clips"]

@@ -15,7 +15,8 @@ from lightning.pytorch.utilities import move_data_to_device
 from slotsweep.baselines import BASELINES
 from slotsweep.masks import hard_masks, resize_patch_masks
 from slotsweep.metric_names import METRICS
-from slotsweep.module import ObjectCentricModule, make_metrics
+from slotsweep.metrics import make_metrics
+from slotsweep.module import ObjectCentricModule
 from slotsweep.pictures import first_clips
 from slotsweep.visualize import MASK_NAMES, clip_grid, overlay, save_gif, save_png
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
 
-from slotsweep.checkpoint_files import AtomicCheckpointIO
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["SafeCheckpointIO", "load_file", "refuse_unpickling"]
+__all__ = ["load_file", "refuse_unpickling"]
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +78,3 @@ def load_file(path: str | Path, key: str, allow_pickle: bool = False) -> Any:
             raise
         except Exception as e:  # noqa: BLE001 - a zip/format error means the same to the user
             raise SlotsweepError(f"{key}={path} is not a readable torch checkpoint ({e})") from e
-
-
-class SafeCheckpointIO(AtomicCheckpointIO):
-    """Lightning's checkpoint IO, saving atomically (AtomicCheckpointIO) and loading through
-    `load_file`: trainer.fit(ckpt_path=...) (resume) never unpickles arbitrary code. Lightning's
-    own checkpoints hold only tensors, numbers, strings and plain containers, so they load with
-    weights_only=True."""
-
-    def __init__(self, allow_pickle: bool = False) -> None:
-        super().__init__()
-        self.allow_pickle = allow_pickle
-
-    def load_checkpoint(self, path: _PATH, map_location: Any = None, weights_only: bool | None = None) -> Any:
-        # weights_only from Lightning is ignored: allow_pickle decides, so no caller can turn it off.
-        return load_file(path, "checkpoint", self.allow_pickle)

@@ -22,63 +22,31 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import runs, tracking
+from slotsweep.build import build_datamodule, build_model
 from slotsweep.cache import attach_feature_cache, feature_cache_sources
 from slotsweep.callbacks import VerifiedCheckpoint
-from slotsweep.checkpoint_files import resume_checkpoint
-from slotsweep.checkpoints import load_model_weights
+from slotsweep.checkpoint_files import LAST_CHECKPOINT, SafeCheckpointIO, resume_checkpoint
 from slotsweep.config import check_config
 from slotsweep.cost import DeviceClock
 from slotsweep.errors import SlotsweepError
-from slotsweep.losses import channel_layout
-from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.job_cores import apply_cpu_share
 from slotsweep.module import ObjectCentricModule
 from slotsweep.pictures import ValPictures
 from slotsweep.progress import progress_callbacks
 from slotsweep.protocol import EvalProtocol, protocol_of
 from slotsweep.report import mask_report, show_report, write_report
 from slotsweep.run_lock import claim_run_dir
-from slotsweep.safe_load import SafeCheckpointIO
-from slotsweep.sweeps import local_shares
 from slotsweep.trial_callback import TrialReporter
 from slotsweep.trial_files import clear_stop_request
 
-__all__ = ["build_datamodule", "build_model", "build_task", "run", "LAST_CHECKPOINT"]
+__all__ = ["build_task", "run"]
 
 log = logging.getLogger(__name__)
-LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 # Lightning warnings that say nothing to a user here: the frozen encoder is in eval mode on purpose,
 # and the pytree deprecation is Lightning's own call into torch.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn.Module]]:
-    """The model (with `load_weights` loaded) and its {name: loss} dict; losses with weight 0 are
-    dropped with their decoder channels."""
-    log.info(f"Instantiating encoder <{cfg.encoder._target_}>")
-    encoder = instantiate(cfg.encoder, allow_pickle=cfg.allow_pickle)
-    losses = {name: instantiate(loss_cfg) for name, loss_cfg in cfg.loss.items()}
-    losses = {name: loss for name, loss in losses.items() if loss.weight > 0}
-    channels = sum(channel_layout(losses, encoder))
-    model = ObjectCentricModel(
-        encoder=encoder,
-        grouper=instantiate(cfg.grouper),
-        predictor=instantiate(cfg.predictor),
-        decoder=instantiate(cfg.decoder),
-        decoder_channels=channels,
-    )
-    if cfg.load_weights is not None:  # a released reference checkpoint or one of ours
-        load_model_weights(model, cfg.load_weights, "load_weights", cfg.allow_pickle)
-    return model, losses
-
-
-def build_datamodule(dataset: DictConfig) -> Any:
-    """The datamodule of a `dataset` config; its `_non_result_keys_` declaration (which of its keys
-    stay out of exp_id) is for runs.identity, not a constructor argument."""
-    arguments = OmegaConf.to_container(dataset, resolve=True)
-    arguments.pop(runs.NON_RESULT_DECLARATION, None)
-    return instantiate(arguments)
 
 
 def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModule, ObjectCentricModule]:
@@ -172,7 +140,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         # resumes from its checkpoint and trains on to trainer.max_steps.
         log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
 
-    local_shares.apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
+    apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
     L.seed_everything(cfg.seed, workers=True)
     _check_trainer(cfg)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written

@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from slotsweep import evaluation, runs, training
+from slotsweep.checkpoint_files import LAST_CHECKPOINT
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 CONTRACT_METRICS = tuple(f"val/{k}_{m}" for k in ("video", "image") for m in ("fg_ari", "mbo", "miou"))
@@ -27,7 +28,7 @@ def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
 
 def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli, tmp_path: Path):
     run_dir = _train(compose_train)
-    ckpt = run_dir / training.LAST_CHECKPOINT
+    ckpt = run_dir / LAST_CHECKPOINT
     trained = json.loads((run_dir / "results.json").read_text())["metrics"]
 
     results = json.loads((run_dir / "results.json").read_text())
@@ -70,7 +71,7 @@ def test_eval_other_architecture_fails_in_one_line(compose_train: Callable[..., 
     default = _train(compose_train)  # slot_dim 64
     assert narrow.parent != default.parent
 
-    ckpt = narrow / training.LAST_CHECKPOINT
+    ckpt = narrow / LAST_CHECKPOINT
     result = cli.run("eval.py", f"ckpt={ckpt}", f"config={default / 'config.yaml'}", "accelerator=cpu")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-3000:]
@@ -94,7 +95,7 @@ def test_eval_missing_checkpoint(cli, tmp_path: Path):
 def test_metrics_do_not_depend_on_how_the_set_is_batched(compose_train: Callable[..., DictConfig]):
     """Each clip's initial slots come from its own index, so batching (and so a DDP split) changes nothing."""
     run_dir = _train(compose_train)
-    ckpt = run_dir / training.LAST_CHECKPOINT
+    ckpt = run_dir / LAST_CHECKPOINT
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt={ckpt}", "accelerator=cpu"])

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from slotsweep import runs, training
-from slotsweep.checkpoint_files import is_readable
+from slotsweep.checkpoint_files import LAST_CHECKPOINT, is_readable
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.module import NonFiniteLossError
 
@@ -66,7 +66,7 @@ def test_damaged_last_checkpoint_resumes_from_the_newest_readable(
     run_dir = _run_dir(cfg)
     first = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").unlink()  # as after a kill: not completed
-    last = run_dir / training.LAST_CHECKPOINT
+    last = run_dir / LAST_CHECKPOINT
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     training.run(compose_train())
     assert f"{last} is unreadable" in caplog.text

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from test_wandb_offline import offline_env, read_offline_run  # noqa: F401  (offline_env: a fixture)
 
 from slotsweep import evaluation, runs, training
+from slotsweep.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.sweeps import aggregate as agg
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -41,7 +42,7 @@ def test_results_eval_json_and_wandb_hold_the_same_protocol(
     assert stamp["dataset"] == "shapes" and stamp["n_slots"] == cfg.grouper.n_slots
     assert stamp["split"] == "validation (first 1 batches of 2)"  # limit_val_batches=1 is stamped
 
-    (record,) = evaluation.evaluate(_eval_config(f"ckpt={run_dir / training.LAST_CHECKPOINT}"))
+    (record,) = evaluation.evaluate(_eval_config(f"ckpt={run_dir / LAST_CHECKPOINT}"))
     (path,) = _eval_files(run_dir)
     assert json.loads(path.read_text()) == record and record["protocol"] == stamp
 

@@ -10,6 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import evaluation, runs, training
+from slotsweep.build import build_model
+from slotsweep.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.errors import SlotsweepError
 from slotsweep.inference import run_inference
 from slotsweep.models.encoder import ViTEncoder
@@ -31,7 +33,7 @@ def _assert_refused(error: pytest.ExceptionInfo, key: str, path: Path, marker: P
 
 def test_resume_refuses(compose_train: Callable[..., DictConfig], pickle_bomb) -> None:
     cfg = compose_train()
-    last = runs.run_dir(cfg, runs.experiment_id(cfg)) / training.LAST_CHECKPOINT
+    last = runs.run_dir(cfg, runs.experiment_id(cfg)) / LAST_CHECKPOINT
     last.parent.mkdir(parents=True)
     last.write_bytes(pickle_bomb.path.read_bytes())
     with pytest.raises(SlotsweepError) as error:
@@ -42,7 +44,7 @@ def test_resume_refuses(compose_train: Callable[..., DictConfig], pickle_bomb) -
 
 def test_load_weights_and_encoder_weights_refuse(compose_train, pickle_bomb) -> None:
     with pytest.raises(SlotsweepError) as error:
-        training.build_model(compose_train(f"load_weights={pickle_bomb.path}"))
+        build_model(compose_train(f"load_weights={pickle_bomb.path}"))
     _assert_refused(error, "load_weights", pickle_bomb.path, pickle_bomb.marker)
     with pytest.raises(SlotsweepError) as error:
         ViTEncoder("vit_tiny_patch16_224", img_size=32, weights=str(pickle_bomb.path))
@@ -64,7 +66,7 @@ def test_eval_and_infer_refuse(compose_train, pickle_bomb, tmp_path: Path) -> No
 def test_cli_says_one_line_and_allow_pickle_opts_in(cli, pickle_bomb, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / training.LAST_CHECKPOINT).write_bytes(pickle_bomb.path.read_bytes())
+    (run_dir / LAST_CHECKPOINT).write_bytes(pickle_bomb.path.read_bytes())
     result = cli.run("train.py", f"run_dir={run_dir}", "logger=none")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import runs, training
+from slotsweep.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.checkpoints import load_model_weights
 from slotsweep.module import NonFiniteLossError
 
@@ -69,7 +70,7 @@ def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., D
     assert OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")) == resolved
     assert objective == pytest.approx(results["metrics"]["val/video_fg_ari"])
 
-    last = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    last = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
     assert last["global_step"] == cfg.trainer.max_steps
     # checkpoint_every_n_steps=2 wrote steps 2 and 4; the older was dropped once step 4 was saved
     steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step*.ckpt"))
@@ -102,14 +103,14 @@ def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
     )
     run_dir = only_run_dir(cli.runs_dir)
     assert not (run_dir / "results.json").exists()  # a killed run writes nothing more
-    stopped = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    stopped = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
     step = stopped["global_step"]
     assert 5 <= step < 30 and step % 5 == 0, step
 
     second = cli.run("train.py", *args)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
-    assert f"Resuming from {run_dir / training.LAST_CHECKPOINT}" in output
+    assert f"Resuming from {run_dir / LAST_CHECKPOINT}" in output
     assert only_run_dir(cli.runs_dir) == run_dir  # the same run dir, found from the config
 
     resumed = train_losses(run_dir, version=1)  # the second session logs as version_1
@@ -119,7 +120,7 @@ def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
     assert results["status"] == "completed" and results["step"] == 30
     assert results["wall_time_s"] > stopped["slotsweep"]["wall_time_s"]  # both sessions counted
 
-    final = torch.load(run_dir / training.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    final = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
     adam_steps = {int(state["step"]) for state in final["optimizer_states"][0]["state"].values()}
     assert adam_steps == {30}  # Adam's moments and step count carried over, not restarted at `step`
     assert final["lr_schedulers"][0]["last_epoch"] == 30  # the lr schedule too
@@ -149,7 +150,7 @@ def test_completed_run_is_skipped_and_force_reruns(
     training.run(compose_train("force=true"))
     kept = run_dir.with_name(f"{run_dir.name}.replaced1")
     assert (kept / "results.json").read_text() == before  # the finished run is set aside, not lost
-    assert (kept / training.LAST_CHECKPOINT).is_file()
+    assert (kept / LAST_CHECKPOINT).is_file()
     rerun = json.loads(results.read_text())
     assert rerun["status"] == "completed" and results.stat().st_mtime_ns != mtime
     assert train_losses(run_dir) == train_losses(kept)  # trained again from scratch (version_0), same seed
@@ -200,7 +201,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
     assert 0 < results["step"] < cfg.trainer.max_steps
     assert results["metrics"] == {}
 
-    last = run_dir / training.LAST_CHECKPOINT
+    last = run_dir / LAST_CHECKPOINT
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] < results["step"]  # the weights of the NaN step were dropped
     steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step*.ckpt"))
@@ -220,7 +221,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
 def test_load_weights_starts_from_the_checkpoint(compose_train: Callable[..., DictConfig]):
     source_cfg = compose_train()
     training.run(source_cfg)
-    source = runs.run_dir(source_cfg, runs.experiment_id(source_cfg)) / training.LAST_CHECKPOINT
+    source = runs.run_dir(source_cfg, runs.experiment_id(source_cfg)) / LAST_CHECKPOINT
 
     cfg = compose_train(f"load_weights={source}", "seed=1", "trainer.max_steps=1")
     training.run(cfg)
@@ -231,7 +232,7 @@ def test_load_weights_starts_from_the_checkpoint(compose_train: Callable[..., Di
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
         return {k: v for k, v in state.items() if k.startswith("model.")}
 
-    loaded, trained = model_weights(run_dir / training.LAST_CHECKPOINT), model_weights(source)
+    loaded, trained = model_weights(run_dir / LAST_CHECKPOINT), model_weights(source)
     assert loaded.keys() == trained.keys()
     # The one step ran at lr 0 (the warmup starts at 0), so the weights are exactly those loaded,
     # not seed 1's initialisation.

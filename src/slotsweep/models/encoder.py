@@ -1,29 +1,16 @@
 """Frozen timm ViT returning block-N tokens (pre-norm) and block-N attention keys (§2.1-2.2)."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from slotsweep.contracts import EncoderOutput
 from slotsweep.errors import SlotsweepError
 from slotsweep.lean_timm import timm
 from slotsweep.safe_load import refuse_unpickling
 
-__all__ = ["EncoderOutput", "ViTEncoder", "sincos_2d"]
-
-
-@dataclass
-class EncoderOutput:
-    """Per-patch encoder outputs, prefix (CLS/register) tokens removed.
-
-    features: (..., P, D_feat) output tokens of block N, before the final norm: the slot-attention
-        input and the reconstruction target.
-    keys: (..., P, D_feat) attention keys of block N, all heads concatenated: the similarity target.
-    """
-
-    features: Tensor
-    keys: Tensor
+__all__ = ["ViTEncoder", "sincos_2d"]
 
 
 def sincos_2d(grid: tuple[int, int], dim: int) -> Tensor:

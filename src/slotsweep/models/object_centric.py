@@ -4,36 +4,23 @@ It uses the parts only through their contracts (slotsweep.contracts).
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from slotsweep.contracts import Decoder, DecoderFactory, Encoder, Grouper, PredictorFactory, require
-from slotsweep.models.encoder import EncoderOutput
+from slotsweep.contracts import (
+    Decoder,
+    DecoderFactory,
+    Encoder,
+    EncoderOutput,
+    Grouper,
+    ModelOutput,
+    PredictorFactory,
+    require,
+)
 from slotsweep.models.layers import feature_projection, fold_time
 
-__all__ = ["ModelOutput", "ObjectCentricModel"]
-
-
-@dataclass
-class ModelOutput:
-    """Everything the losses, metrics and pictures read. Images are clips with T = 1.
-
-    encoder: EncoderOutput with (B, T, P, D_feat) tensors (the loss targets).
-    slots: (B, T, S, D) slots after grouping frame t: what is decoded.
-    slots_predicted: (B, T, S, D) predictor output: the initial slots of frame t + 1.
-    grouping_masks: (B, T, S, P) slot-attention weights of the last iteration.
-    reconstruction: (B, T, P, C) decoder output, channels split among the losses.
-    decoder_masks: (B, T, S, P) decoder mixing weights: the evaluation masks.
-    """
-
-    encoder: EncoderOutput
-    slots: Tensor
-    slots_predicted: Tensor
-    grouping_masks: Tensor
-    reconstruction: Tensor
-    decoder_masks: Tensor
+__all__ = ["ObjectCentricModel"]
 
 
 class ObjectCentricModel(nn.Module):

@@ -30,6 +30,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
+from slotsweep.job_cores import SLOT_ENV
 from slotsweep.sweeps import local_shares
 
 __all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs"]
@@ -183,7 +184,7 @@ class LocalJobs(_SubmititJobs):
         taken = {self.slots[i] for i, process in self.processes.items() if process.poll() is None}
         if not Path("/proc/self").is_dir():  # no procfs: adopted jobs' slots are not known
             return taken
-        prefix = f"{local_shares.SLOT_ENV}=".encode()
+        prefix = f"{SLOT_ENV}=".encode()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or entry.name in self.processes or not self._is_job(int(entry.name)):
                 continue

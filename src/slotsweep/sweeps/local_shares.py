@@ -9,32 +9,26 @@ trial's seeds take neighbouring slots, so where they must share a device they sh
 other, and a trial that ends frees whole devices for the next one.
 
 The sweeper passes the share in the job's environment (`job_environment`); the job applies its
-cores when training starts (`apply_cpu_share`: affinity, and as many torch threads as cores unless
+cores when training starts (`job_cores.apply_cpu_share`: affinity, and as many torch threads as cores unless
 OMP_NUM_THREADS says otherwise). `hydra.sweeper.split_local_devices=false` gives every job every
 device, as a plain process would have.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import TypeVar
 
+from slotsweep.job_cores import CPUS_ENV, SLOT_ENV
+
 __all__ = [
-    "CPUS_ENV",
-    "SLOT_ENV",
-    "apply_cpu_share",
     "job_environment",
     "machine_cpus",
     "machine_gpus",
     "share",
 ]
 
-log = logging.getLogger(__name__)
-
-CPUS_ENV = "SLOTSWEEP_JOB_CPUS"  # "0,1": the cores the job pins itself to
-SLOT_ENV = "SLOTSWEEP_JOB_SLOT"  # the job's slot: a relaunched sweeper reads it from adopted jobs
 
 T = TypeVar("T")
 
@@ -82,26 +76,3 @@ def job_environment(slot: int, n_slots: int, split: bool) -> tuple[str, dict[str
         CPUS_ENV: ",".join(map(str, cpus)),
         SLOT_ENV: str(slot),
     }
-
-
-def apply_cpu_share() -> list[int] | None:
-    """In a local sweep job: pin the process to its cores, and size torch's thread pool to them.
-
-    Returns the cores, or None outside a split local sweep (nothing changed). Dataloader workers
-    started later inherit the affinity.
-    """
-    listed = os.environ.get(CPUS_ENV)
-    if not listed:
-        return None
-    cpus = [int(cpu) for cpu in listed.split(",")]
-    if hasattr(os, "sched_setaffinity"):  # macOS has none: the thread count alone keeps to the share
-        os.sched_setaffinity(0, cpus)
-    if "OMP_NUM_THREADS" not in os.environ:  # the user's own thread count wins
-        import torch
-
-        torch.set_num_threads(len(cpus))
-    log.info(
-        f"local sweep job slot {os.environ.get(SLOT_ENV)}: cores {listed}, "
-        f"GPUs '{os.environ.get('CUDA_VISIBLE_DEVICES', '')}'"
-    )
-    return cpus

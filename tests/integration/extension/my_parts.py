@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from slotsweep.contracts import ModelOutput
 from slotsweep.data.streams import map_stream
 from slotsweep.models.initializers import RandomInit
-from slotsweep.models.object_centric import ModelOutput
 
 
 class SoftKMeansGrouper(nn.Module):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from slotsweep.build import build_model
 from slotsweep.checkpoints import load_model_weights, read_state_dict, reference_to_local
 from slotsweep.errors import SlotsweepError
-from slotsweep.training import build_model
 
 # The released configs (videosaur.md §4) as this project's config overrides.
 VIDEOSAUR_B8 = ["encoder=dino_vitb8", "grouper.slot_dim=128", "decoder.n_blocks=2"]

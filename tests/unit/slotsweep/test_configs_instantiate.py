@@ -15,9 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from slotsweep import runs, tracking
+from slotsweep.build import build_datamodule, build_model
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
-from slotsweep.training import build_datamodule, build_model, build_task, build_trainer
+from slotsweep.training import build_task, build_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 GROUPS = ("encoder", "grouper", "predictor", "decoder", "loss", "dataset", "optim", "trainer", "logger")

@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from slotsweep.contracts import EncoderOutput, ModelOutput
 from slotsweep.losses import (
     FeatureReconstructionLoss,
     TemporalSimilarityLoss,
     feature_time_similarity,
 )
 from slotsweep.models.decoder import MLPDecoder
-from slotsweep.models.encoder import EncoderOutput, ViTEncoder
+from slotsweep.models.encoder import ViTEncoder
 from slotsweep.models.grouper import SlotAttention
-from slotsweep.models.object_centric import ModelOutput, ObjectCentricModel
+from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.module import ObjectCentricModule
 from slotsweep.optim import AdamWarmupDecay
 

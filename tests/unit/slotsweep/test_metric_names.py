@@ -3,7 +3,7 @@
 import pytest
 
 from slotsweep.metric_names import AGGREGATE_KEYS, DEFAULT_OBJECTIVE, METRICS, higher_is_better, val_key
-from slotsweep.module import make_metrics
+from slotsweep.metrics import make_metrics
 
 
 @pytest.mark.parametrize("name", list(METRICS))

@@ -19,11 +19,11 @@ from slotsweep.metrics import (
     _float_reductions_by_frame,
     adjusted_rand_index,
     frame_counts,
+    make_metrics,
     matched_iou,
     pairwise_iou,
     per_object_iou,
 )
-from slotsweep.module import make_metrics
 
 TOL = {"rtol": 0.0, "atol": 1e-6}
 

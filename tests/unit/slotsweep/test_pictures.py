@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from slotsweep import training
-from slotsweep.models.object_centric import ModelOutput
+from slotsweep.contracts import ModelOutput
 from slotsweep.pictures import MEDIA_KEY, first_clips
 from slotsweep.visualize import grid_labels, label_margin
 

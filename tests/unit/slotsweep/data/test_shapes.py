@@ -12,6 +12,7 @@ import torch
 from matplotlib.colors import rgb_to_hsv
 from omegaconf import OmegaConf
 
+from slotsweep.build import build_datamodule
 from slotsweep.data.shapes import (
     ShapesDataModule,
     ShapesParams,
@@ -22,7 +23,6 @@ from slotsweep.data.shapes import (
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
 from slotsweep.runs import NON_RESULT_DECLARATION
-from slotsweep.training import build_datamodule
 
 CONFIG = Path(__file__).parents[4] / "conf" / "dataset" / "shapes.yaml"
 GENERATOR_KEYS = [f.name for f in dataclasses.fields(ShapesParams)]

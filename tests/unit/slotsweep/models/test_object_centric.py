@@ -8,8 +8,9 @@ from torch import nn
 from torch.testing import assert_close
 
 from slotsweep.checkpoints import reference_to_local
+from slotsweep.contracts import EncoderOutput
 from slotsweep.models.decoder import SlotMixerDecoder
-from slotsweep.models.encoder import EncoderOutput, ViTEncoder
+from slotsweep.models.encoder import ViTEncoder
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.layers import feature_projection
 from slotsweep.models.object_centric import ObjectCentricModel
