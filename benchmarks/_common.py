@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 import slotsweep.config  # noqa: F401  (registers the schema conf/train.yaml extends)
-from slotsweep import training
+from slotsweep.training import task
 
 # Tables, not Lightning's start-up chatter: its info lines and the eval-mode warning (the frozen
 # encoder stays in eval mode on purpose)
@@ -143,7 +143,7 @@ def time_training_steps(
     No validation, checkpoints or logger; precision and gradient clipping as the config says.
     """
     start = time.perf_counter()
-    datamodule, module = training.build_task(cfg)
+    datamodule, module = task.build_task(cfg)
     build_s = time.perf_counter() - start
     clock = _StepClock()
     trainer = L.Trainer(

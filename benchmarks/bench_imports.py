@@ -2,10 +2,10 @@
 
 Each case runs in a fresh interpreter, the eager baseline (what the code did before imports were
 made lazy) next to the current path, in the same run:
-- `train.py --help`: baseline imports timm plainly and slotsweep.training (torch, Lightning, timm,
+- `train.py --help`: baseline imports timm plainly and slotsweep.training.task (torch, Lightning, timm,
   and W&B through timm) before Hydra prints the help; now the entry point imports training only
   inside the task.
-- library import of a csv run (`import slotsweep.training`): baseline imports timm plainly first,
+- library import of a csv run (`import slotsweep.training.task`): baseline imports timm plainly first,
   so timm's `import wandb` runs; now timm comes through slotsweep.lean_timm with wandb hidden.
 Prints a Markdown table and writes benchmarks/results/imports.md. A few minutes on 2 loaded cores.
 """
@@ -33,12 +33,12 @@ TRAIN_HELP = """import runpy
 sys.argv = ["src/train.py", "--help"]
 runpy.run_path("src/train.py", run_name="__main__")
 """
-EAGER = "import timm, slotsweep.training\n"  # timm first and plain: its `import wandb` runs
+EAGER = "import timm, slotsweep.training.task\n"  # timm first and plain: its `import wandb` runs
 CASES = [  # (case, variant, child code)
     ("`train.py --help`", "baseline: eager", EAGER + TRAIN_HELP),
     ("`train.py --help`", "now: lazy", TRAIN_HELP),
-    ("`import slotsweep.training` (csv run)", "baseline: plain timm", EAGER),
-    ("`import slotsweep.training` (csv run)", "now: lean_timm", "import slotsweep.training\n"),
+    ("`import slotsweep.training.task` (csv run)", "baseline: plain timm", EAGER),
+    ("`import slotsweep.training.task` (csv run)", "now: lean_timm", "import slotsweep.training.task\n"),
 ]
 HEADER = (
     "| case | variant | wall s (median) | peak RSS MiB | imports wandb | imports optuna | imports torch |"

@@ -13,7 +13,7 @@ import time
 
 from _common import compose_train, time_training_steps, write_table
 
-from slotsweep import training
+from slotsweep.training import task
 
 # the shapes default; 512 stored clips give 16 batches an epoch, more than one timing pass reads
 OVERRIDES = ["dataset.n_train_clips=512"]
@@ -23,7 +23,7 @@ N_STEPS = 3  # timed training steps for the consumption rate
 
 def loader_clips_per_s(cfg) -> float:
     """Clips/s the train loader delivers on its own, in steady state."""
-    datamodule, _ = training.build_task(cfg)
+    datamodule, _ = task.build_task(cfg)
     batches = iter(datamodule.train_dataloader())
     next(batches)  # workers start and fill their prefetch queues
     start = time.perf_counter()

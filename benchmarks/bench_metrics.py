@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from _common import write_table
 from sklearn.metrics import adjusted_rand_score
 
-from slotsweep.metrics import FGARI, MBO, MaskMetrics, make_metrics
+from slotsweep.evaluation.metrics import FGARI, MBO, MaskMetrics, make_metrics
 
 B, T, K, S, SIZE = 16, 6, 11, 11, 224  # a MOVi validation batch: K counts the background channel
 PATCH = 14  # the pred's errors come in patch-sized blocks, like upsampled decoder masks
@@ -43,7 +43,9 @@ def validation_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         x.repeat_interleave(PATCH, 2).repeat_interleave(PATCH, 3) for x in (noisy, random_slots)
     )
     slots = torch.where(noisy, random_slots, slots)
-    pred = F.one_hot(slots, S).movedim(-1, 2).float().contiguous()  # as slotsweep.masks.hard_masks gives
+    pred = (
+        F.one_hot(slots, S).movedim(-1, 2).float().contiguous()
+    )  # as slotsweep.evaluation.masks.hard_masks gives
     return true, pred
 
 
@@ -144,7 +146,7 @@ def main() -> None:
                         diff,
                     )
                 )
-    # validation's four metrics from one count per batch (slotsweep.metrics.make_metrics)
+    # validation's four metrics from one count per batch (slotsweep.evaluation.metrics.make_metrics)
     base_totals = np.sum(list(base_times.values()), 0)  # wall/CPU of the four baselines together
     for dtype, p in preds:
         metric = make_metrics(ignore_background=True, ignore_overlaps=False)

@@ -3,7 +3,7 @@
 
 import sys
 
-from slotsweep.sweeps.aggregate import main
+from slotsweep.results.aggregate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,9 +9,9 @@ from slotsweep.cli import report_errors
 @report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> list[dict]:
-    from slotsweep import evaluation  # torch and Lightning: not needed for --help or a config error
+    from slotsweep.training import scoring  # torch and Lightning: not needed for --help or a config error
 
-    return evaluation.evaluate(cfg)
+    return scoring.evaluate(cfg)
 
 
 if __name__ == "__main__":

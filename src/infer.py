@@ -9,7 +9,7 @@ from slotsweep.cli import report_errors
 @report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
-    from slotsweep.inference import run_inference  # torch: not needed for --help or a config error
+    from slotsweep.evaluation.inference import run_inference  # torch: not needed for --help or a config error
 
     out = run_inference(cfg)
     print(f"infer: wrote {out / 'overlay.mp4'} and {out / 'masks.npz'}")

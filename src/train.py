@@ -6,17 +6,17 @@ import hydra
 from omegaconf import DictConfig
 
 import slotsweep.config  # noqa: F401  (registers the schema that conf/train.yaml extends)
-from slotsweep import runs
 from slotsweep.cli import expand_shorthands, report_errors
+from slotsweep.runs import experiment
 
 
 @report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
-    runs.locate(cfg)  # bad input fails here, before torch and Lightning are imported (seconds)
-    from slotsweep import training  # torch and Lightning: not needed for --help or a config error
+    experiment.locate(cfg)  # bad input fails here, before torch and Lightning are imported (seconds)
+    from slotsweep.training import task  # torch and Lightning: not needed for --help or a config error
 
-    return training.run(cfg)  # objective(s) for the sweeper; run() owns the run dir and results.json
+    return task.run(cfg)  # objective(s) for the sweeper; run() owns the run dir and results.json
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import runs
-from slotsweep.checkpoints import load_model_weights
 from slotsweep.losses import channel_layout
 from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.models.weights import load_model_weights
+from slotsweep.runs import experiment
 
 __all__ = ["build_datamodule", "build_model"]
 
@@ -44,7 +44,7 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
 
 def build_datamodule(dataset: DictConfig) -> Any:
     """The datamodule of a `dataset` config; its `_non_result_keys_` declaration (which of its keys
-    stay out of exp_id) is for runs.identity, not a constructor argument."""
+    stay out of exp_id) is for experiment.identity, not a constructor argument."""
     arguments = OmegaConf.to_container(dataset, resolve=True)
-    arguments.pop(runs.NON_RESULT_DECLARATION, None)
+    arguments.pop(experiment.NON_RESULT_DECLARATION, None)
     return instantiate(arguments)

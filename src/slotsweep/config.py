@@ -22,7 +22,7 @@ __all__ = ["TrainConfig", "ValPicturesConfig", "check_config"]
 
 @dataclass
 class ValPicturesConfig:
-    """Mask pictures of every validation, sent to the logger (slotsweep.pictures)."""
+    """Mask pictures of every validation, sent to the logger (slotsweep.training.pictures)."""
 
     n_clips: int = 2  # clips drawn per validation; 0: none
     every: int = 1  # draw every this many validations
@@ -37,7 +37,7 @@ class TrainConfig:
     objective: list[str] = field(default_factory=lambda: [DEFAULT_OBJECTIVE])  # returned to sweepers
     checkpoint_every_n_steps: int = 500  # a checkpoint also lands at the end of training
     eval_seed: int = 0  # seed of the slot initialisation at validation (reference: unseeded, §10.9)
-    eval_jandf: bool = False  # also validate with J&F (slotsweep.jandf; costs boundary passes)
+    eval_jandf: bool = False  # also validate with J&F (slotsweep.evaluation.jandf; costs boundary passes)
     run_dir: str | None = None  # null: <paths.runs_dir>/<exp_id>/seed<k>
     force: bool = False  # re-run even if results.json says completed
     load_weights: str | None = None  # initial weights (this project's or reference checkpoint)

@@ -3,7 +3,7 @@
 The Lightning module builds and logs `val/<name>` for every entry, W&B keeps the best value of
 each in the run summary, the aggregation CLI shows the `aggregate` entries by default and the
 objective default is `DEFAULT_OBJECTIVE`. A new metric is one entry in `METRICS` (and its class in
-slotsweep.metrics). Kept free of torch, so the aggregation CLI and the sweeper import it cheaply.
+slotsweep.evaluation.metrics). Kept free of torch, so the aggregation CLI and the sweeper import it cheaply.
 """
 
 import importlib
@@ -58,13 +58,25 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("video_fg_ari", "slotsweep.metrics.FGARI", {"video": True}, aggregate=True, prog_bar=True),
-        MetricSpec("video_mbo", "slotsweep.metrics.MBO", {"video": True}, aggregate=True, prog_bar=True),
+        MetricSpec(
+            "video_fg_ari",
+            "slotsweep.evaluation.metrics.FGARI",
+            {"video": True},
+            aggregate=True,
+            prog_bar=True,
+        ),
+        MetricSpec(
+            "video_mbo", "slotsweep.evaluation.metrics.MBO", {"video": True}, aggregate=True, prog_bar=True
+        ),
         # mIoU: mBO's IoU with one-to-one (Hungarian) matching, what later papers report beside mBO
-        MetricSpec("video_miou", "slotsweep.metrics.MBO", {"video": True, "matching": "hungarian"}),
-        MetricSpec("image_fg_ari", "slotsweep.metrics.FGARI", {"video": False}),
-        MetricSpec("image_mbo", "slotsweep.metrics.MBO", {"video": False}),
-        MetricSpec("image_miou", "slotsweep.metrics.MBO", {"video": False, "matching": "hungarian"}),
+        MetricSpec(
+            "video_miou", "slotsweep.evaluation.metrics.MBO", {"video": True, "matching": "hungarian"}
+        ),
+        MetricSpec("image_fg_ari", "slotsweep.evaluation.metrics.FGARI", {"video": False}),
+        MetricSpec("image_mbo", "slotsweep.evaluation.metrics.MBO", {"video": False}),
+        MetricSpec(
+            "image_miou", "slotsweep.evaluation.metrics.MBO", {"video": False, "matching": "hungarian"}
+        ),
     )
 }
 

@@ -16,8 +16,9 @@ import torch
 from omegaconf import DictConfig
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
-from slotsweep import runs, training
 from slotsweep.data.video_files import write_masks, write_video
+from slotsweep.runs import experiment
+from slotsweep.training import task
 
 STORAGE_TOL = 2e-3  # relative: features are stored as float16 (11 significant bits)
 
@@ -112,8 +113,8 @@ def test_the_cache_on_every_reader(
         return cfg
 
     def run(cfg: DictConfig) -> Path:
-        training.run(cfg)
-        return runs.run_dir(cfg, runs.experiment_id(cfg))
+        task.run(cfg)
+        return experiment.run_dir(cfg, experiment.experiment_id(cfg))
 
     features_dir = tmp_path / "features"
     images = run(compose())
@@ -137,11 +138,11 @@ def test_the_cache_on_every_reader(
 
     # where the cache lives is not part of the experiment's identity
     elsewhere = compose("cache=true", f"paths.features_dir={tmp_path / 'scratch'}")
-    assert runs.experiment_id(elsewhere) == runs.experiment_id(cached_cfg)
+    assert experiment.experiment_id(elsewhere) == experiment.experiment_id(cached_cfg)
 
     # batch by batch, the cache holds the encoding of the very crop, flip and window drawn (an
     # untrained model's losses would barely move for a wrong view)
-    (plain, module), (from_cache, _) = (training.build_task(cfg) for cfg in (compose(), cached_cfg))
+    (plain, module), (from_cache, _) = (task.build_task(cfg) for cfg in (compose(), cached_cfg))
     batches = []
     for datamodule in (plain, from_cache):
         L.seed_everything(3)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from slotsweep import runs, training
+from slotsweep.runs import experiment
+from slotsweep.training import task
 
 STORAGE_TOL = 2e-3  # relative: features are stored as float16 (11 significant bits)
 
@@ -23,8 +24,8 @@ def logged(run_dir: Path, key: str) -> dict[int, float]:
 
 
 def run(cfg: DictConfig) -> Path:
-    training.run(cfg)
-    return Path(cfg.paths.runs_dir) / runs.experiment_id(cfg) / f"seed{cfg.seed}"
+    task.run(cfg)
+    return Path(cfg.paths.runs_dir) / experiment.experiment_id(cfg) / f"seed{cfg.seed}"
 
 
 def test_training_from_the_cache_gives_the_losses_of_training_from_images(
@@ -60,8 +61,8 @@ def test_training_from_the_cache_gives_the_losses_of_training_from_images(
 def test_cached_batches_are_the_encoded_image_batches(compose_train: Callable[..., DictConfig]):
     """Window and flip draws hit the same frames: batch features == encoder(batch video), several
     batches deep (a wrong flip or window would barely move an untrained model's losses)."""
-    _, module = training.build_task(compose_train())
-    datamodules = [training.build_task(compose_train(f"cache={c}"))[0] for c in ("false", "true")]
+    _, module = task.build_task(compose_train())
+    datamodules = [task.build_task(compose_train(f"cache={c}"))[0] for c in ("false", "true")]
     batches = []
     for datamodule in datamodules:
         L.seed_everything(3)

@@ -14,8 +14,8 @@ import optuna
 import pytest
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs.study_storage import open_storage
 from slotsweep.sweeps.dashboard import sweep_storage
-from slotsweep.sweeps.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = ".venv/.installed"  # `make setup`'s stamp: taken as up to date, the test installs nothing else

@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from slotsweep import evaluation, runs, training
-from slotsweep.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.training import scoring, task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 CONTRACT_METRICS = tuple(f"val/{k}_{m}" for k in ("video", "image") for m in ("fg_ari", "mbo", "miou"))
@@ -22,8 +23,8 @@ CONTRACT_METRICS = tuple(f"val/{k}_{m}" for k in ("video", "image") for m in ("f
 def _train(compose_train: Callable[..., DictConfig], *overrides: str) -> Path:
     """A finished tiny run; returns its run dir."""
     cfg = compose_train(*overrides)
-    training.run(cfg)
-    return runs.run_dir(cfg, runs.experiment_id(cfg))
+    task.run(cfg)
+    return experiment.run_dir(cfg, experiment.experiment_id(cfg))
 
 
 def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], cli, tmp_path: Path):
@@ -102,6 +103,6 @@ def test_metrics_do_not_depend_on_how_the_set_is_batched(compose_train: Callable
     by_batch_size = {}
     for batch_size in (1, 4):  # 4: the whole tiny validation set in one batch
         cfg.overrides = [f"dataset.val_batch_size={batch_size}"]
-        by_batch_size[batch_size] = evaluation.evaluate(cfg)[0]["metrics"]
+        by_batch_size[batch_size] = scoring.evaluate(cfg)[0]["metrics"]
     for key in CONTRACT_METRICS:
         assert by_batch_size[1][key] == pytest.approx(by_batch_size[4][key], abs=1e-5), key

@@ -12,17 +12,18 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from slotsweep import runs, training
-from slotsweep.checkpoint_files import LAST_CHECKPOINT, is_readable
-from slotsweep.checkpoints import load_model_weights
-from slotsweep.module import NonFiniteLossError
+from slotsweep.models.weights import load_model_weights
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, is_readable
+from slotsweep.training import task
+from slotsweep.training.module import NonFiniteLossError
 
 # Adam's first step moves every weight by ~lr: with lr 1e30 and no warmup the loss at step 1 is NaN.
 EXPLODE = ["optim.base_lr=1e30", "optim.warmup_steps=0", "trainer.gradient_clip_val=null"]
 
 
 def _run_dir(cfg: DictConfig) -> Path:
-    return runs.run_dir(cfg, runs.experiment_id(cfg))
+    return experiment.run_dir(cfg, experiment.experiment_id(cfg))
 
 
 @pytest.mark.parametrize("every", [1, 2])
@@ -30,12 +31,12 @@ def test_nan_at_step_1_keeps_the_initial_weights(compose_train: Callable[..., Di
     """Before any step checkpoint could prove good, the initial weights (step 0) are what is kept."""
     cfg = compose_train(*EXPLODE, f"checkpoint_every_n_steps={every}")
     with pytest.raises(NonFiniteLossError, match="nan at step 1"):
-        training.run(cfg)
+        task.run(cfg)
     run_dir = _run_dir(cfg)
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("*.ckpt")) == ["last.ckpt", "step0000000.ckpt"]
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 0
-    datamodule, module = training.build_task(cfg)
+    datamodule, module = task.build_task(cfg)
     load_model_weights(module.model, checkpoints / "last.ckpt")
     batch = next(iter(datamodule.train_dataloader()))
     with torch.no_grad():
@@ -49,7 +50,7 @@ def test_same_config_twice_gives_identical_metrics(compose_train: Callable[..., 
     for name in ("a", "b"):
         cfg = compose_train()
         cfg.paths.runs_dir = str(tmp_path / name)
-        training.run(cfg)
+        task.run(cfg)
         metrics.append(json.loads((_run_dir(cfg) / "results.json").read_text())["metrics"])
     assert metrics[0] == metrics[1]
     assert metrics[0]["val/video_fg_ari"] == metrics[0]["val/video_fg_ari"]  # not NaN
@@ -62,13 +63,13 @@ def test_damaged_last_checkpoint_resumes_from_the_newest_readable(
     step checkpoint with a warning, and ends with the metrics of the undamaged run."""
     caplog.set_level(logging.INFO)
     cfg = compose_train()
-    training.run(cfg)
+    task.run(cfg)
     run_dir = _run_dir(cfg)
     first = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").unlink()  # as after a kill: not completed
     last = run_dir / LAST_CHECKPOINT
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    training.run(compose_train())
+    task.run(compose_train())
     assert f"{last} is unreadable" in caplog.text
     assert f"Resuming from {run_dir / 'checkpoints' / 'step0000004.ckpt'}" in caplog.text
     second = json.loads((run_dir / "results.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from slotsweep.inference import FrameSource, infer_video, load_checkpoint_model
+from slotsweep.evaluation.inference import FrameSource, infer_video, load_checkpoint_model
 
 N_FRAMES = 11  # longer than two chunks of 4, not a multiple of the chunk length
 SIZE = 64

@@ -17,11 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
-from slotsweep import evaluation, runs, training
 from slotsweep.build import build_datamodule, build_model
-from slotsweep.checkpoint_files import LAST_CHECKPOINT
-from slotsweep.checkpoints import reference_to_local
-from slotsweep.training import build_task
+from slotsweep.models.weights import reference_to_local
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.training import scoring, task
+from slotsweep.training.task import build_task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -339,8 +340,8 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         "checkpoint_every_n_steps=2",
         "logger=none",
     )
-    objective = training.run(cfg)
-    run_dir = runs.run_dir(cfg, runs.experiment_id(cfg))
+    objective = task.run(cfg)
+    run_dir = experiment.run_dir(cfg, experiment.experiment_id(cfg))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["step"] == 2
     assert results["exp_id"].startswith(TABLE[preset]["exp_name"] + "-")
@@ -349,14 +350,14 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         assert 0 <= results["metrics"][key] <= 1, key
     assert objective == results["metrics"][cfg.objective[0]]
 
-    (record,) = evaluation.evaluate(_eval_config(run_dir / LAST_CHECKPOINT))
+    (record,) = scoring.evaluate(_eval_config(run_dir / LAST_CHECKPOINT))
     assert record["protocol"] == results["protocol"]  # the run's own validation, stamped alike
     evaluated = record["metrics"]
     for key, value in results["metrics"].items():
         if key.startswith("val/") and "loss" not in key:
             assert evaluated[key] == pytest.approx(value, abs=1e-5), key  # same weights, data, seed
     if cfg.dataset.val_protocol == "chunks":  # YT-VIS: also score whole videos, as later papers do
-        (whole,) = evaluation.evaluate(_eval_config(run_dir / LAST_CHECKPOINT, "dataset.val_protocol=videos"))
+        (whole,) = scoring.evaluate(_eval_config(run_dir / LAST_CHECKPOINT, "dataset.val_protocol=videos"))
         assert (results["protocol"]["frames"], whole["protocol"]["frames"]) == (
             "chunks of 6 frames",
             "whole videos",

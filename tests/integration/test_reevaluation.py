@@ -13,9 +13,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from test_wandb_offline import offline_env, read_offline_run  # noqa: F401  (offline_env: a fixture)
 
-from slotsweep import evaluation, runs, training
-from slotsweep.checkpoint_files import LAST_CHECKPOINT
-from slotsweep.sweeps import aggregate as agg
+from slotsweep.results import aggregate as agg
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.training import scoring, task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
@@ -36,13 +37,13 @@ def test_results_eval_json_and_wandb_hold_the_same_protocol(
     offline_env: Path,  # noqa: F811
 ):
     cfg = compose_train("logger=wandb", *TWO_STEPS)
-    training.run(cfg)
-    run_dir = runs.run_dir(cfg, runs.experiment_id(cfg))
-    stamp = runs.read_results(run_dir)["protocol"]
+    task.run(cfg)
+    run_dir = experiment.run_dir(cfg, experiment.experiment_id(cfg))
+    stamp = experiment.read_results(run_dir)["protocol"]
     assert stamp["dataset"] == "shapes" and stamp["n_slots"] == cfg.grouper.n_slots
     assert stamp["split"] == "validation (first 1 batches of 2)"  # limit_val_batches=1 is stamped
 
-    (record,) = evaluation.evaluate(_eval_config(f"ckpt={run_dir / LAST_CHECKPOINT}"))
+    (record,) = scoring.evaluate(_eval_config(f"ckpt={run_dir / LAST_CHECKPOINT}"))
     (path,) = _eval_files(run_dir)
     assert json.loads(path.read_text()) == record and record["protocol"] == stamp
 
@@ -56,15 +57,15 @@ def test_reevaluating_a_runs_dir_scores_each_run_once_per_protocol(
 ):
     for n_slots in (3, 4):  # 2 configs x 2 seeds
         for seed in (0, 1):
-            training.run(compose_train(f"grouper.n_slots={n_slots}", f"seed={seed}", *TWO_STEPS))
+            task.run(compose_train(f"grouper.n_slots={n_slots}", f"seed={seed}", *TWO_STEPS))
     runs_dir = Path(compose_train().paths.runs_dir)
 
-    assert len(evaluation.evaluate(_eval_config(f"runs={runs_dir}"))) == 4
+    assert len(scoring.evaluate(_eval_config(f"runs={runs_dir}"))) == 4
     decoder = _eval_files(runs_dir)
     assert len(decoder) == 4 and len({p.parent.parent for p in decoder}) == 4  # one per run
-    assert evaluation.evaluate(_eval_config(f"runs={runs_dir}")) == []  # already scored
+    assert scoring.evaluate(_eval_config(f"runs={runs_dir}")) == []  # already scored
     assert "re-scored 0 checkpoint(s) of 4 completed run(s)" in capsys.readouterr().out
-    grouping = evaluation.evaluate(_eval_config(f"runs={runs_dir}", "masks=grouping"))
+    grouping = scoring.evaluate(_eval_config(f"runs={runs_dir}", "masks=grouping"))
     assert len(grouping) == 4 and len(_eval_files(runs_dir)) == 8
     assert {r["protocol"]["masks"] for r in grouping} == {"grouping"}
 

@@ -9,12 +9,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import evaluation, runs, training
 from slotsweep.build import build_model
-from slotsweep.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.errors import SlotsweepError
-from slotsweep.inference import run_inference
+from slotsweep.evaluation.inference import run_inference
 from slotsweep.models.encoder import ViTEncoder
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.training import scoring, task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 REFUSED = "needs arbitrary unpickling, which can run code from the file"
@@ -33,13 +34,13 @@ def _assert_refused(error: pytest.ExceptionInfo, key: str, path: Path, marker: P
 
 def test_resume_refuses(compose_train: Callable[..., DictConfig], pickle_bomb) -> None:
     cfg = compose_train()
-    last = runs.run_dir(cfg, runs.experiment_id(cfg)) / LAST_CHECKPOINT
+    last = experiment.run_dir(cfg, experiment.experiment_id(cfg)) / LAST_CHECKPOINT
     last.parent.mkdir(parents=True)
     last.write_bytes(pickle_bomb.path.read_bytes())
     with pytest.raises(SlotsweepError) as error:
-        training.run(cfg)
+        task.run(cfg)
     _assert_refused(error, "checkpoint", last, pickle_bomb.marker)
-    assert runs.read_results(last.parent.parent)["status"] == "failed"
+    assert experiment.read_results(last.parent.parent)["status"] == "failed"
 
 
 def test_load_weights_and_encoder_weights_refuse(compose_train, pickle_bomb) -> None:
@@ -55,7 +56,7 @@ def test_eval_and_infer_refuse(compose_train, pickle_bomb, tmp_path: Path) -> No
     config = tmp_path / "config.yaml"
     OmegaConf.save(compose_train(), config)
     with pytest.raises(SlotsweepError) as error:
-        evaluation.evaluate(_compose("eval", f"ckpt={pickle_bomb.path}", f"config={config}"))
+        scoring.evaluate(_compose("eval", f"ckpt={pickle_bomb.path}", f"config={config}"))
     _assert_refused(error, "ckpt", pickle_bomb.path, pickle_bomb.marker)
     video = tmp_path / "frames"  # never read: the checkpoint is refused first
     with pytest.raises(SlotsweepError) as error:

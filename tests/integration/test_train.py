@@ -1,6 +1,6 @@
 """Training runs on tiny shapes data: results.json, resume after a kill, skip/force, seeds, NaN loss.
 
-In-process runs call slotsweep.training.run on the composed config (compose_train); the resume test
+In-process runs call slotsweep.training.task.run on the composed config (compose_train); the resume test
 starts and SIGKILLs a real `python src/train.py` process.
 """
 
@@ -16,10 +16,11 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import runs, training
-from slotsweep.checkpoint_files import LAST_CHECKPOINT
-from slotsweep.checkpoints import load_model_weights
-from slotsweep.module import NonFiniteLossError
+from slotsweep.models.weights import load_model_weights
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
+from slotsweep.training import task
+from slotsweep.training.module import NonFiniteLossError
 
 CONTRACT_METRICS = ("val/video_fg_ari", "val/video_mbo", "val/image_fg_ari", "val/image_mbo")
 
@@ -43,8 +44,8 @@ def only_run_dir(runs_dir: Path) -> Path:
 
 def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., DictConfig]):
     cfg = compose_train()
-    objective = training.run(cfg)
-    exp_id = runs.experiment_id(cfg)
+    objective = task.run(cfg)
+    exp_id = experiment.experiment_id(cfg)
     run_dir = Path(cfg.paths.runs_dir) / exp_id / "seed0"
     assert only_run_dir(Path(cfg.paths.runs_dir)) == run_dir
 
@@ -134,20 +135,20 @@ def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
 def test_completed_run_is_skipped_and_force_reruns(
     compose_train: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.INFO, logger="slotsweep.training")
+    caplog.set_level(logging.INFO, logger="slotsweep.training.task")
     cfg = compose_train()
-    first = training.run(cfg)
+    first = task.run(cfg)
     run_dir = only_run_dir(Path(cfg.paths.runs_dir))
     results = run_dir / "results.json"
     before, mtime = results.read_text(), results.stat().st_mtime_ns
 
     caplog.clear()
-    assert training.run(compose_train()) == first  # the stored objective, without training
+    assert task.run(compose_train()) == first  # the stored objective, without training
     assert results.stat().st_mtime_ns == mtime and results.read_text() == before
     assert "already completed" in caplog.text
     assert "Resuming" not in caplog.text
 
-    training.run(compose_train("force=true"))
+    task.run(compose_train("force=true"))
     kept = run_dir.with_name(f"{run_dir.name}.replaced1")
     assert (kept / "results.json").read_text() == before  # the finished run is set aside, not lost
     assert (kept / LAST_CHECKPOINT).is_file()
@@ -155,7 +156,7 @@ def test_completed_run_is_skipped_and_force_reruns(
     assert rerun["status"] == "completed" and results.stat().st_mtime_ns != mtime
     assert train_losses(run_dir) == train_losses(kept)  # trained again from scratch (version_0), same seed
 
-    training.run(compose_train("force=true"))
+    task.run(compose_train("force=true"))
     assert run_dir.with_name(f"{run_dir.name}.replaced2").is_dir() and kept.is_dir()
 
 
@@ -165,8 +166,8 @@ def test_seeds(compose_train: Callable[..., DictConfig], tmp_path: Path):
     for name, seed in [("a", 0), ("a", 1), ("b", 0)]:
         cfg = compose_train(f"seed={seed}")
         cfg.paths.runs_dir = str(tmp_path / name)
-        training.run(cfg)
-        dirs[name, seed] = runs.run_dir(cfg, runs.experiment_id(cfg))
+        task.run(cfg)
+        dirs[name, seed] = experiment.run_dir(cfg, experiment.experiment_id(cfg))
     assert dirs["a", 0].parent == dirs["a", 1].parent  # the same exp_id...
     assert dirs["a", 0] != dirs["a", 1]  # ...a dir per seed
 
@@ -193,7 +194,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
         "checkpoint_every_n_steps=1",
     )
     with pytest.raises(NonFiniteLossError, match="nan"):
-        training.run(cfg)
+        task.run(cfg)
     run_dir = only_run_dir(Path(cfg.paths.runs_dir))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "failed"
@@ -206,7 +207,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
     assert checkpoint["global_step"] < results["step"]  # the weights of the NaN step were dropped
     steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step*.ckpt"))
     assert steps == [f"step{checkpoint['global_step']:07d}.ckpt"]
-    datamodule, module = training.build_task(cfg)
+    datamodule, module = task.build_task(cfg)
     load_model_weights(module.model, last)  # loads into the run's architecture
     assert all(torch.isfinite(p).all() for p in module.model.state_dict().values() if p.is_floating_point())
 
@@ -220,12 +221,12 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
 
 def test_load_weights_starts_from_the_checkpoint(compose_train: Callable[..., DictConfig]):
     source_cfg = compose_train()
-    training.run(source_cfg)
-    source = runs.run_dir(source_cfg, runs.experiment_id(source_cfg)) / LAST_CHECKPOINT
+    task.run(source_cfg)
+    source = experiment.run_dir(source_cfg, experiment.experiment_id(source_cfg)) / LAST_CHECKPOINT
 
     cfg = compose_train(f"load_weights={source}", "seed=1", "trainer.max_steps=1")
-    training.run(cfg)
-    run_dir = runs.run_dir(cfg, runs.experiment_id(cfg))
+    task.run(cfg)
+    run_dir = experiment.run_dir(cfg, experiment.experiment_id(cfg))
     assert run_dir.parent != source.parents[2]  # another experiment: it starts from other weights
 
     def model_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from slotsweep import runs, tracking
+from slotsweep.runs import experiment
+from slotsweep.training import tracking
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "slotsweep-test-key-" + "7" * 21  # 40 characters, like a real key; never to be written
@@ -100,7 +101,7 @@ def test_logger_session_writes_config_group_history_and_best_summary(
     compose_train: Callable[..., DictConfig], offline_env: Path
 ):
     cfg = compose_train("logger=wandb", "seed=4")
-    exp_id = runs.experiment_id(cfg)
+    exp_id = experiment.experiment_id(cfg)
     run_dir = offline_env / "run"
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))
     tracking.define_best_summaries(logger)
@@ -122,14 +123,14 @@ def test_logger_session_writes_config_group_history_and_best_summary(
 
 
 def test_training_run_logs_an_offline_run(compose_train: Callable[..., DictConfig], offline_env: Path):
-    from slotsweep import training
+    from slotsweep.training import task
 
     cfg = compose_train("logger=wandb")
-    training.run(cfg)
-    assert wandb.run is None, "training.run must end its W&B run: tracking.finish_wandb(trainer.logger)"
-    exp_id = runs.experiment_id(cfg)
-    run_dir = runs.run_dir(cfg, exp_id)
-    results = runs.read_results(run_dir)
+    task.run(cfg)
+    assert wandb.run is None, "task.run must end its W&B run: tracking.finish_wandb(trainer.logger)"
+    exp_id = experiment.experiment_id(cfg)
+    run_dir = experiment.run_dir(cfg, exp_id)
+    results = experiment.read_results(run_dir)
     logged = read_offline_run(run_dir)
 
     assert (logged["run"].run_id, logged["run"].run_group) == (f"{exp_id}-s0", exp_id)
@@ -141,11 +142,11 @@ def test_training_run_logs_an_offline_run(compose_train: Callable[..., DictConfi
     assert len(validated) >= 2 and validated[-1] == pytest.approx(results["metrics"]["val/video_fg_ari"])
     summary = logged["summary"]["val/video_fg_ari"]
     assert isinstance(summary, dict), (
-        "training.run must keep best values in the W&B summary: tracking.define_best_summaries(logger)"
+        "task.run must keep best values in the W&B summary: tracking.define_best_summaries(logger)"
     )
     assert summary["max"] == pytest.approx(max(validated))
     assert summary["last"] == pytest.approx(results["metrics"]["val/video_fg_ari"])
-    # each validation's mask picture (slotsweep.pictures): at trainer steps 2 and 4, as image files
+    # each validation's mask picture (slotsweep.training.pictures): at trainer steps 2 and 4, as image files
     pictures = [row for row in history if "val/masks/path" in row]  # an image logs as nested keys
     assert [row["trainer/global_step"] for row in pictures] == [2, 4]
     (files,) = (run_dir / "logs" / "wandb").glob("offline-run-*/files")
@@ -192,7 +193,7 @@ def test_seed_grid_is_aggregated_and_ready_to_sync(data_dir: Path, tmp_path: Pat
     assert " | 3 | - | " in row and " ± " in row
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "table.tex", "plots"}
 
-    offline = sorted(runs.glob(f"{exp_id}/seed*/logs/wandb/offline-run-*"))
+    offline = sorted(experiment.glob(f"{exp_id}/seed*/logs/wandb/offline-run-*"))
     assert [p.name.rsplit("-", 1)[1] for p in offline] == ["s0", "s1", "s2"]  # one W&B run per seed
     for seed, path in enumerate(offline):
         logged = read_offline_run(path.parents[2])

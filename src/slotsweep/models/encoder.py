@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from slotsweep.contracts import EncoderOutput
 from slotsweep.errors import SlotsweepError
 from slotsweep.lean_timm import timm
-from slotsweep.safe_load import refuse_unpickling
+from slotsweep.runs.safe_load import refuse_unpickling
 
 __all__ = ["ViTEncoder", "sincos_2d"]
 
@@ -47,7 +47,7 @@ class ViTEncoder(nn.Module):
             embeddings, which leaves the tokens without the position that slots must encode.
         model_kwargs: extra timm constructor arguments (e.g. patch_size, depth for a small encoder).
         allow_pickle: read a `weights` file that needs arbitrary unpickling (runs code from the file;
-            slotsweep.safe_load). Set from the top-level `allow_pickle` by the task builder.
+            slotsweep.runs.safe_load). Set from the top-level `allow_pickle` by the task builder.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """`make dashboard SWEEP=<sweep dir>`: optuna-dashboard on the study a sweep wrote.
 
-The sweeper keeps its study in the sweep dir (slotsweep.sweeps.storage: a SQLite file, or a journal
+The sweeper keeps its study in the sweep dir (slotsweep.runs.study_storage: a SQLite file, or a journal
 file on shared disks); this finds that file and starts optuna-dashboard on it, after installing
 slotsweep's `dashboard` extra when optuna-dashboard is missing.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from slotsweep.cli import exit_with_error
 from slotsweep.errors import SlotsweepError
-from slotsweep.sweeps.storage import STORAGE_FILES, dashboard_argument, find_storage_files
+from slotsweep.runs.study_storage import STORAGE_FILES, dashboard_argument, find_storage_files
 
 __all__ = ["main", "sweep_storage"]
 

@@ -15,8 +15,8 @@ DDP ranks: it re-executes the process's own command line, which is submitit's, n
 
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep import runs
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs import experiment
 
 __all__ = ["check_local_devices", "check_slurm_tasks", "is_slurm"]
 
@@ -37,7 +37,7 @@ def check_local_devices(cfg: DictConfig) -> None:
     # a task without a trainer (a toy objective, a custom app) runs in one process anyway
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
-    if devices == -1 or runs.device_count(devices) > 1 or nodes > 1:  # -1: every GPU of the node
+    if devices == -1 or experiment.device_count(devices) > 1 or nodes > 1:  # -1: every GPU of the node
         raise SlotsweepError(
             f"trainer.devices={devices} trainer.num_nodes={nodes} with a local launcher: a local "
             "sweep trial is one process, and Lightning cannot start DDP ranks from it; pass "

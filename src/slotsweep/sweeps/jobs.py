@@ -30,8 +30,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from slotsweep.job_cores import SLOT_ENV
 from slotsweep.sweeps import local_shares
+from slotsweep.training.job_cores import SLOT_ENV
 
 __all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs"]
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import TypeVar
 
-from slotsweep.job_cores import CPUS_ENV, SLOT_ENV
+from slotsweep.training.job_cores import CPUS_ENV, SLOT_ENV
 
 __all__ = [
     "job_environment",

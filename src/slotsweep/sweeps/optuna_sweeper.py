@@ -5,7 +5,7 @@ sweep to `OptunaSweep.run`. The scheduler keeps `n_jobs` trials running: the mom
 its seeds done, pruned or failed) the next is asked and launched, so no GPU waits for a batch's
 straggler. Jobs go through slotsweep.sweeps.jobs (SLURM via submitit, or local subprocesses); each
 training job writes its validation objective to its run dir, the sweeper reports the per-step mean
-over seeds to the study and, when the pruner says so, asks the jobs to stop (slotsweep.trial_files).
+over seeds to the study and, when the pruner says so, asks the jobs to stop (slotsweep.runs.trial_files).
 The study lives in persistent storage in the sweep dir, with every trial's job ids, so relaunching
 the same command resumes it and adopts the jobs a killed sweeper left running. See docs/sweeps.md.
 """
@@ -25,14 +25,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from slotsweep import runs
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs import experiment
+from slotsweep.runs.study_storage import open_storage
 from slotsweep.sweeps import confirmation
 from slotsweep.sweeps.job_devices import check_local_devices, check_slurm_tasks
 from slotsweep.sweeps.jobs import Jobs, make_jobs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
 from slotsweep.sweeps.settings import OptunaSweeperConf
-from slotsweep.sweeps.storage import open_storage
 from slotsweep.sweeps.summary import RESULTS_FILE, summarize
 from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
 
@@ -422,13 +422,13 @@ def _tell(study: optuna.Study, trial: Trial | int, **outcome: Any) -> None:
 
 
 def _run_dir(job_cfg: DictConfig) -> Path | None:
-    """The run dir a training job of this config writes (slotsweep.runs); None for another task."""
+    """The run dir a training job of this config writes (slotsweep.runs.experiment); None for another task."""
     if OmegaConf.select(job_cfg, "paths.runs_dir") is None or "exp_name" not in job_cfg:
         return None
     task_cfg = job_cfg.copy()
     with open_dict(task_cfg):
         del task_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
-    return runs.run_dir(task_cfg, runs.experiment_id(task_cfg)).resolve()
+    return experiment.run_dir(task_cfg, experiment.experiment_id(task_cfg)).resolve()
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:

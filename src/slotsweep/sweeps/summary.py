@@ -1,7 +1,7 @@
 """The sweep's summary: optimization_results.yaml in the sweep dir, and the same as a printed table.
 
 Per trial: state, value (± std over seeds), steps trained and device-hours (from the jobs'
-results.json, slotsweep.cost); the totals; whether `hydra.sweeper.budget_hours` stopped the
+results.json, slotsweep.training.cost); the totals; whether `hydra.sweeper.budget_hours` stopped the
 search; the best trial (or the Pareto front); and the confirmation ranking when there was one.
 """
 

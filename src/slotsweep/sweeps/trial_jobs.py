@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slotsweep import runs
+from slotsweep.runs import experiment
+from slotsweep.runs.trial_files import read_reports, request_stop
 from slotsweep.sweeps.jobs import Jobs
-from slotsweep.trial_files import read_reports, request_stop
 
 __all__ = ["SeedJob", "TrialJobs"]
 
@@ -134,7 +134,7 @@ class TrialJobs:
 
     def cost(self) -> dict[str, Any]:
         """{device_seconds, steps, device_kind} summed over the seeds' results.json."""
-        results = [runs.read_results(j.run_dir) for j in self.jobs if j.run_dir is not None]
+        results = [experiment.read_results(j.run_dir) for j in self.jobs if j.run_dir is not None]
         results = [r for r in results if r is not None and "device_seconds" in r]
         kinds = sorted({r["device_kind"] for r in results})
         return {

@@ -14,11 +14,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from slotsweep import runs, tracking
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
-from slotsweep.training import build_task, build_trainer
+from slotsweep.runs import experiment
+from slotsweep.training import tracking
+from slotsweep.training.task import build_task, build_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 GROUPS = ("encoder", "grouper", "predictor", "decoder", "loss", "dataset", "optim", "trainer", "logger")
@@ -149,11 +150,11 @@ def _optim(cfg: DictConfig, option: str, tmp_path: Path) -> None:
 def _trainer_or_logger(cfg: DictConfig, option: str, tmp_path: Path) -> None:
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip(f"trainer={option} asks for GPUs and torch sees none (Lightning refuses to build it)")
-    exp_id = runs.experiment_id(cfg)
+    exp_id = experiment.experiment_id(cfg)
     trainer = build_trainer(cfg, exp_id, tmp_path / "run")
     assert isinstance(trainer, L.Trainer)
     assert trainer.max_steps == cfg.trainer.max_steps
-    if cfg.logger._target_ == "slotsweep.tracking.no_logger":
+    if cfg.logger._target_ == "slotsweep.training.tracking.no_logger":
         assert trainer.logger is None
     else:
         assert Path(trainer.logger.save_dir) == tmp_path / "run" / "logs"
@@ -204,7 +205,7 @@ def test_experiment_preset_builds(compose_train: Callable[..., DictConfig], pres
     """A preset composes, passes the cross-group checks and builds its model (no data needed)."""
     cfg = compose_train(f"experiment={preset}", "encoder.pretrained=false", debug=False)
     check_config(cfg)
-    assert runs.experiment_id(cfg).startswith(f"{cfg.exp_name}-")
+    assert experiment.experiment_id(cfg).startswith(f"{cfg.exp_name}-")
     model, losses = build_model(cfg)  # timm's random init (pretrained=false); not run, some are large
     assert model.grouper.n_slots == cfg.grouper.n_slots
     assert set(losses) == {name for name, loss in cfg.loss.items() if loss.weight > 0}

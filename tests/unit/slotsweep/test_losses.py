@@ -18,8 +18,8 @@ from slotsweep.models.decoder import MLPDecoder
 from slotsweep.models.encoder import ViTEncoder
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.object_centric import ObjectCentricModel
-from slotsweep.module import ObjectCentricModule
 from slotsweep.optim import AdamWarmupDecay
+from slotsweep.training.module import ObjectCentricModule
 
 TEMPERATURES = [0.075, 0.25]
 KEYS = ["keys", "keys_edge"]

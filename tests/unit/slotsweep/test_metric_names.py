@@ -2,8 +2,8 @@
 
 import pytest
 
+from slotsweep.evaluation.metrics import make_metrics
 from slotsweep.metric_names import AGGREGATE_KEYS, DEFAULT_OBJECTIVE, METRICS, higher_is_better, val_key
-from slotsweep.metrics import make_metrics
 
 
 @pytest.mark.parametrize("name", list(METRICS))

@@ -22,7 +22,7 @@ from slotsweep.data.shapes import (
 )
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from slotsweep.errors import SlotsweepError
-from slotsweep.runs import NON_RESULT_DECLARATION
+from slotsweep.runs.experiment import NON_RESULT_DECLARATION
 
 CONFIG = Path(__file__).parents[4] / "conf" / "dataset" / "shapes.yaml"
 GENERATOR_KEYS = [f.name for f in dataclasses.fields(ShapesParams)]

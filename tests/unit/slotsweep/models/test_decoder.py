@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from slotsweep.checkpoints import reference_to_local
 from slotsweep.models.decoder import MLPDecoder, SlotMixerDecoder
+from slotsweep.models.weights import reference_to_local
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "written_out"])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from slotsweep.checkpoints import reference_to_local
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.initializers import RandomInit
+from slotsweep.models.weights import reference_to_local
 
 
 def reference_slot_attention(entry: dict) -> SlotAttention:

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from slotsweep.checkpoints import reference_to_local
 from slotsweep.contracts import EncoderOutput
 from slotsweep.models.decoder import SlotMixerDecoder
 from slotsweep.models.encoder import ViTEncoder
@@ -15,6 +14,7 @@ from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.layers import feature_projection
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.models.transformer import TransformerEncoder
+from slotsweep.models.weights import reference_to_local
 
 FEAT_DIM, N_PATCHES, IMG = 192, 16, 32
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from slotsweep.job_cores import CPUS_ENV, SLOT_ENV
 from slotsweep.sweeps.local_shares import share
+from slotsweep.training.job_cores import CPUS_ENV, SLOT_ENV
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_slots_beyond_the_planned_ones_wrap_around_and_no_devices_give_none():
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 def test_a_job_pins_itself_to_its_cores_and_sizes_torch_threads_to_them():
     code = (
-        "import os, torch; from slotsweep.job_cores import apply_cpu_share; "
+        "import os, torch; from slotsweep.training.job_cores import apply_cpu_share; "
         "cpus = apply_cpu_share(); print(cpus, sorted(os.sched_getaffinity(0)), torch.get_num_threads())"
     )
     core = sorted(os.sched_getaffinity(0))[-1]

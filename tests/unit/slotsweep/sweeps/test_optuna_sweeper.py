@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from slotsweep.errors import SlotsweepError
+from slotsweep.runs.study_storage import open_storage
 from slotsweep.sweeps.optuna_sweeper import OptunaSweep
 from slotsweep.sweeps.settings import OptunaSweeperConf
-from slotsweep.sweeps.storage import open_storage
 
 
 def test_storage_default_sqlite_journal_or_url(tmp_path: Path):

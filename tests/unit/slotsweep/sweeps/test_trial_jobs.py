@@ -1,11 +1,11 @@
-"""Intermediate values of a trial from its seeds' validation.jsonl files (slotsweep.trial_files)."""
+"""Intermediate values of a trial from its seeds' validation.jsonl files (slotsweep.runs.trial_files)."""
 
 from pathlib import Path
 
 import pytest
 
+from slotsweep.runs.trial_files import append_report
 from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
-from slotsweep.trial_files import append_report
 
 
 def trial_of(tmp_path: Path, n_seeds: int) -> TrialJobs:

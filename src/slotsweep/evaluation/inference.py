@@ -1,0 +1,186 @@
+"""Run a trained checkpoint on any video (file or folder of frames), chunk by chunk.
+
+Slots carry across chunk borders (the predicted slots of a chunk's last frame start the next
+chunk), so the result equals one pass over the whole video while memory stays bounded by the
+chunk length. Frames become the model's square input as the user chooses (`RESIZE_MODES`), on the
+device the user chooses (`resolve_device`); both are said in the log.
+"""
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from PIL import Image
+from torch import Tensor
+
+from slotsweep.build import build_model
+from slotsweep.data.transforms import frames_to_tensor
+from slotsweep.errors import SlotsweepError
+from slotsweep.evaluation.masks import resize_patch_masks
+from slotsweep.evaluation.visualize import overlay
+from slotsweep.models.initializers import check_n_slots
+from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.models.weights import load_model_weights
+from slotsweep.runs.checkpoint_files import load_run_config
+
+__all__ = [
+    "RESIZE_MODES",
+    "FrameSource",
+    "fit_to_square",
+    "infer_video",
+    "load_checkpoint_model",
+    "resolve_device",
+    "run_inference",
+]
+
+log = logging.getLogger(__name__)
+
+# How a (H, W) frame becomes the model's (S, S) input.
+RESIZE_MODES = {
+    "short_side_crop": "short side resized to {S}, centred {S}x{S} crop (the reference's inference)",
+    "stretch": "whole frame resized to {S}x{S} (aspect ratio not kept)",
+}
+ACCELERATORS = ("auto", "cpu", "gpu")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+class FrameSource:
+    """Random-access frames of a video file (decord) or a folder of images, as uint8 (T, H, W, 3)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SlotsweepError(f"video={self.path} does not exist: give a video file or a folder of frames")
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise SlotsweepError(f"video={self.path} is a folder without image frames ({IMAGE_SUFFIXES})")
+            self.n_frames = len(self.files)
+        else:
+            import decord
+
+            try:
+                self.reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0))
+            except (decord.DECORDError, RuntimeError) as e:  # decord raises both for bad files
+                raise SlotsweepError(f"video={self.path} cannot be decoded ({str(e).splitlines()[0]})") from e
+            self.n_frames = len(self.reader)
+        if self.n_frames == 0:
+            raise SlotsweepError(f"video={self.path} has no frames")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.path.is_dir():
+            return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in self.files[start:stop]])
+        return self.reader.get_batch(list(range(start, stop))).asnumpy()
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.n_frames, size):
+            yield self.read(start, min(start + size, self.n_frames))
+
+
+def fit_to_square(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, bilinear, as RESIZE_MODES[mode] says.
+
+    short_side_crop takes the centred full square (side min(H, W)) before resizing, which is the
+    same as resizing the short side to `size` and cropping the centre (videosaur.md §7).
+    """
+    _check_resize(mode)
+    H, W = frames.shape[1:3]
+    if mode == "short_side_crop":
+        side = min(H, W)
+        top, left = (H - side) // 2, (W - side) // 2
+        frames = frames[:, top : top + side, left : left + side]
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def _check_resize(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise SlotsweepError(f"resize={mode} is not a resize mode: choose one of {sorted(RESIZE_MODES)}")
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """auto: the GPU when there is one, else the CPU; gpu: a GPU or an error (never a silent CPU run)."""
+    if accelerator not in ACCELERATORS:
+        raise SlotsweepError(f"accelerator={accelerator} is not one of {list(ACCELERATORS)}")
+    has_gpu = torch.cuda.is_available()
+    if accelerator == "gpu" and not has_gpu:
+        raise SlotsweepError(
+            "accelerator=gpu but torch sees no CUDA GPU (check CUDA_VISIBLE_DEVICES and the driver); "
+            "use accelerator=cpu or accelerator=auto"
+        )
+    return torch.device("cuda" if accelerator != "cpu" and has_gpu else "cpu")
+
+
+def load_checkpoint_model(
+    ckpt: str | Path, config: str | Path | None = None, allow_pickle: bool = False
+) -> tuple[ObjectCentricModel, DictConfig]:
+    """The model of a training run: weights from `ckpt`, config from it (or from `config`).
+
+    allow_pickle: read a checkpoint that needs arbitrary unpickling (trusted files only).
+    """
+
+    cfg = load_run_config(ckpt, config, allow_pickle)
+    cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too
+    cfg.load_weights, cfg.allow_pickle = None, allow_pickle
+    model, _ = build_model(cfg)
+    load_model_weights(model, ckpt, "ckpt", allow_pickle)
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def infer_video(
+    model: ObjectCentricModel,
+    source: FrameSource,
+    chunk_size: int = 8,
+    n_slots: int | None = None,
+    seed: int = 0,
+    resize: str = "short_side_crop",
+) -> Iterator[tuple[np.ndarray, Tensor]]:
+    """Yield (frames (t, S, S, 3) uint8 as fed to the model, soft masks (t, n_slots, S, S)) per chunk;
+    `resize` is one of RESIZE_MODES."""
+    size = model.encoder.img_size
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    slots = None
+    for frames in source.chunks(chunk_size):
+        frames = fit_to_square(frames, size, resize)
+        video = frames_to_tensor(frames)[None].to(device)  # (1, t, 3, S, S)
+        out = model(video=video, carried_slots=slots, n_slots=n_slots, generator=generator)
+        slots = out.slots_predicted[:, -1]  # carried into the next chunk
+        yield frames, resize_patch_masks(out.decoder_masks, (size, size))[0].cpu()
+
+
+def run_inference(cfg: DictConfig) -> Path:
+    """conf/infer.yaml -> <out>/overlay.mp4 (frame | mask overlay) and <out>/masks.npz (T, S, S) labels."""
+    device = resolve_device(cfg.accelerator)  # before the model loads: a missing GPU fails at once
+    _check_resize(cfg.resize)
+    if cfg.n_slots is not None:
+        check_n_slots(cfg.n_slots, "n_slots")
+    model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle)
+    model.to(device)
+    source = FrameSource(cfg.video)
+    height, width = source.read(0, 1).shape[1:3]
+    how = RESIZE_MODES[cfg.resize].format(S=model.encoder.img_size)
+    log.info(f"infer: {source.n_frames} frames of {width}x{height} on {device}: {how} (resize={cfg.resize})")
+    out_dir = (
+        Path(cfg.out) if cfg.out is not None else Path(cfg.video).with_name(Path(cfg.video).stem + "_slots")
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = []
+    with iio.imopen(out_dir / "overlay.mp4", "w", plugin="pyav") as writer:
+        writer.init_video_stream("libx264", fps=cfg.fps)
+        chunks = infer_video(model, source, cfg.chunk_size, cfg.n_slots, cfg.seed, cfg.resize)
+        for frames, soft in chunks:
+            hard = soft.argmax(dim=1).numpy().astype(np.uint8)  # (t, S, S) slot index per pixel
+            labels.append(hard)
+            panels = np.concatenate([frames, overlay(frames, soft.numpy())], axis=2)  # (t, S, 2S, 3)
+            for panel in panels:
+                writer.write_frame(panel)
+    np.savez_compressed(out_dir / "masks.npz", masks=np.concatenate(labels))
+    return out_dir

@@ -1,0 +1,120 @@
+"""Aggregation plots, PNG files of FIGSIZE_IN x DPI pixels.
+
+Figures are made without pyplot (no global backend state), except Optuna's plots, which use
+pyplot: the CLI selects the Agg backend so they work on nodes without a display.
+
+- each metric against each numeric swept config key, mean ± std over seeds as error bars;
+- an Optuna study's optimization history and parameter importances.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from matplotlib.figure import Figure
+
+from slotsweep.runs.study_storage import find_storage_files, open_storage_file
+
+if TYPE_CHECKING:
+    from slotsweep.results.records import Group, Table
+
+__all__ = ["DPI", "FIGSIZE_IN", "plot_optuna", "plot_params"]
+
+FIGSIZE_IN, DPI = (6.0, 4.0), 100  # every plot is 600 x 400 pixels
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def plot_params(table: Table, out_dir: Path) -> list[Path]:
+    """Each metric against each numeric config key that differs between groups (mean ± std).
+
+    Groups that also differ in other keys are drawn as separate lines, labelled by those keys.
+    """
+    written = []
+    groups = [g for g in table.groups if g.published is None]  # published rows have no config
+    for param in table.keys:
+        xs = [g.params[param] for g in groups]
+        if not all(_numeric(x) for x in xs) or len(set(xs)) < 2:
+            continue
+        others = [k for k in table.keys if k != param]
+        series: dict[tuple, list[Group]] = defaultdict(list)
+        for group in groups:
+            series[tuple(str(group.params[k]) for k in others)].append(group)
+        for metric in table.metrics:
+            fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
+            ax = fig.subplots()
+            for rest, members in series.items():
+                points = sorted((g.params[param], g.stats[metric]) for g in members if g.stats[metric].n > 0)
+                if not points:
+                    continue
+                label = ", ".join(f"{k}={v}" for k, v in zip(others, rest, strict=True)) or None
+                ax.errorbar(
+                    [x for x, _ in points],
+                    [s.mean for _, s in points],
+                    yerr=[0.0 if s.n < 2 else s.std for _, s in points],
+                    fmt="o-",
+                    capsize=4,
+                    label=label[:60] if label else None,
+                )
+            positive = [x for x in xs if x > 0]
+            if len(positive) == len(xs) and max(positive) / min(positive) >= 100:
+                ax.set_xscale("log")
+            ax.set_xlabel(param)
+            ax.set_ylabel(metric)
+            ax.set_title(f"{metric} vs {param} (mean ± std over seeds)", fontsize=10)
+            if len(series) > 1:
+                ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            path = out_dir / f"{_slug(metric)}__{_slug(param)}.png"
+            fig.savefig(path, dpi=DPI)
+            written.append(path)
+    return written
+
+
+def plot_optuna(sweep_dir: Path, out_dir: Path) -> list[Path]:
+    """Optimization history and parameter importances of every Optuna study stored below sweep_dir."""
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+    for file in find_storage_files(sweep_dir):
+        storage = open_storage_file(file)
+        for name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage)
+            completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            n_params = len({p for trial in completed for p in trial.params})
+            objectives = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+            for i, objective in enumerate(objectives):
+                # One objective: optuna draws the best-so-far line itself; several need a target.
+                target = None if len(objectives) == 1 else (lambda t, i=i: t.values[i])
+                plots = [("history", optuna_plots.plot_optimization_history)]
+                if len(completed) < 2:
+                    print(f"{file} study {name}: no importances ({len(completed)} completed trials, need 2)")
+                elif n_params < 2:
+                    print(f"{file} study {name}: no importances ({n_params} parameter: nothing to compare)")
+                else:
+                    plots.append(("importances", optuna_plots.plot_param_importances))
+                for kind, plot in plots:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        ax = plot(study, target=target, target_name=objective)
+                    fig = ax.figure
+                    fig.set_size_inches(*FIGSIZE_IN)
+                    fig.tight_layout()
+                    path = out_dir / f"optuna_{_slug(name)}_{kind}_{_slug(objective)}.png"
+                    fig.savefig(path, dpi=DPI)
+                    plt.close(fig)
+                    written.append(path)
+    return written

@@ -1,0 +1,76 @@
+"""Lightning callbacks of the training run."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from slotsweep.runs.checkpoint_files import atomic_copy
+from slotsweep.training.module import NonFiniteLossError
+
+__all__ = ["VerifiedCheckpoint"]
+
+
+class VerifiedCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that never leaves a run with only weights whose loss was NaN/inf.
+
+    A step checkpoint holds the weights after that step's update; their loss is only seen on the next
+    batch. So the step checkpoint before the newest is deleted once a batch trained from the newest
+    weights ends (its loss was finite), not when the newest is written. If that loss is NaN/inf
+    instead, the newest checkpoint is dropped and `last` rolls back to the one before.
+
+    A fresh run also checkpoints its initial weights (step 0), so a NaN within the first
+    `every_n_train_steps` steps has a finite-loss checkpoint to roll back to as well.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._superseded: list[str] = []  # older step checkpoints, kept until the newest proves good
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if filepath == self.last_model_path:
+            super()._remove_checkpoint(trainer, filepath)
+        else:
+            self._superseded.append(filepath)
+
+    def _drop_superseded(self, trainer: L.Trainer) -> None:
+        for path in self._superseded:
+            super()._remove_checkpoint(trainer, path)
+        self._superseded.clear()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        if self.dirpath is None:
+            return
+        # A session killed between writing a checkpoint and verifying it leaves the older one behind;
+        # a resumed session removes it like any other superseded checkpoint.
+        if trainer.is_global_zero:
+            for path in sorted(Path(self.dirpath).glob("*.ckpt")):
+                if str(path) != self.best_model_path and not path.name.startswith(self.CHECKPOINT_NAME_LAST):
+                    self._superseded.append(str(path))
+        if trainer.global_step == 0:  # the initial weights: what a NaN in the first steps rolls back to
+            initial = self.format_checkpoint_name(self._monitor_candidates(trainer))
+            self._superseded = [path for path in self._superseded if path != initial]
+            self._save_checkpoint(trainer, initial)  # every rank: saving synchronises them
+            self.best_model_path = initial
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._drop_superseded(trainer)  # this batch's loss, from the newest weights, was finite
+        super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_end(trainer, module)
+        self._drop_superseded(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, NonFiniteLossError) or self.dirpath is None:
+            return
+        if self._superseded:  # the newest checkpoint's weights gave this loss: roll back past it
+            good, bad = self._superseded.pop(), self.best_model_path
+            super()._remove_checkpoint(trainer, bad)
+            self.best_model_path = good
+            self._drop_superseded(trainer)
+        if self.best_model_path and trainer.is_global_zero:  # last.ckpt too, made if not saved yet
+            last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+            atomic_copy(Path(self.best_model_path), last)

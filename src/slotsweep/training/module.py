@@ -1,0 +1,213 @@
+"""The LightningModule: built parts in, weighted losses and FG-ARI/mBO out."""
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import SumMetric
+
+from slotsweep.contracts import EncoderOutput, Loss, ModelOutput
+from slotsweep.errors import SlotsweepError
+from slotsweep.evaluation.jandf import JandF
+from slotsweep.evaluation.masks import hard_masks, resize_patch_masks
+from slotsweep.evaluation.metrics import make_metrics
+from slotsweep.losses import channel_layout
+from slotsweep.metric_names import METRICS, val_key
+from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.optim import AdamWarmupDecay
+
+__all__ = [
+    "NonFiniteLossError",
+    "ObjectCentricModule",
+    "first_frame_conditions",
+    "model_inputs",
+]
+
+
+def first_frame_conditions(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch's first-frame annotations for a conditioned slot initializer: "masks" (B, K, H, W)
+    where the batch has masks (B, T, K, H, W); unconditioned initializers ignore them."""
+    return {"masks": batch["masks"][:, 0]} if "masks" in batch else {}
+
+
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput | dict[str, Tensor]]:
+    """The model's input from a batch: the frozen encoder's cached outputs when the loader reads a
+    feature cache (slotsweep.cache), else the video; and the first-frame conditions."""
+    inputs: dict[str, Tensor | EncoderOutput | dict[str, Tensor]] = {
+        "conditions": first_frame_conditions(batch)
+    }
+    if "features" in batch:  # stored as float16; the model and the losses work in float32
+        inputs["features"] = EncoderOutput(batch["features"].float(), batch["keys"].float())
+    else:
+        inputs["video"] = batch["video"]
+    return inputs
+
+
+class NonFiniteLossError(SlotsweepError):
+    """The loss became NaN/inf: training stops, the last checkpoint with a finite loss is kept
+    (VerifiedCheckpoint). A user error: the fix is in the config (learning rate, clipping)."""
+
+
+class ObjectCentricModule(L.LightningModule):
+    """Trains an ObjectCentricModel with a weighted sum of losses; validates with FG-ARI and mBO.
+
+    Args:
+        model: the assembled model; its decoder output holds the losses' channels in dict order.
+        losses: {name: contracts.Loss}; they read the decoder channels of losses.channel_layout.
+        optim: builds Adam and its schedule.
+        total_batch_size: batch over all devices (for the lr scaling rule).
+        ignore_background, ignore_overlaps: the dataset's mask conventions, for the metrics.
+        eval_seed: seed of the slot initialisation at validation, so metrics are repeatable.
+        eval_n_slots: number of slots at validation; None = the grouper's (training) count.
+        run_config: the resolved training config, stored in every checkpoint so that eval and
+            infer rebuild the model from the checkpoint alone (checkpoints.load_run_config).
+        eval_masks: which masks validation scores: "decoder" (the reference's) or "grouping"
+            (slot attention's), see slotsweep.evaluation.protocol.MASK_SOURCES.
+        eval_jandf: also score J&F (video datasets; costs boundary extraction, slotsweep.evaluation.jandf).
+    """
+
+    def __init__(
+        self,
+        model: ObjectCentricModel,
+        losses: dict[str, Loss],
+        optim: AdamWarmupDecay,
+        total_batch_size: int,
+        ignore_background: bool,
+        ignore_overlaps: bool,
+        eval_seed: int = 0,
+        eval_n_slots: int | None = None,
+        run_config: dict[str, Any] | None = None,
+        eval_masks: str = "decoder",
+        eval_jandf: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.losses = nn.ModuleDict(losses)
+        self.loss_channels = channel_layout(losses, model.encoder)
+        self.optim = optim
+        self.total_batch_size = total_batch_size
+        self.eval_seed = eval_seed
+        self.eval_n_slots = eval_n_slots
+        self.run_config = run_config
+        self.eval_masks = eval_masks
+        self.metrics = make_metrics(ignore_background, ignore_overlaps)
+        # val/<loss> = its sum over the validation clips / their count; NaN stays NaN. (Not
+        # MeanMetric: its nan_strategy="disable" drops the weights, torchmetrics 1.9.)
+        self.val_loss_sums = nn.ModuleDict(
+            {name: SumMetric(nan_strategy="disable") for name in [*losses, "loss"]}
+        )
+        self.val_clips = SumMetric()
+        self.jandf = JandF(ignore_background, ignore_overlaps) if eval_jandf else None
+        self.best_metrics: dict[str, float] = {}
+        self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
+        self._session_start = time.monotonic()
+
+    def compute_losses(self, out: ModelOutput) -> dict[str, Tensor]:
+        """{name: unweighted loss} plus "loss", the weighted total."""
+        predictions = out.reconstruction.split(self.loss_channels, dim=-1)
+        values = {
+            name: loss(pred, out) for (name, loss), pred in zip(self.losses.items(), predictions, strict=True)
+        }
+        values["loss"] = sum(self.losses[name].weight * value for name, value in values.items())
+        return values
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        values = self.compute_losses(self.model(**model_inputs(batch)))
+        if not torch.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"training loss is {values['loss'].item()} at step {self.global_step} "
+                f"({ {k: v.item() for k, v in values.items()} }); last.ckpt keeps the newest weights "
+                "whose loss was finite. Lower optim.base_lr, or clip gradients "
+                "(trainer.gradient_clip_val, e.g. 0.05; lower it if it is already set)"
+            )
+        self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
+        self.log("loss", values["loss"], prog_bar=True, logger=False)
+        return values["loss"]
+
+    def predict_masks(self, batch: dict[str, Tensor]) -> tuple[ModelOutput, Tensor]:
+        """Model output and the scored hard masks (B, T, S, H, W) at the GT mask resolution:
+        the decoder's, or slot attention's with eval_masks="grouping"."""
+        if "index" not in batch:
+            raise SlotsweepError(
+                f'a validation batch has no "index" (it has {sorted(batch)}): each sample\'s position '
+                "in the validation set seeds its slots (slotsweep.contracts.DataModule); build the "
+                "val loader on slotsweep.data.streams.ValidationStream or map_stream"
+            )
+        inputs = model_inputs(batch)
+        # slots per clip: its metrics do not depend on the batch size or a DDP split
+        inputs["initial_slots"] = self._initial_slots(batch["index"].tolist(), inputs["conditions"])
+        out = self.model(**inputs, n_slots=self.eval_n_slots)
+        size = tuple(batch["masks"].shape[-2:])
+        masks = out.grouping_masks if self.eval_masks == "grouping" else out.decoder_masks
+        return out, hard_masks(resize_patch_masks(masks, size), dtype=torch.bool)
+
+    def _initial_slots(self, indices: list[int], conditions: dict[str, Tensor]) -> Tensor:
+        """(B, S, D) first-frame slots, clip b's drawn from a seed of its index in the split."""
+        slots = []
+        for b, index in enumerate(indices):
+            generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + index)
+            clip_conditions = {key: value[b : b + 1] for key, value in conditions.items()}
+            slots.append(self.model.grouper.initial_slots(1, self.eval_n_slots, generator, clip_conditions))
+        return torch.cat(slots)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """Counts the losses and metrics; returns {"output", "masks"} (the scored hard masks) for
+        callbacks (pictures.ValPictures draws the first clips; Lightning keeps none of them)."""
+        out, pred = self.predict_masks(batch)
+        # Everything is summed into metric states here and synced once at epoch end (not per
+        # batch): under DDP a rank may have fewer batches than another, or none.
+        batch_size = len(batch["masks"])
+        for name, value in self.compute_losses(out).items():  # each a mean over the batch's clips
+            self.val_loss_sums[name].update(value * batch_size)
+        self.val_clips.update(batch_size)
+        self.metrics.update(batch["masks"], pred)
+        if self.jandf is not None:
+            self.jandf.update(batch["masks"], pred)
+        return {"output": out, "masks": pred}
+
+    def on_validation_epoch_end(self) -> None:
+        # compute() syncs the states over all ranks: the values are the whole validation set's
+        values = {name: metric.compute().item() for name, metric in self.metrics.items()}
+        if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
+            values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
+        n_clips = self.val_clips.compute()  # clips (or chunks, images) scored, each once
+        losses = {
+            f"val/{name}": (sums.compute() / n_clips).item() for name, sums in self.val_loss_sums.items()
+        }
+        losses["val/n_clips"] = n_clips.item()  # NaN losses above when it is 0: nothing to average
+        for metric in [*self.metrics.values(), *self.val_loss_sums.values(), self.val_clips, self.jandf]:
+            if metric is not None:
+                metric.reset()
+        # sync_dist: the values are already equal on all ranks (this only silences Lightning)
+        self.log_dict(losses, sync_dist=True)
+        for name, value in values.items():
+            spec, key = METRICS.get(name), val_key(name)
+            self.log(key, value, prog_bar=spec is not None and spec.prog_bar, sync_dist=True)
+            best = self.best_metrics.get(key)
+            improved = best is None or (spec.better(value, best) if spec is not None else value > best)
+            if not math.isnan(value) and improved:
+                self.best_metrics[key] = value
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer, schedule = self.optim.build(params, self.total_batch_size)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def elapsed_s(self) -> float:
+        return self.wall_time_s + time.monotonic() - self._session_start
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["slotsweep"] = {
+            "best_metrics": self.best_metrics,
+            "wall_time_s": self.elapsed_s(),
+            "config": self.run_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("slotsweep", {})
+        self.best_metrics = dict(state.get("best_metrics", {}))
+        self.wall_time_s = state.get("wall_time_s", 0.0)
+        self._session_start = time.monotonic()

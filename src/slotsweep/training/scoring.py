@@ -1,0 +1,141 @@
+"""src/eval.py: score one checkpoint, or re-score every completed run of a runs/sweep dir.
+
+Each scoring writes `<run_dir>/eval/<ckpt stem>-<protocol key>.json` holding the protocol
+(slotsweep.evaluation.protocol) and the metrics, so aggregate.py tabulates it under its protocol. A
+run already scored under the requested protocol and metric version is skipped (force=true re-scores
+it). A list of slot counts (`n_slots=[5,7,9,11]`) scores each in turn: one eval JSON per count.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from slotsweep.build import build_datamodule
+from slotsweep.errors import SlotsweepError
+from slotsweep.evaluation.jandf import JandF
+from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
+from slotsweep.models.weights import load_model_weights
+from slotsweep.results.loaders import load_local
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, load_run_config
+from slotsweep.runs.experiment import EVAL_DIR
+from slotsweep.training.task import build_task
+
+__all__ = ["evaluate", "eval_path"]
+
+log = logging.getLogger(__name__)
+
+
+def eval_path(ckpt: Path, protocol: EvalProtocol) -> Path:
+    """Where the scores of `ckpt` under `protocol` go: the eval/ dir of the checkpoint's run."""
+    return ckpt.parent.parent / EVAL_DIR / f"{ckpt.stem}-{protocol.key()}.json"
+
+
+def _slot_counts(cfg: DictConfig) -> list[int | None]:
+    n_slots = cfg.n_slots
+    if n_slots is None or isinstance(n_slots, int):
+        return [n_slots]
+    return list(n_slots)
+
+
+def _train_config(ckpt: Path, config: Path | None, cfg: DictConfig) -> DictConfig:
+    """The run's config (`config`, else the one the checkpoint carries) with the command line's
+    dataset keys (those not null) and overrides."""
+    trained = load_run_config(ckpt, config, cfg.allow_pickle)
+    dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset).items() if v is not None}
+    unknown = [f"dataset.{k}={v}" for k, v in dataset.items() if k not in trained.dataset]
+    if unknown:
+        raise SlotsweepError(
+            f"{', '.join(unknown)}: the dataset of {ckpt} ({trained.dataset._target_}) has no such "
+            f"key; leave it null"
+        )
+    train_cfg = OmegaConf.merge(trained, {"dataset": dataset}, OmegaConf.from_dotlist(list(cfg.overrides)))
+    train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
+    return train_cfg
+
+
+def _protocol(train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None) -> EvalProtocol:
+    """The protocol of scoring with this config, from the datamodule's conventions (not set up)."""
+    datamodule = build_datamodule(train_cfg.dataset)
+    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
+    return protocol_of(train_cfg, *conventions, n_slots, cfg.masks, cfg.limit_batches)
+
+
+def score_checkpoint(
+    ckpt: Path, train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None
+) -> dict[str, Any]:
+    """Validate `ckpt` under the eval options; write and return its eval record."""
+    protocol = _protocol(train_cfg, cfg, n_slots)
+    datamodule, module = build_task(train_cfg, stage="validate")
+    load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)
+    module.eval_seed, module.eval_n_slots, module.eval_masks = cfg.eval_seed, n_slots, cfg.masks
+    if cfg.jandf:
+        module.jandf = JandF(datamodule.ignore_background, datamodule.ignore_overlaps)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        limit_val_batches=cfg.limit_batches,
+        enable_progress_bar=False,
+    )
+    metrics = {
+        k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()
+    }
+    record = {
+        "ckpt": str(ckpt),
+        "final": ckpt.resolve() == (ckpt.parent.parent / LAST_CHECKPOINT).resolve(),  # aggregated
+        "n_slots": n_slots,
+        "eval_seed": cfg.eval_seed,
+        "limit_batches": cfg.limit_batches,
+        "protocol": protocol.as_dict(),
+        "metrics": metrics,
+    }
+    out = eval_path(ckpt, protocol)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    log.info(f"wrote {out} ({protocol.describe()})")
+    return record
+
+
+def _rescore_runs(source: Path, cfg: DictConfig) -> list[dict[str, Any]]:
+    """Score the final checkpoint of every completed run below `source` that lacks this protocol."""
+    runs, _ = load_local(source)
+    completed = [run for run in runs if run.status == "completed"]
+    if not completed:
+        raise SlotsweepError(f"runs={source}: no completed run (no results.json with status completed)")
+    records, skipped = [], 0
+    for run in completed:
+        run_dir = Path(run.source).parent
+        ckpt = run_dir / LAST_CHECKPOINT
+        if not ckpt.is_file():
+            log.warning(f"{run_dir}: completed but {LAST_CHECKPOINT} is missing; not re-scored")
+            continue
+        config = run_dir / "config.yaml"  # as the checkpoint's own; older checkpoints lack that
+        train_cfg = _train_config(ckpt, config if config.is_file() else None, cfg)
+        for n_slots in _slot_counts(cfg):
+            if eval_path(ckpt, _protocol(train_cfg, cfg, n_slots)).is_file() and not cfg.force:
+                skipped += 1
+                continue
+            records.append(score_checkpoint(ckpt, train_cfg, cfg, n_slots))
+    print(
+        f"re-scored {len(records)} checkpoint(s) of {len(completed)} completed run(s) below {source}; "
+        f"{skipped} already scored under this protocol (force=true re-scores them)"
+    )
+    return records
+
+
+def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
+    """conf/eval.yaml: `ckpt=<file>` scores one checkpoint, `runs=<dir>` re-scores a whole dir."""
+    if (cfg.ckpt is None) == (cfg.runs is None):
+        raise SlotsweepError(
+            f"ckpt={cfg.ckpt} runs={cfg.runs}: give exactly one, a checkpoint file "
+            f"(<run_dir>/{LAST_CHECKPOINT}) or a runs/sweep dir"
+        )
+    if cfg.runs is not None:
+        return _rescore_runs(Path(cfg.runs), cfg)
+    ckpt = Path(cfg.ckpt)
+    train_cfg = _train_config(ckpt, None if cfg.config is None else Path(cfg.config), cfg)
+    return [score_checkpoint(ckpt, train_cfg, cfg, n_slots) for n_slots in _slot_counts(cfg)]

@@ -1,0 +1,283 @@
+"""The task function: config -> built parts -> Lightning fit -> results.json -> objective(s).
+
+`run(cfg)` is what `src/train.py`, the tests and the sweepers call. It owns the run directory:
+a finished run is skipped, an unfinished one resumes from its last checkpoint, and every outcome
+(completed or failed) is written to results.json.
+"""
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, OmegaConf
+
+from slotsweep.build import build_datamodule, build_model
+from slotsweep.cache import attach_feature_cache, feature_cache_sources
+from slotsweep.config import check_config
+from slotsweep.errors import SlotsweepError
+from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
+from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, SafeCheckpointIO, resume_checkpoint
+from slotsweep.runs.lock import claim_run_dir
+from slotsweep.runs.trial_files import clear_stop_request
+from slotsweep.training import tracking
+from slotsweep.training.callbacks import VerifiedCheckpoint
+from slotsweep.training.cost import DeviceClock
+from slotsweep.training.job_cores import apply_cpu_share
+from slotsweep.training.module import ObjectCentricModule
+from slotsweep.training.pictures import ValPictures
+from slotsweep.training.progress import progress_callbacks
+from slotsweep.training.report import mask_report, show_report, write_report
+from slotsweep.training.trial_reporter import TrialReporter
+
+__all__ = ["build_task", "run"]
+
+log = logging.getLogger(__name__)
+
+# Lightning warnings that say nothing to a user here: the frozen encoder is in eval mode on purpose,
+# and the pytree deprecation is Lightning's own call into torch.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModule, ObjectCentricModule]:
+    """Datamodule and LightningModule from a composed config (checked first, built second).
+
+    The datamodule is set up for `stage` before the model is built, so missing data fails in
+    milliseconds rather than after a ViT has loaded.
+    """
+    check_config(cfg)
+    log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
+    datamodule = build_datamodule(cfg.dataset)
+    datamodule.setup(stage)
+    sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
+    model, losses = build_model(cfg)
+    if sources is not None:  # after loading: the cache is keyed by the encoder weights in use
+        encoder_config = OmegaConf.to_container(cfg.encoder, resolve=True)
+        root = Path(cfg.paths.features_dir)
+        attach_feature_cache(datamodule, sources, model.encoder, root, encoder_config, _cache_device(cfg))
+    module = ObjectCentricModule(
+        model=model,
+        losses=losses,
+        optim=instantiate(cfg.optim),
+        total_batch_size=experiment.total_batch_size(cfg),
+        ignore_background=datamodule.ignore_background,
+        ignore_overlaps=datamodule.ignore_overlaps,
+        eval_seed=cfg.eval_seed,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        eval_jandf=cfg.eval_jandf,
+    )
+    return datamodule, module
+
+
+def _cache_device(cfg: DictConfig) -> str:
+    """Where to build a feature cache: the GPU when training may use one (same features, faster)."""
+    use_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Lightning checks its arguments when a Trainer is made: a throwaway one, before any dir exists
+    (quiet: its device lines and hints are printed again by the real one)."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            instantiate(cfg.trainer)(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    except TypeError as e:  # an argument Trainer does not take (e.g. +trainer.max_stepz=3)
+        raise SlotsweepError(f"trainer: {e}; see conf/trainer/default.yaml for its arguments") from e
+    finally:
+        lightning_log.setLevel(level)
+
+
+def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
+    checkpoints = VerifiedCheckpoint(
+        dirpath=directory / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=1,  # monitor=None: keeps the newest step checkpoint, as the reference
+        save_last=True,
+    )
+    # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
+    reporter = TrialReporter(directory, list(cfg.objective))  # a sweep's intermediate values, pruning
+    callbacks = [checkpoints, reporter] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
+    callbacks.append(ValPictures(**cfg.val_pictures, directory=directory / "logs" / "val_pictures"))
+    progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
+    return instantiate(cfg.trainer)(
+        default_root_dir=directory,
+        callbacks=callbacks + progress,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),  # else plain lines
+        logger=logger,
+        plugins=[*plugins, SafeCheckpointIO(cfg.allow_pickle)],  # atomic saves; resume without unpickling
+    )
+
+
+def run(cfg: DictConfig) -> float | tuple[float, ...]:
+    """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
+    exp_id, directory = experiment.locate(cfg)
+    previous = experiment.read_results(directory)
+    if previous is not None and previous["status"] == "completed" and not cfg.force:
+        log.info(f"{directory} already completed (force=true re-runs it); returning its results")
+        if cfg.visualize is not None and rank_zero_only.rank == 0:
+            _show_stored_report(cfg, directory, previous)
+        return _objective(cfg, previous["metrics"])
+    if previous is not None and previous["status"] == "pruned" and not cfg.force:
+        # Deliberately not a finished run: launched again (outside the sweep that pruned it), it
+        # resumes from its checkpoint and trains on to trainer.max_steps.
+        log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
+
+    apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
+    L.seed_everything(cfg.seed, workers=True)
+    _check_trainer(cfg)
+    datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
+    set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
+    lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
+    try:
+        clock = DeviceClock(previous if not cfg.force else None)  # a resumed run's cost goes on
+        return _train(cfg, exp_id, directory, datamodule, module, clock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: DictConfig,
+    exp_id: str,
+    directory: Path,
+    datamodule: L.LightningDataModule,
+    module: ObjectCentricModule,
+    clock: DeviceClock,
+) -> float | tuple[float, ...]:
+    """Fit, validate and write results.json in a claimed run dir (completed, pruned, failed or
+    interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
+    writer = rank_zero_only.rank == 0
+    if writer:
+        experiment.write_identity(directory, cfg, exp_id)
+        clear_stop_request(directory)  # left by a job that was cancelled before it could stop
+        (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    results: dict[str, Any] = {
+        "exp_id": exp_id,
+        "exp_name": cfg.exp_name,
+        "seed": cfg.seed,
+        "run_dir": str(directory),
+        "max_steps": cfg.trainer.max_steps,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "protocol": _protocol(cfg, datamodule, module).as_dict(),  # how `metrics` were measured
+    }
+    start = time.monotonic()
+    trainer = None
+    try:
+        trainer = build_trainer(cfg, exp_id, directory)
+        tracking.define_best_summaries(trainer.logger)
+        tracking.stamp_protocol(trainer.logger, results["protocol"])
+        resume = resume_checkpoint(directory / "checkpoints")  # last.ckpt, or the newest readable
+        if resume is not None:
+            log.info(f"Resuming from {resume}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.save_checkpoint(directory / LAST_CHECKPOINT, weights_only=False)  # for a later resume
+        reporter = _reporter(trainer)
+        if reporter.stopped:  # pruned by the sweep: the last validation is the result
+            clear_stop_request(directory)
+            metrics = reporter.last_metrics
+        else:
+            validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+            metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
+        results.update(
+            status="pruned" if reporter.stopped else "completed",
+            error=None,
+            step=trainer.global_step,
+            wall_time_s=module.elapsed_s(),
+            metrics={k: float(v) for k, v in metrics.items()},
+            best_metrics=module.best_metrics,
+            **_cost(clock, trainer),
+        )
+        shows_report = writer and cfg.visualize is not None and not reporter.stopped
+        if shows_report:  # the demo's table of model vs baselines, and pictures
+            report = mask_report(module, datamodule, directory, **cfg.visualize)
+            results["mask_report"] = report
+            write_report(report, directory)
+            pictures = sorted((directory / "masks").glob("clip*.*"))
+            tracking.log_media(trainer.logger, {f"masks/{p.name}": p for p in pictures}, trainer.global_step)
+    except BaseException as error:
+        results.update(  # a signal (preemption, Ctrl-C) interrupts; the requeued job resumes
+            status="failed" if isinstance(error, Exception) else "interrupted",
+            error=f"{type(error).__name__}: {error}",
+            step=trainer.global_step if trainer is not None else 0,
+            wall_time_s=time.monotonic() - start,
+            metrics={},
+            best_metrics=module.best_metrics,
+            **_cost(clock, trainer),
+        )
+        if writer:
+            experiment.write_results(directory, results)
+        if trainer is not None:
+            tracking.finish_wandb(trainer.logger, exit_code=1)
+        raise
+    tracking.finish_wandb(trainer.logger, exit_code=0)
+    if writer:
+        experiment.write_results(directory, results)
+        log.info(f"results: {directory / experiment.RESULTS_FILE}")
+    if shows_report:
+        print(show_report(report, directory, cfg.exp_name))
+    return _objective(cfg, results["metrics"])
+
+
+def _show_stored_report(cfg: DictConfig, directory: Path, results: dict[str, Any]) -> None:
+    """A finished run shown again (`make demo` twice) prints the table it printed at its end."""
+    report = results.get("mask_report")
+    if report is None:  # finished without `visualize`: the report needs the model run again
+        log.info(f"{directory} has no mask report (it ran without visualize); force=true re-runs it with one")
+        return
+    print(show_report(report, directory, cfg.exp_name))
+
+
+def _reporter(trainer: L.Trainer) -> TrialReporter:
+    return next(c for c in trainer.callbacks if isinstance(c, TrialReporter))
+
+
+def _cost(clock: DeviceClock, trainer: L.Trainer | None) -> dict[str, Any]:
+    """results.json's device_kind, device_seconds and steps (slotsweep.training.cost)."""
+    if trainer is None:  # failed while building the trainer: nothing trained
+        return clock.record(n_gpus=0, first_step=0, last_step=0)
+    on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
+    n_gpus = trainer.num_devices * trainer.num_nodes if on_gpu else 0
+    return clock.record(n_gpus, _reporter(trainer).start_step, trainer.global_step)
+
+
+def _protocol(
+    cfg: DictConfig, datamodule: L.LightningDataModule, module: ObjectCentricModule
+) -> EvalProtocol:
+    """The protocol of the run's validations (and so of results.json's metrics)."""
+    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
+    limit = cfg.trainer.get("limit_val_batches")
+    return protocol_of(cfg, *conventions, module.eval_n_slots, module.eval_masks, limit)
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
+    if not metrics:
+        log.warning("no validation metrics (a dataset without masks): the objective is NaN")
+        return float("nan") if len(cfg.objective) == 1 else tuple(float("nan") for _ in cfg.objective)
+    missing = [key for key in cfg.objective if key not in metrics]
+    if missing:
+        raise SlotsweepError(
+            f"objective={list(cfg.objective)}: {missing} not among the metrics {sorted(metrics)}"
+        )
+    values = tuple(float(metrics[key]) for key in cfg.objective)
+    if any(math.isnan(v) for v in values):
+        log.warning(f"objective {list(cfg.objective)} is NaN: no validation sample had objects to score")
+    return values[0] if len(values) == 1 else values
