@@ -193,7 +193,7 @@ def test_seed_grid_is_aggregated_and_ready_to_sync(data_dir: Path, tmp_path: Pat
     assert " | 3 | - | " in row and " ± " in row
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "table.tex", "plots"}
 
-    offline = sorted(experiment.glob(f"{exp_id}/seed*/logs/wandb/offline-run-*"))
+    offline = sorted(runs.glob(f"{exp_id}/seed*/logs/wandb/offline-run-*"))
     assert [p.name.rsplit("-", 1)[1] for p in offline] == ["s0", "s1", "s2"]  # one W&B run per seed
     for seed, path in enumerate(offline):
         logged = read_offline_run(path.parents[2])
