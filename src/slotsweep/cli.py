@@ -12,6 +12,7 @@ failed and the sweep goes on. An error that stops the sweep itself (a bad storag
 does, and is one line like any other.
 """
 
+import difflib
 import functools
 import os
 import re
@@ -26,6 +27,7 @@ __all__ = [
     "exit_with_error",
     "expand_shorthands",
     "report_errors",
+    "require_paths",
     "user_message",
 ]
 
@@ -93,6 +95,27 @@ def _with_cause(error: BaseException) -> str:
     return f"{message} ({cause})" if cause is not None and str(cause) not in message else message
 
 
+def _composition(error: BaseException) -> str:
+    """An override of a key the config lacks: the closest existing keys, not Hydra's advice to add
+    it with `+` (a typo is far more likely than a new key)."""
+    cause = error.__cause__
+    parent = getattr(cause, "parent_node", None)
+    full_key = getattr(cause, "full_key", None)
+    if (
+        parent is None
+        or not full_key
+        or type(cause).__name__ not in ("ConfigAttributeError", "ConfigKeyError")
+    ):
+        return _with_cause(error)
+    prefix, _, name = full_key.rpartition(".")
+    keys = sorted(k for k in parent if isinstance(k, str) and k != "hydra" and not k.startswith("_"))
+    close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
+    if close:
+        dotted = [f"{prefix}.{k}" if prefix else k for k in close]
+        return f"{full_key}: no such key; did you mean {' or '.join(dotted)}?"
+    return f"{full_key}: no such key; {prefix or 'the config'} has {', '.join(keys)}"
+
+
 def _os_error(error: BaseException) -> str:
     assert isinstance(error, OSError)
     where = error.filename if error.filename is not None else "a file"
@@ -103,6 +126,7 @@ def _os_error(error: BaseException) -> str:
 # its one-line message. Names, not imports: the entry point must not import SQLAlchemy to report a typo.
 KNOWN_LIBRARY_ERRORS: dict[str, Callable[[BaseException], str]] = {
     "hydra.errors.InstantiationException": _instantiation,
+    "hydra.errors.ConfigCompositionException": _composition,  # an unknown key: the closest ones
     "hydra.errors.HydraException": _with_cause,  # compose errors: unknown option or key, bad override
     "omegaconf.errors.OmegaConfBaseException": str,  # a value of the wrong type, a missing `???`
     "lightning.fabric.utilities.exceptions.MisconfigurationException": lambda e: f"trainer: {e}",
@@ -134,6 +158,16 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, RuntimeError) and 'Could not detect "srun"' in str(error):  # submitit's
         return "hydra/launcher=slurm_*: no SLURM on this machine (srun not found); use hydra/launcher=local"
     return None
+
+
+def require_paths(cfg: Any, wanted: dict[str, str]) -> None:
+    """Refuse at once if a path the user named does not exist: `wanted` maps keys of `cfg` to what
+    they should be ("a checkpoint file"); a key set to null is not checked. Entry points call this
+    before torch is imported, so a typo in a path is answered in about a second."""
+    for key, what in wanted.items():
+        value = cfg[key]
+        if value is not None and not os.path.exists(value):
+            exit_with_error(f"{key}={value} does not exist: give {what}")
 
 
 def report_errors(entry_point: Callable[..., Any]) -> Callable[..., Any]:

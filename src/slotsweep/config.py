@@ -4,20 +4,24 @@ Each group's own invariants live in its constructor; what spans groups is checke
 anything heavy is built, so a bad sweep trial fails in milliseconds rather than after a ViT loads.
 """
 
+import inspect
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from braceexpand import braceexpand
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from slotsweep.errors import SlotsweepError
 from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
-__all__ = ["TrainConfig", "ValPicturesConfig", "check_config"]
+__all__ = ["TrainConfig", "ValPicturesConfig", "check_config", "check_paths", "check_shards", "check_types"]
 
 
 @dataclass
@@ -65,7 +69,16 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise SlotsweepError for inconsistencies between groups (one line: key, value, fix)."""
+    """Raise SlotsweepError for inconsistencies between groups (one line: key, value, fix).
+
+    The files and folders come first (no torch imported yet: a missing file is refused in about a
+    second), then each part's value types against its constructor, then the values themselves.
+    """
+    check_paths(cfg)
+    for group in ("encoder", "grouper", "predictor", "decoder", "dataset", "optim", "trainer"):
+        check_types(cfg[group], group)
+    for name, loss in cfg.loss.items():
+        check_types(loss, f"loss.{name}")
     pictures = cfg.val_pictures
     if pictures.n_clips < 0 or pictures.every < 1:
         raise SlotsweepError(
@@ -78,10 +91,24 @@ def check_config(cfg: DictConfig) -> None:
     if not any(w > 0 for w in weights.values()):
         raise SlotsweepError(f"all loss weights are 0 ({weights}): at least one must be > 0")
     _build(cfg.grouper)  # its constructor checks its own keys (n_slots >= 1, ...)
+    _build(cfg.optim)  # base_lr > 0, warmup before decay
     n_frames = cfg.dataset.train_clip_frames
     for name, loss in {name: _build(node) for name, node in cfg.loss.items()}.items():
         if loss.weight > 0:
             _one_line(loss.check_clip, name, n_frames)
+    if cfg.cache and not cfg.encoder.frozen:  # also checked by the cache, after the ViT loads
+        raise SlotsweepError(
+            "cache=true caches a frozen encoder's outputs: set encoder.frozen=true or cache=false"
+        )
+    if cfg.checkpoint_every_n_steps < 1:
+        raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
+    if not cfg.objective:
+        raise SlotsweepError(f"objective=[] must name at least one metric, e.g. [{DEFAULT_OBJECTIVE}]")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The files a run reads before anything is built: load_weights, encoder.weights and a shard
+    dataset's shards. Needs neither torch nor the data."""
     if cfg.load_weights is not None and not Path(cfg.load_weights).is_file():
         raise SlotsweepError(
             f"load_weights={cfg.load_weights} does not exist: give a checkpoint file or null"
@@ -93,14 +120,77 @@ def check_config(cfg: DictConfig) -> None:
             f"encoder.weights={weights} does not exist: give the path of a local weights file "
             "(.safetensors/.pth) or set encoder.weights=null"
         )
-    if cfg.cache and not cfg.encoder.frozen:  # also checked by the cache, after the ViT loads
+    dataset = cfg.dataset
+    for key in ("train_shards", "val_shards"):  # the shard datasets' keys (data/shards.py)
+        if dataset.get(key) is not None:
+            paths = [Path(dataset.data_dir) / name for name in braceexpand(dataset[key])]
+            check_shards(paths, f"dataset.{key}", dataset.data_dir, dataset.convert_command)
+
+
+def check_shards(paths: list[Path], key: str, data_dir: str | Path, convert_command: str) -> None:
+    """Raise one line naming the missing shards, where they are looked for, and how to make them."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
         raise SlotsweepError(
-            "cache=true caches a frozen encoder's outputs: set encoder.frozen=true or cache=false"
+            f"{key}: {len(missing)} of {len(paths)} shards missing under paths.data_dir={data_dir} "
+            f"(e.g. {missing[0]}); set paths.data_dir (env SLOTSWEEP_DATA_DIR) to the folder that "
+            f"holds them, or make them: {convert_command.format(data_dir=data_dir)}"
         )
-    if cfg.checkpoint_every_n_steps < 1:
-        raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
-    if not cfg.objective:
-        raise SlotsweepError(f"objective=[] must name at least one metric, e.g. [{DEFAULT_OBJECTIVE}]")
+
+
+# Constructor annotations whose values a command line can get wrong, and how to say what they take.
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+
+
+def check_types(node: DictConfig, key: str) -> None:
+    """Raise one line if a value of `node` (a part's config, `_target_` a class or function) does
+    not fit its constructor's annotation, e.g. `optim.base_lr=fast: expected a number (float)`.
+
+    Only plain annotations are checked (bool, int, float, str, Path, unions of them with None);
+    anything richer is left to the constructor. Imports the target's module (torch, usually)."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        function = get_object(target)
+        hints = typing.get_type_hints(function.__init__ if inspect.isclass(function) else function)
+    except (ImportError, AttributeError, NameError, TypeError):  # building the part reports it
+        return
+    values = OmegaConf.to_container(node, resolve=True)
+    for name, value in values.items():
+        allowed = _scalar_types(hints.get(name))
+        if allowed is None or any(_fits(value, kind) for kind in allowed):
+            continue
+        expected = " or ".join(_SCALARS.get(kind, "null") for kind in allowed)
+        names = "/".join("None" if kind is type(None) else kind.__name__ for kind in allowed)
+        shown = OmegaConf.to_yaml({name: value}).strip().partition(": ")[2]  # as typed: null, true
+        raise SlotsweepError(f"{key}.{name}={shown}: expected {expected} ({names})")
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...] | None:
+    """The types of a plain annotation (`float`, `int | None`), or None if it is anything else."""
+    if hint is None:
+        return None
+    members = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
+    if all(kind in _SCALARS or kind is type(None) for kind in members):
+        return tuple(members)
+    return None
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool):  # a bool is an int to Python, not to the user
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    if kind is Path:
+        return isinstance(value, str)
+    return isinstance(value, kind)
 
 
 def _build(node: DictConfig) -> Any:

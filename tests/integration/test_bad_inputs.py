@@ -8,8 +8,10 @@ completed two-step run, a second run dir, damaged files beside them.
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +40,8 @@ def world(module_cli: "CLI", tmp_path_factory: pytest.TempPathFactory) -> World:
     (bad / "truncated.pth").write_bytes((completed / "checkpoints" / "last.ckpt").read_bytes()[:4000])
     (bad / "not_a_file").write_text("a file where a directory is expected")
     (bad / "empty").mkdir()
+    (bad / NO_TORCH / "torch").mkdir(parents=True)  # a torch that cannot be imported
+    (bad / NO_TORCH / "torch" / "__init__.py").write_text(f"raise ImportError({TORCH_IMPORTED!r})\n")
     for name, text in [("ytvis_cut", '{"videos": [{"id": 1, "file_na'), ("ytvis_novideos", '{"x": []}')]:
         (bad / name).mkdir()
         (bad / name / "instances.json").write_text(text)
@@ -56,6 +60,9 @@ def _hashes(*roots: Path) -> dict[Path, str]:
         if path.is_file() and path.name != ".lock"
     }
 
+
+NO_TORCH = "no_torch"
+TORCH_IMPORTED = "torch was imported before the refusal"
 
 OWN_CONFIG = "train.py, without the tiny-data overrides"  # another dataset has other keys
 MULTIRUN = "train.py -m"
@@ -119,8 +126,20 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
     ),
     # --- composition (Hydra) -----------------------------------------------------------------
     ("unknown option", "train.py", lambda w: ["encoder=nope"], ["encoder/nope", "dino_vits8"]),
-    ("unknown key", "train.py", lambda w: ["grouper.n_slot=3"], ["grouper.n_slot", "+grouper.n_slot"]),
+    ("unknown key", "train.py", lambda w: ["grouper.n_slot=3"], ["grouper.n_slot:", "grouper.n_slots?"]),
+    (
+        "unknown key, closest",
+        "train.py",
+        lambda w: ["trainer.max_step=5"],
+        ["did you mean trainer.max_steps"],
+    ),
     ("value of the wrong type", "train.py", lambda w: ["seed=abc"], ["seed", "abc"]),
+    (
+        "wrong type in a group",
+        "train.py",
+        lambda w: ["optim.base_lr=fast"],
+        ["optim.base_lr=fast", "a number"],
+    ),
     # --- found by a constructor or a library, before the run dir is made ----------------------
     ("negative max_steps", "train.py", lambda w: ["trainer.max_steps=-5"], ["max_steps", "-5"]),
     ("negative lr", "train.py", lambda w: ["optim.base_lr=-1"], ["optim.base_lr=-1"]),
@@ -173,6 +192,12 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
     ),
     # --- eval.py, infer.py ---------------------------------------------------------------------
     ("eval: missing ckpt", "eval.py", lambda w: ["ckpt=/no/such.ckpt"], ["ckpt=/no/such.ckpt"]),
+    (
+        "eval: missing config",
+        "eval.py",
+        lambda w: [f"ckpt={w.completed / 'checkpoints' / 'last.ckpt'}", "config=/no/config.yaml"],
+        ["config=/no/config.yaml"],
+    ),
     ("eval: ckpt not given", "eval.py", lambda w: [], ["ckpt"]),
     (
         "eval: truncated ckpt",
@@ -185,6 +210,12 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
         "infer.py",
         lambda w: [f"ckpt={w.completed / 'checkpoints' / 'last.ckpt'}", "video=/no/such.mp4"],
         ["video=/no/such.mp4"],
+    ),
+    (
+        "infer: missing ckpt",
+        "infer.py",
+        lambda w: ["ckpt=/no/such.ckpt", f"video={w.bad}"],
+        ["ckpt=/no/such.ckpt"],
     ),
     (
         "infer: n_slots=0",
@@ -236,6 +267,23 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
 ]
 
 
+# Refusals that need no data and no model: they come before torch is imported (these cases run
+# with a `torch` that fails on import, and print how long the refusal took).
+BEFORE_TORCH = {
+    "missing load_weights",
+    "missing encoder weights",
+    "missing dataset",
+    "unknown option",
+    "unknown key",
+    "unknown key, closest",
+    "value of the wrong type",
+    "eval: missing ckpt",
+    "eval: missing config",
+    "infer: missing video",
+    "infer: missing ckpt",
+}
+
+
 def _run(world: World, script: str, args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     if script == MULTIRUN:  # Hydra takes -m before the overrides
         return replace(world.cli, train_args=[]).run("train.py", "-m", *world.cli.train_args, *args, env=env)
@@ -244,12 +292,19 @@ def _run(world: World, script: str, args: list[str], env: dict | None = None) ->
     return world.cli.run(script, *args, env=env)
 
 
-@pytest.mark.parametrize(("script", "args", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "script", "args", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_touches_nothing(
-    world: World, script: str, args: Args, expected: list[str]
+    world: World, name: str, script: str, args: Args, expected: list[str]
 ):
     before = _hashes(world.cli.runs_dir, world.cli.data_dir)
-    result = _run(world, script, args(world))
+    env = None
+    if name in BEFORE_TORCH:
+        path = os.pathsep.join(p for p in (str(world.bad / NO_TORCH), os.environ.get("PYTHONPATH")) if p)
+        env = {**world.cli.env, "PYTHONPATH": path}
+    start = time.perf_counter()
+    result = _run(world, script, args(world), env)
+    print(f"{name}: refused in {time.perf_counter() - start:.1f} s")  # the test log's timing, not a limit
+    assert TORCH_IMPORTED not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2, f"exit {result.returncode}:\n{result.stderr[-3000:]}"
     assert len(errors) == 1, result.stderr[-3000:]

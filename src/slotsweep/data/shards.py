@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
+from slotsweep.config import check_shards
 from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
@@ -55,17 +56,6 @@ _SHUFFLE_INITIAL_FRACTION = 0.5  # start yielding once the buffer is half full (
 def expand_shards(data_dir: str | Path, pattern: str) -> list[Path]:
     """Shard paths of a brace pattern relative to data_dir (absolute patterns are kept)."""
     return [Path(data_dir) / name for name in braceexpand(pattern)]
-
-
-def check_shards(paths: list[Path], key: str, data_dir: str | Path, convert_command: str) -> None:
-    """Raise one line naming the missing shards, where they are looked for, and how to make them."""
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise SlotsweepError(
-            f"{key}: {len(missing)} of {len(paths)} shards missing under paths.data_dir={data_dir} "
-            f"(e.g. {missing[0]}); set paths.data_dir (env SLOTSWEEP_DATA_DIR) to the folder that "
-            f"holds them, or make them: {convert_command.format(data_dir=data_dir)}"
-        )
 
 
 def _reraise(error: Exception) -> bool:
