@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep.models.weights import load_model_weights
-from slotsweep.runs import experiment
+from slotsweep.runs import experiment, trial_files
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.training import task
 from slotsweep.training.module import NonFiniteLossError
@@ -50,9 +50,14 @@ def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., D
     assert only_run_dir(Path(cfg.paths.runs_dir)) == run_dir
 
     losses = train_losses(run_dir)
-    assert [step for step, _ in losses] == list(range(cfg.trainer.max_steps))  # log_every_n_steps=1
+    # the N-th optimizer step's loss is logged at step N (slotsweep.training.steps), log_every_n_steps=1
+    assert [step for step, _ in losses] == list(range(1, cfg.trainer.max_steps + 1))
     assert all(math.isfinite(loss) for _, loss in losses), losses
     rows = read_metrics(run_dir / "logs" / "version_0" / "metrics.csv")
+    # validations at steps 2 and 4 as in validation.jsonl; the last step validated: no repeat after fit
+    assert [int(row["step"]) for row in rows if "val/video_fg_ari" in row] == [2, 4]
+    assert list(trial_files.read_reports(run_dir)) == [2, 4]
+    assert [int(row["step"]) for row in rows if "lr-Adam" in row] == [1, 2, 3, 4]
     assert all(math.isfinite(v) for row in rows for k, v in row.items() if k.startswith("train/"))
 
     results = json.loads((run_dir / "results.json").read_text())
@@ -76,6 +81,27 @@ def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., D
     # checkpoint_every_n_steps=2 wrote steps 2 and 4; the older was dropped once step 4 was saved
     steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step*.ckpt"))
     assert steps == [f"step{cfg.trainer.max_steps:07d}.ckpt"]
+
+
+def test_one_step_number_in_every_output(compose_train: Callable[..., DictConfig]):
+    """Three steps, validation every two: validations at steps 2 (during fit) and 3 (after it), the
+    same numbers in TensorBoard, validation.jsonl, results.json and the checkpoint; W&B, metrics.csv
+    and the console: tests/integration/test_wandb_offline.py, test_few_steps_..., test_progress.py."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_train("logger=tensorboard", "trainer.max_steps=3")
+    task.run(cfg)
+    run_dir = experiment.run_dir(cfg, experiment.experiment_id(cfg))
+    (events,) = (run_dir / "logs").glob("version_0")
+    scalars = EventAccumulator(str(events)).Reload()
+    assert [e.step for e in scalars.Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in scalars.Scalars("val/video_fg_ari")] == [2, 3]
+    assert list(trial_files.read_reports(run_dir)) == [2]  # validations of fit only
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["step"] == 3 and "step" not in results["metrics"]
+    final = scalars.Scalars("val/video_fg_ari")[-1].value
+    assert results["metrics"]["val/video_fg_ari"] == pytest.approx(final)
+    assert torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=False)["global_step"] == 3
 
 
 def _wait_for_checkpoint(process, checkpoints: Callable[[], list[Path]]) -> None:
@@ -115,8 +141,8 @@ def test_killed_run_resumes_at_its_step(cli, tmp_path: Path):
     assert only_run_dir(cli.runs_dir) == run_dir  # the same run dir, found from the config
 
     resumed = train_losses(run_dir, version=1)  # the second session logs as version_1
-    assert [s for s, _ in resumed] == list(range(step, 30))
-    assert all(s < step + 5 for s, _ in train_losses(run_dir, version=0))  # the first got past `step`
+    assert [s for s, _ in resumed] == list(range(step + 1, 31))
+    assert all(s <= step + 5 for s, _ in train_losses(run_dir, version=0))  # the first got past `step`
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["step"] == 30
     assert results["wall_time_s"] > stopped["slotsweep"]["wall_time_s"]  # both sessions counted

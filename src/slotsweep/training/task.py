@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +38,7 @@ from slotsweep.training.module import ObjectCentricModule
 from slotsweep.training.pictures import ValPictures
 from slotsweep.training.progress import progress_callbacks
 from slotsweep.training.report import mask_report, show_report, write_report
+from slotsweep.training.steps import STEP_KEY, StepAxis
 from slotsweep.training.trial_reporter import TrialReporter
 
 __all__ = ["build_task", "run"]
@@ -115,7 +116,7 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
     reporter = TrialReporter(directory, list(cfg.objective))  # a sweep's intermediate values, pruning
-    callbacks = [checkpoints, reporter] + ([LearningRateMonitor(logging_interval="step")] if logger else [])
+    callbacks = [checkpoints, reporter, StepAxis(log_lr=bool(logger))]  # one step number in all outputs
     callbacks.append(ValPictures(**cfg.val_pictures, directory=directory / "logs" / "val_pictures"))
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
@@ -194,9 +195,12 @@ def _train(
         if reporter.stopped:  # pruned by the sweep: the last validation is the result
             clear_stop_request(directory)
             metrics = reporter.last_metrics
+        elif reporter.last_step == trainer.global_step:  # the last step validated: same weights
+            metrics = reporter.last_metrics
         else:
             validation = trainer.validate(module, datamodule=datamodule, verbose=False)
             metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
+            metrics.pop(STEP_KEY, None)  # the logged x-axis, not a metric
         results.update(
             status="pruned" if reporter.stopped else "completed",
             error=None,

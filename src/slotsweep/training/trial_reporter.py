@@ -19,8 +19,9 @@ class TrialReporter(Callback):
     """Reports `objective` after each validation of fit; stops the fit on a stop request.
 
     After fit, `stopped` says whether it stopped on request, `last_metrics` holds the validation
-    metrics it reported last (a pruned run's results) and `start_step` the global step this session
-    started from (after a resume: the checkpoint's).
+    metrics it reported last (a pruned run's results), `last_step` the step they were measured at
+    (None: no validation this session) and `start_step` the global step this session started from
+    (after a resume: the checkpoint's).
     """
 
     def __init__(self, directory: Path, objective: list[str]) -> None:
@@ -28,6 +29,7 @@ class TrialReporter(Callback):
         self.objective = list(objective)
         self.stopped = False
         self.last_metrics: dict[str, float] = {}
+        self.last_step: int | None = None
         self.start_step = 0
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -38,7 +40,7 @@ class TrialReporter(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if all(key in metrics for key in self.objective):  # a dataset without masks has none
-            self.last_metrics = metrics
+            self.last_metrics, self.last_step = metrics, trainer.global_step
             if trainer.is_global_zero:
                 append_report(self.directory, trainer.global_step, [metrics[key] for key in self.objective])
         # Every DDP rank must stop at the same step, and they may see the file at different times.
