@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from slotsweep.evaluation.protocol import EvalProtocol
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.training import scoring, task
@@ -38,6 +39,11 @@ def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], c
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (first,) = (run_dir / "eval").glob("last-*.json")
     evaluated = json.loads(first.read_text())
+    # what the user came for, printed: the table of what was written, its protocol and its file
+    for key, value in evaluated["metrics"].items():
+        assert re.search(rf"^\| {key} \| {value:.4f} \|$", result.stdout, re.MULTILINE), result.stdout
+    protocol = EvalProtocol.from_dict(evaluated["protocol"]).describe()
+    assert f"n_slots=as trained: {ckpt} (eval_seed=0): {protocol}; wrote {first}" in result.stdout
     assert evaluated["ckpt"] == str(ckpt) and evaluated["n_slots"] is None and evaluated["final"]
     assert evaluated["protocol"] == trained_protocol  # same data, masks and slots as training's
     for key in CONTRACT_METRICS:
@@ -48,6 +54,7 @@ def test_eval_checkpoint_and_n_slots(compose_train: Callable[..., DictConfig], c
     result = cli.run("eval.py", f"ckpt={ckpt}", "accelerator=cpu", "n_slots=3", f"limit_batches={limit}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (second,) = set((run_dir / "eval").glob("last-*.json")) - {first}
+    assert "| value | n_slots=3 |" in result.stdout
     three = json.loads(second.read_text())
     assert three["n_slots"] == 3 and three["protocol"]["n_slots"] == 3
     # an adjusted Rand index can be below 0 (worse than chance, as 3 slots on shapes can be)

@@ -18,13 +18,14 @@ from slotsweep.build import build_datamodule
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.jandf import JandF
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
+from slotsweep.metric_names import METRICS, val_key
 from slotsweep.models.weights import load_model_weights
 from slotsweep.results.loaders import load_local
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, load_run_config
 from slotsweep.runs.experiment import EVAL_DIR
 from slotsweep.training.task import build_task
 
-__all__ = ["evaluate", "eval_path"]
+__all__ = ["evaluate", "eval_path", "scores_table"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,36 @@ def score_checkpoint(
     out = eval_path(ckpt, protocol)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
-    log.info(f"wrote {out} ({protocol.describe()})")
     return record
+
+
+def scores_table(records: list[dict[str, Any]]) -> str:
+    """What a user of eval.py came for: a Markdown table (one row per value written, the
+    registry's metrics first; one column per scored checkpoint and slot count), then each
+    column's protocol and file."""
+    several_runs = len({r["ckpt"] for r in records}) > 1
+    labels = [_label(r, several_runs) for r in records]
+    written = {key for r in records for key in r["metrics"]}
+    registry = [val_key(name) for name in METRICS if val_key(name) in written]
+    rows = ["| value | " + " | ".join(labels) + " |", "|---" * (len(records) + 1) + "|"]
+    for key in registry + sorted(written - set(registry)):
+        cells = [f"{r['metrics'][key]:.4f}" if key in r["metrics"] else "" for r in records]
+        rows.append(f"| {key} | " + " | ".join(cells) + " |")
+    for label, r in zip(labels, records, strict=True):
+        protocol = EvalProtocol.from_dict(r["protocol"])
+        where = eval_path(Path(r["ckpt"]), protocol)
+        rows.append(
+            f"{label}: {r['ckpt']} (eval_seed={r['eval_seed']}): {protocol.describe()}; wrote {where}"
+        )
+    return "\n".join(rows)
+
+
+def _label(record: dict[str, Any], several_runs: bool) -> str:
+    """A column's name: the run (`<exp_id>/seed<k>`) when several are scored, and the slot count."""
+    slots = "as trained" if record["n_slots"] is None else str(record["n_slots"])
+    ckpt = Path(record["ckpt"])
+    run = f"{ckpt.parent.parent.parent.name}/{ckpt.parent.parent.name} " if several_runs else ""
+    return f"{run}n_slots={slots}"
 
 
 def _rescore_runs(source: Path, cfg: DictConfig) -> list[dict[str, Any]]:
@@ -135,7 +164,11 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
             f"(<run_dir>/{LAST_CHECKPOINT}) or a runs/sweep dir"
         )
     if cfg.runs is not None:
-        return _rescore_runs(Path(cfg.runs), cfg)
-    ckpt = Path(cfg.ckpt)
-    train_cfg = _train_config(ckpt, None if cfg.config is None else Path(cfg.config), cfg)
-    return [score_checkpoint(ckpt, train_cfg, cfg, n_slots) for n_slots in _slot_counts(cfg)]
+        records = _rescore_runs(Path(cfg.runs), cfg)
+    else:
+        ckpt = Path(cfg.ckpt)
+        train_cfg = _train_config(ckpt, None if cfg.config is None else Path(cfg.config), cfg)
+        records = [score_checkpoint(ckpt, train_cfg, cfg, n_slots) for n_slots in _slot_counts(cfg)]
+    if records:
+        print(scores_table(records))
+    return records
