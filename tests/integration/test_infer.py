@@ -1,4 +1,5 @@
-"""src/infer.py on a real mp4 written here: one mask per frame, slots carried across chunks."""
+"""src/infer.py on a real mp4 written here: one mask per frame on the video's own (non-square)
+frames, slots carried across chunks."""
 
 import json
 import shutil
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from slotsweep.evaluation.inference import FrameSource, infer_video, load_checkpoint_model
+from slotsweep.evaluation.inference import OUTSIDE, FrameSource, infer_video, load_checkpoint_model
 
 N_FRAMES = 11  # longer than two chunks of 4, not a multiple of the chunk length
-SIZE = 64
+SIZE = 64  # the model's input
+HEIGHT, WIDTH = 80, 96  # the video's frames: the centre crop is x 8-88
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
@@ -38,7 +40,7 @@ def checkpoint(module_cli) -> Path:
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 96x80 mp4 (not square, so the centre crop matters) with a moving square."""
-    frames = np.full((N_FRAMES, 80, 96, 3), 40, dtype=np.uint8)
+    frames = np.full((N_FRAMES, HEIGHT, WIDTH, 3), 40, dtype=np.uint8)
     for t in range(N_FRAMES):
         frames[t, 20:44, 10 + 4 * t : 34 + 4 * t] = (220, 60, 30)
     return write_mp4(tmp_path_factory.mktemp("video") / "clip.mp4", frames)
@@ -48,10 +50,17 @@ def test_cli_writes_one_mask_per_frame(cli, checkpoint: Path, video: Path, tmp_p
     out = tmp_path / "out"
     result = cli.run("infer.py", f"ckpt={checkpoint}", f"video={video}", f"out={out}", "chunk_size=4")
     assert result.returncode == 0, result.stderr[-3000:]
-    masks = np.load(out / "masks.npz")["masks"]
-    assert masks.shape == (N_FRAMES, SIZE, SIZE) and masks.dtype == np.uint8
-    assert len(decord.VideoReader(str(out / "overlay.mp4"))) == N_FRAMES
-    assert decord.VideoReader(str(out / "overlay.mp4"))[0].shape == (SIZE, 2 * SIZE, 3)  # frame | overlay
+    written = np.load(out / "masks.npz")
+    masks = written["masks"]
+    # on the video's own frames, not the model's 64x64 crop; the sides the crop cut off say so
+    assert masks.shape == (N_FRAMES, HEIGHT, WIDTH) and masks.dtype == np.uint8
+    assert written["view_box"].tolist() == [0, 8, HEIGHT, HEIGHT]
+    assert (masks[..., :8] == OUTSIDE).all() and (masks[..., 88:] == OUTSIDE).all()
+    assert (masks[..., 8:88] < 7).all()  # a slot everywhere the model saw
+    assert "the model saw x 8-88, y 0-80, elsewhere masks.npz holds 255" in result.stdout
+    reader = decord.VideoReader(str(out / "overlay.mp4"))
+    assert len(reader) == N_FRAMES
+    assert reader[0].shape == (HEIGHT, 2 * WIDTH, 3)  # frame | overlay, each at the video's size
 
 
 def test_cli_says_how_it_fits_frames_and_where_it_runs(cli, checkpoint: Path, video: Path, tmp_path: Path):
@@ -61,7 +70,8 @@ def test_cli_says_how_it_fits_frames_and_where_it_runs(cli, checkpoint: Path, vi
     assert result.returncode == 0, result.stderr[-3000:]
     said = f"infer: {N_FRAMES} frames of 96x80 on cpu: whole frame resized to {SIZE}x{SIZE} (aspect ratio"
     assert said in result.stdout, result.stdout[-3000:]
-    assert np.load(out / "masks.npz")["masks"].shape == (N_FRAMES, SIZE, SIZE)
+    masks = np.load(out / "masks.npz")["masks"]
+    assert masks.shape == (N_FRAMES, HEIGHT, WIDTH) and (masks != OUTSIDE).all()  # it saw everything
     if not torch.cuda.is_available():  # a GPU that is absent is an error, before the model loads
         result = cli.run("infer.py", *args, "accelerator=gpu")
         assert result.returncode == 2 and "error: accelerator=gpu but torch sees no CUDA GPU" in result.stderr
@@ -77,6 +87,7 @@ def test_checkpoint_alone_is_enough(cli, checkpoint: Path, video: Path, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     model, _ = load_checkpoint_model(checkpoint)  # in its run dir
     expected = torch.cat([soft for _, soft in infer_video(model, FrameSource(video))]).argmax(dim=1)
+    expected[..., :8], expected[..., 88:] = OUTSIDE, OUTSIDE
     assert np.array_equal(np.load(out / "masks.npz")["masks"], expected.numpy())
 
 
@@ -96,7 +107,7 @@ def test_slots_carry_across_chunks(checkpoint: Path, video: Path):
     restarted = torch.cat(
         [next(infer_video(model, _Window(source, s, 4), chunk_size=4))[1] for s in (0, 4, 8)]
     )
-    assert chunked.shape == (N_FRAMES, model.grouper.n_slots, SIZE, SIZE)
+    assert chunked.shape == (N_FRAMES, model.grouper.n_slots, HEIGHT, WIDTH)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
     assert (restarted[4:] - whole[4:]).abs().max() > 1e-3  # fresh slots per chunk give other masks
 
