@@ -20,10 +20,14 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
     "KNOWN_LIBRARY_ERRORS",
+    "MultirunSummary",
     "exit_with_error",
     "expand_shorthands",
     "report_errors",
@@ -192,3 +196,15 @@ def report_errors(entry_point: Callable[..., Any]) -> Callable[..., Any]:
                 os.environ["HYDRA_FULL_ERROR"] = hydra_full_error
 
     return wrapper
+
+
+class MultirunSummary(Callback):
+    """The line a grid or a sweep ends with (conf/train.yaml `hydra.callbacks`): where its runs
+    are and the command that tabulates them, so the user need not look up the sweep's timestamp."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # The same config object the launcher resolved the sweep dir from: ${now:} gives the same time.
+        print(
+            f"multirun done: runs in {config.paths.runs_dir}/<exp_id>/seed<k>; "
+            f"mean ± std over seeds: python src/aggregate.py {config.hydra.sweep.dir}"
+        )
