@@ -3,7 +3,9 @@
 Figures are made without pyplot (no global backend state), except Optuna's plots, which use
 pyplot: the CLI selects the Agg backend so they work on nodes without a display.
 
-- each metric against each numeric swept config key, mean ± std over seeds as error bars;
+- each metric against each numeric swept config key, mean ± std over seeds as error bars: lines
+  through the groups that differ in that key only (a grid), or one scatter of every group when
+  groups also differ in other keys (a continuous search: lines would join arbitrary points);
 - an Optuna study's optimization history and parameter importances.
 """
 
@@ -22,7 +24,7 @@ from slotsweep.runs.study_storage import find_storage_files, open_storage_file
 if TYPE_CHECKING:
     from slotsweep.results.records import Group, Table
 
-__all__ = ["DPI", "FIGSIZE_IN", "plot_optuna", "plot_params"]
+__all__ = ["DPI", "FIGSIZE_IN", "param_figure", "plot_optuna", "plot_params"]
 
 FIGSIZE_IN, DPI = (6.0, 4.0), 100  # every plot is 600 x 400 pixels
 
@@ -35,11 +37,62 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
-def plot_params(table: Table, out_dir: Path) -> list[Path]:
-    """Each metric against each numeric config key that differs between groups (mean ± std).
+def _shown(value: str) -> str:
+    """A config value for a legend: floats to 3 significant digits (an Optuna trial's 0.123456789...)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() else f"{number:.3g}"
 
-    Groups that also differ in other keys are drawn as separate lines, labelled by those keys.
+
+def param_figure(groups: list[Group], param: str, others: list[str], metric: str) -> Figure:
+    """`metric` (mean ± std over seeds) against the numeric config key `param`, for `groups`.
+
+    Groups equal in every other key (`others`) form one line, labelled by those keys (a grid).
+    When some group has no such partner (a continuous Optuna search, where trials share no other
+    value), lines would join arbitrary points: all groups are one unlabelled scatter instead.
     """
+    series: dict[tuple[str, ...], list[Group]] = defaultdict(list)
+    for group in groups:
+        series[tuple(str(group.params[k]) for k in others)].append(group)
+    scatter = any(len(members) < 2 for members in series.values())
+    if scatter:
+        series = {(): groups}
+    fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
+    ax = fig.subplots()
+    for rest, members in series.items():
+        points = sorted((g.params[param], g.stats[metric]) for g in members if g.stats[metric].n > 0)
+        if not points:
+            continue
+        label = None if scatter else ", ".join(f"{k}={_shown(v)}" for k, v in zip(others, rest, strict=True))
+        ax.errorbar(
+            [x for x, _ in points],
+            [s.mean for _, s in points],
+            yerr=[0.0 if s.n < 2 else s.std for _, s in points],
+            fmt="o" if scatter else "o-",
+            capsize=4,
+            label=label[:60] if label else None,
+        )
+    xs = [g.params[param] for g in groups]
+    if all(x > 0 for x in xs) and max(xs) / min(xs) >= 100:
+        ax.set_xscale("log")
+    else:  # plain numbers on the axis, not an offset such as "+1e-3" that the reader must add
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    each = "one point per config" if scatter else "mean ± std over seeds"
+    ax.set_title(f"{metric} vs {param} ({each})", fontsize=10)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_params(table: Table, out_dir: Path) -> list[Path]:
+    """Each metric against each numeric config key that differs between groups (param_figure)."""
     written = []
     groups = [g for g in table.groups if g.published is None]  # published rows have no config
     for param in table.keys:
@@ -47,37 +100,9 @@ def plot_params(table: Table, out_dir: Path) -> list[Path]:
         if not all(_numeric(x) for x in xs) or len(set(xs)) < 2:
             continue
         others = [k for k in table.keys if k != param]
-        series: dict[tuple, list[Group]] = defaultdict(list)
-        for group in groups:
-            series[tuple(str(group.params[k]) for k in others)].append(group)
         for metric in table.metrics:
-            fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
-            ax = fig.subplots()
-            for rest, members in series.items():
-                points = sorted((g.params[param], g.stats[metric]) for g in members if g.stats[metric].n > 0)
-                if not points:
-                    continue
-                label = ", ".join(f"{k}={v}" for k, v in zip(others, rest, strict=True)) or None
-                ax.errorbar(
-                    [x for x, _ in points],
-                    [s.mean for _, s in points],
-                    yerr=[0.0 if s.n < 2 else s.std for _, s in points],
-                    fmt="o-",
-                    capsize=4,
-                    label=label[:60] if label else None,
-                )
-            positive = [x for x in xs if x > 0]
-            if len(positive) == len(xs) and max(positive) / min(positive) >= 100:
-                ax.set_xscale("log")
-            ax.set_xlabel(param)
-            ax.set_ylabel(metric)
-            ax.set_title(f"{metric} vs {param} (mean ± std over seeds)", fontsize=10)
-            if len(series) > 1:
-                ax.legend(fontsize=7)
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
             path = out_dir / f"{_slug(metric)}__{_slug(param)}.png"
-            fig.savefig(path, dpi=DPI)
+            param_figure(groups, param, others, metric).savefig(path, dpi=DPI)
             written.append(path)
     return written
 

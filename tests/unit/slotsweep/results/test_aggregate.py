@@ -17,7 +17,7 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.protocol import MATCHING, METRIC_VERSION, EvalProtocol
 from slotsweep.results import aggregate as agg
 from slotsweep.results import loaders, statistics
-from slotsweep.results.plots import DPI, FIGSIZE_IN, plot_optuna, plot_params
+from slotsweep.results.plots import DPI, FIGSIZE_IN, param_figure, plot_optuna, plot_params
 from slotsweep.results.published import load_published
 from slotsweep.results.records import Table
 from slotsweep.results.tables import format_csv, format_latex, format_markdown
@@ -224,6 +224,35 @@ def test_plots_are_pngs_of_the_expected_size(runs_dir: Path, tmp_path: Path):
     for path in paths:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size == PLOT_SIZE
+
+
+def test_a_continuous_search_is_one_scatter_with_short_labels(tmp_path: Path):
+    """Trials of an Optuna search differ in every swept key: one unlabelled cloud of points, not a
+    one-point line per trial with a 16-digit legend; a grid keeps its lines, labelled shortly."""
+    runs = tmp_path / "runs"
+    for i, (n_slots, weight) in enumerate([(5, 0.123456789012), (6, 0.71828182846), (8, 0.31415926535)]):
+        for seed in (0, 1):
+            _write(runs, f"toy-trial{i}", seed, 0.2 * i + 0.01 * seed, 0.3, n_slots=n_slots, weight=weight)
+    table = _table(runs)
+    assert table.keys == ["grouper.n_slots", "loss.timesim.weight"]
+    figure = param_figure(table.groups, "loss.timesim.weight", ["grouper.n_slots"], "val/video_fg_ari")
+    (ax,) = figure.axes
+    (series,) = ax.containers  # one errorbar series holding all trials
+    points = series.lines[0]
+    assert len(points.get_xdata()) == 3 and points.get_linestyle() == "None" and ax.get_legend() is None
+
+    grid = tmp_path / "grid"
+    for n_slots in (5, 7):
+        for weight in (0.1234567, 0.5):
+            _write(grid, f"toy-{n_slots}-{weight}", 0, n_slots * weight, 0.3, n_slots=n_slots, weight=weight)
+    table = _table(grid)
+    figure = param_figure(table.groups, "grouper.n_slots", ["loss.timesim.weight"], "val/video_fg_ari")
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "loss.timesim.weight=0.123",
+        "loss.timesim.weight=0.5",
+    ]
+    assert [series.lines[0].get_linestyle() for series in ax.containers] == ["-", "-"]  # a line per weight
 
 
 def _optuna_study(storage, n_trials: int, params: tuple[str, ...]) -> None:
