@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
@@ -199,12 +200,18 @@ def report_errors(entry_point: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class MultirunSummary(Callback):
-    """The line a grid or a sweep ends with (conf/train.yaml `hydra.callbacks`): where its runs
-    are and the command that tabulates them, so the user need not look up the sweep's timestamp."""
+    """How a grid or a sweep ends (conf/train.yaml `hydra.callbacks`): with where its runs are and
+    the command that tabulates them, so the user need not look up the sweep's timestamp; and
+    without the empty `.submitit/%j` folder that submitit's local jobs leave in the sweep dir (each
+    job's controller makes the folder pattern itself before filling in its id)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # The same config object the launcher resolved the sweep dir from: ${now:} gives the same time.
+        sweep_dir = Path(config.hydra.sweep.dir)
+        stray = sweep_dir / ".submitit" / "%j"
+        if stray.is_dir() and not any(stray.iterdir()):
+            stray.rmdir()
         print(
             f"multirun done: runs in {config.paths.runs_dir}/<exp_id>/seed<k>; "
-            f"mean ± std over seeds: python src/aggregate.py {config.hydra.sweep.dir}"
+            f"mean ± std over seeds: python src/aggregate.py {sweep_dir}"
         )

@@ -1,4 +1,5 @@
-"""Progress output: plain lines without carriage returns into a file, a max_steps bar on a terminal."""
+"""Progress output: plain lines without carriage returns into a file, a max_steps bar on a terminal;
+each library line once; a grid's last line says where its runs are."""
 
 import fcntl
 import os
@@ -7,6 +8,7 @@ import re
 import struct
 import subprocess
 import termios
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,3 +55,28 @@ def test_terminal_gets_a_bar_over_max_steps(cli) -> None:
     assert process.wait() == 0, text[-3000:]
     assert re.search(r"train: 100%\S* 4/4", text), text[-3000:]  # the bar counts steps up to max_steps
     assert not re.search(r"^step \d+/4 \|", text, re.MULTILINE)  # no plain lines on a terminal
+
+
+def test_a_grid_ends_with_its_runs_and_each_library_line_comes_once(cli, tmp_path) -> None:
+    """A one-job grid on a machine with SLURM installed (an `srun` on PATH), outside any SLURM job."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    env = {**cli.env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    grid = replace(cli, train_args=[])  # Hydra takes -m before the overrides
+    result = grid.run("train.py", "-m", *cli.train_args, "logger=none", "seed=0", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    (sweep_dir,) = (cli.runs_dir / "multirun").iterdir()
+    assert [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]  # no empty 0/ for the job
+    aggregate = f"python src/aggregate.py {sweep_dir}"
+    assert result.stdout.strip().splitlines()[-1].endswith(aggregate), result.stdout[-2000:]
+    tabulated = cli.run("aggregate.py", str(sweep_dir), "--out", str(tmp_path / "table"))
+    (run_dir,) = cli.runs_dir.glob("*/seed0")
+    assert tabulated.returncode == 0 and run_dir.parent.name in tabulated.stdout, tabulated.stderr[-2000:]
+
+    assert output.count("GPU available:") == 1, output[-3000:]  # not again as "INFO: GPU available"
+    assert not re.search(r"^INFO: ", output, re.MULTILINE), output[-3000:]
+    assert "Tip:" not in output and "litlogger" not in output and "litmodels" not in output
+    assert "srun" not in output  # Lightning's SLURM hint is for runs inside an allocation

@@ -23,6 +23,7 @@ from slotsweep.models.weights import load_model_weights
 from slotsweep.results.loaders import load_local
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, load_run_config
 from slotsweep.runs.experiment import EVAL_DIR
+from slotsweep.training.quiet import quiet_lightning
 from slotsweep.training.task import build_task
 
 __all__ = ["evaluate", "eval_path", "scores_table"]
@@ -158,6 +159,7 @@ def _rescore_runs(source: Path, cfg: DictConfig) -> list[dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     """conf/eval.yaml: `ckpt=<file>` scores one checkpoint, `runs=<dir>` re-scores a whole dir."""
+    quiet_lightning()
     if (cfg.ckpt is None) == (cfg.runs is None):
         raise SlotsweepError(
             f"ckpt={cfg.ckpt} runs={cfg.runs}: give exactly one, a checkpoint file "

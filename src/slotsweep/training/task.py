@@ -37,6 +37,7 @@ from slotsweep.training.job_cores import apply_cpu_share
 from slotsweep.training.module import ObjectCentricModule
 from slotsweep.training.pictures import ValPictures
 from slotsweep.training.progress import progress_callbacks
+from slotsweep.training.quiet import quiet_lightning
 from slotsweep.training.report import mask_report, show_report, write_report
 from slotsweep.training.steps import STEP_KEY, StepAxis
 from slotsweep.training.trial_reporter import TrialReporter
@@ -130,6 +131,7 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
 
 def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
+    quiet_lightning()  # each Lightning line once, no adverts, no srun hint outside SLURM
     exp_id, directory = experiment.locate(cfg)
     previous = experiment.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
