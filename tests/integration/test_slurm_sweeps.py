@@ -349,3 +349,17 @@ def test_a_trial_that_raises_is_failed_and_the_sweep_completes_the_others(slurm_
     assert result["config"]["grouper"]["n_slots"] == 3 and trials[3].value == pytest.approx(
         result["metrics"][OBJECTIVE]
     )
+
+
+def test_a_grid_prints_a_line_per_job_as_it_ends_and_no_sacct_noise(slurm_sweep: SlurmSweep):
+    """A Hydra seeds grid (no sweeper) on the cluster, which has no accounting: each job's state and
+    objective as it ends, a summary, the aggregate.py line, and none of submitit's sacct retries."""
+    slurm_sweep.run("seed=0,1")
+    log = slurm_sweep.log.read_text()
+    ended = re.findall(r"job #(\d) \(\S+\) completed: (\S+) \[seed=(\d)\]", log)
+    assert sorted((number, seed) for number, _, seed in ended) == [("0", "0"), ("1", "1")], log[-4000:]
+    by_seed = {r["seed"]: r["metrics"][OBJECTIVE] for r in slurm_sweep.results()}
+    assert {int(seed): float(value) for _, value, seed in ended} == pytest.approx(by_seed, rel=1e-3)
+    assert "grid: 2 SLURM jobs ended: 2 completed" in log
+    assert "sacct" not in log, log[-4000:]
+    assert re.search(r"mean ± std over seeds: python src/aggregate.py \S+/multirun/", log)

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from slotsweep.sweeps import local_shares
 from slotsweep.training.job_cores import SLOT_ENV
 
-__all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs"]
+__all__ = ["Jobs", "LocalJobs", "SlurmJobs", "make_jobs", "squeue_states"]
 
 FOLDER_PATTERN = ".submitit/%j"  # below the sweep dir: one folder of logs and pickles per job
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill any real training
@@ -100,24 +100,26 @@ class _SubmititJobs:
         return value
 
 
+def squeue_states(job_ids: list[str]) -> dict[str, str]:
+    """{id: squeue state code (PD, R, CG, ...)} of the ids SLURM still lists (not ended); one row
+    per array element, pending ones too (`--array`), so `<array id>_<k>` ids are found."""
+    if not job_ids:
+        return {}
+    out = subprocess.run(
+        ["squeue", "--noheader", "--array", "--format=%i %t", f"--jobs={','.join(job_ids)}"],
+        capture_output=True,
+        text=True,
+    )
+    # squeue fails on ids it has forgotten (long ended) when it knows none of the others.
+    rows = [line.split() for line in out.stdout.splitlines()] if out.returncode == 0 else []
+    return {row[0]: row[1] for row in rows if len(row) == 2}
+
+
 class SlurmJobs(_SubmititJobs):
     kind = "slurm"
 
-    def _squeue(self, job_ids: list[str]) -> dict[str, str]:
-        """{id: squeue state code (PD, R, CG, ...)} of the ids SLURM still lists."""
-        if not job_ids:
-            return {}
-        out = subprocess.run(
-            ["squeue", "--noheader", "--format=%i %t", f"--jobs={','.join(job_ids)}"],
-            capture_output=True,
-            text=True,
-        )
-        # squeue fails on ids it has forgotten (long ended) when it knows none of the others.
-        rows = [line.split() for line in out.stdout.splitlines()] if out.returncode == 0 else []
-        return {row[0]: row[1] for row in rows if len(row) == 2}
-
     def states(self, job_ids: list[str]) -> dict[str, str]:
-        listed = self._squeue(job_ids)
+        listed = squeue_states(job_ids)
         states = {}
         for job_id in job_ids:
             # A job that wrote its result is done even while squeue still shows it completing.
