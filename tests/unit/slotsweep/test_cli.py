@@ -1,10 +1,13 @@
 """report_errors: bad input (raised directly or wrapped by Hydra's instantiate) is one line, exit 2;
 so is an override of a key that moved."""
 
-import pytest
-from hydra.errors import InstantiationException
+from collections.abc import Callable
 
-from slotsweep.cli import expand_shorthands, report_errors
+import pytest
+from hydra.errors import ConfigCompositionException, InstantiationException
+from omegaconf import DictConfig
+
+from slotsweep.cli import expand_shorthands, report_errors, user_message
 from slotsweep.errors import SlotsweepError
 
 
@@ -67,3 +70,28 @@ def test_encoder_cache_shorthand_refuses_a_sweep_in_one_line(capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {override}: encoder.cache takes one value") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "trainer.max_step=5",
+            "trainer.max_step: no such key; did you mean trainer.max_steps or trainer.max_epochs?",
+        ),
+        ("grouper.n_slot=3", "grouper.n_slot: no such key; did you mean grouper.n_slots?"),
+        ("seedz=1", "seedz: no such key; did you mean seed or sweep?"),
+        (
+            "optim.zzz=1",
+            "optim.zzz: no such key; optim has base_lr, betas, decay_steps, eps, reference_batch_size, "
+            "warmup_steps, weight_decay",
+        ),
+    ],
+)
+def test_unknown_key_names_the_closest_existing_ones(
+    compose_train: Callable[..., DictConfig], override: str, message: str
+):
+    """Not Hydra's advice to add the key with `+`: a typo is likelier than a new key."""
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train(override)
+    assert user_message(error.value) == message

@@ -66,6 +66,13 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
         (["objective=[]"], "objective=.* must name at least one metric"),
         (["val_pictures.every=0"], r"val_pictures=\{'n_clips': 2, 'every': 0\}: .* every >= 1"),
         (["val_pictures.n_clips=-1"], r"val_pictures=\{'n_clips': -1, 'every': 1\}: n_clips must be >= 0"),
+        # a value of the wrong type: the key, the value as typed and what the constructor takes
+        (["optim.base_lr=fast"], r"optim.base_lr=fast: expected a number \(float\)$"),
+        (["grouper.n_slots=1.5"], r"grouper.n_slots=1.5: expected an integer \(int\)$"),
+        (["trainer.max_steps=abc"], r"trainer.max_steps=abc: expected an integer \(int\)$"),
+        (["dataset.batch_size=true"], r"dataset.batch_size=true: expected an integer \(int\)$"),
+        (["loss.timesim.temperature=warm"], r"loss.timesim.temperature=warm: expected a number"),
+        (["optim.warmup_steps=10", "optim.decay_steps=5"], "optim.warmup_steps=10, optim.decay_steps=5"),
     ],
 )
 def test_check_config_rejects(compose_train: Callable[..., DictConfig], overrides: list[str], message: str):
