@@ -26,9 +26,10 @@ class StepAxis(Callback):
     def __init__(self, log_lr: bool = True) -> None:
         self.log_lr = log_lr
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *_: Any) -> None:
-        # The optimizer stepped (global_step is N) and the scheduler has not yet: the lr is step N's.
-        module.log(STEP_KEY, float(trainer.global_step))
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *_: Any) -> None:
+        # This batch makes step N = global_step + 1, with the lr the optimizer holds now (Lightning
+        # steps the scheduler before on_train_batch_end); both go out with the batch's own values.
+        module.log(STEP_KEY, float(trainer.global_step + 1))
         if self.log_lr:
             for optimizer in trainer.optimizers:
                 module.log(f"lr-{type(optimizer).__name__}", optimizer.param_groups[0]["lr"])
