@@ -21,7 +21,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from slotsweep.errors import SlotsweepError
 from slotsweep.metric_names import DEFAULT_OBJECTIVE
 
-__all__ = ["TrainConfig", "ValPicturesConfig", "check_config", "check_paths", "check_shards", "check_types"]
+__all__ = [
+    "TrainConfig",
+    "ValPicturesConfig",
+    "check_config",
+    "check_data",
+    "check_paths",
+    "check_shards",
+    "check_types",
+]
 
 
 @dataclass
@@ -107,8 +115,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_paths(cfg: DictConfig) -> None:
-    """The files a run reads before anything is built: load_weights, encoder.weights and a shard
-    dataset's shards. Needs neither torch nor the data."""
+    """The files a run reads before anything is built: load_weights and encoder.weights. Needs
+    neither torch nor the data."""
     if cfg.load_weights is not None and not Path(cfg.load_weights).is_file():
         raise SlotsweepError(
             f"load_weights={cfg.load_weights} does not exist: give a checkpoint file or null"
@@ -120,6 +128,11 @@ def check_paths(cfg: DictConfig) -> None:
             f"encoder.weights={weights} does not exist: give the path of a local weights file "
             "(.safetensors/.pth) or set encoder.weights=null"
         )
+
+
+def check_data(cfg: DictConfig) -> None:
+    """A shard dataset's shards exist (a file test per shard; needs neither torch nor reading them).
+    Not part of check_config: a config is valid without its data (presets are checked without)."""
     dataset = cfg.dataset
     for key in ("train_shards", "val_shards"):  # the shard datasets' keys (data/shards.py)
         if dataset.get(key) is not None:

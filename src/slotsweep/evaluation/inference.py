@@ -23,7 +23,7 @@ from torch import Tensor
 from slotsweep.build import build_model
 from slotsweep.data.transforms import frames_to_tensor
 from slotsweep.errors import SlotsweepError
-from slotsweep.evaluation.masks import resize_patch_masks
+from slotsweep.evaluation.masks import patch_grid
 from slotsweep.evaluation.visualize import overlay
 from slotsweep.models.initializers import check_n_slots
 from slotsweep.models.object_centric import ObjectCentricModel
@@ -121,8 +121,11 @@ def masks_on_frame(masks: Tensor, height: int, width: int, mode: str) -> Tensor:
         (t, S, H, W) with H, W = height, width.
     """
     top, left, h, w = view_box(height, width, mode)
-    inside = resize_patch_masks(masks[None], (h, w))[0]  # (t, S, h, w)
-    full = inside.new_zeros(*inside.shape[:2], height, width)
+    t, S, P = masks.shape
+    grid = masks.reshape(t, S, *patch_grid(P, (1, 1)))  # the model's input is square: so is its grid
+    # bilinear as resize_patch_masks, but to the region's own shape (stretch: not square)
+    inside = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)  # (t, S, h, w)
+    full = inside.new_zeros(t, S, height, width)
     full[..., top : top + h, left : left + w] = inside
     return full
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep.config import check_config
+from slotsweep.config import check_config, check_data
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
@@ -206,6 +206,7 @@ def locate(cfg: DictConfig) -> tuple[str, Path]:
     """exp_id and run dir of a checked config: every check that needs neither torch nor the data
     (the config across groups, the run dir's owner, a writable place), so `src/train.py` runs them
     before it imports the heavy parts, and training.run again for the callers that skip the CLI."""
+    check_data(cfg)  # first: a missing dataset is refused before torch is imported
     check_config(cfg)
     exp_id = experiment_id(cfg)
     directory = run_dir(cfg, exp_id)

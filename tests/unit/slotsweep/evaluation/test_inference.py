@@ -4,6 +4,7 @@ frame, and which device it picks."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.inference import fit_to_square, masks_on_frame, resolve_device, view_box
@@ -34,8 +35,11 @@ def test_masks_come_back_on_the_whole_frame() -> None:
     assert crop.shape == (2, 3, 40, 80)
     torch.testing.assert_close(crop[..., 20:60], resize_patch_masks(masks[None], (40, 40))[0])
     assert (crop[..., :20] == 0).all() and (crop[..., 60:] == 0).all()
-    stretch = masks_on_frame(masks, 40, 80, "stretch")
-    torch.testing.assert_close(stretch, resize_patch_masks(masks[None], (40, 80))[0])
+    stretch = masks_on_frame(masks, 40, 80, "stretch")  # the square 4x4 grid stretched as the frame was
+    grid = masks.reshape(2, 3, 4, 4)
+    torch.testing.assert_close(
+        stretch, F.interpolate(grid, size=(40, 80), mode="bilinear", align_corners=False)
+    )
 
 
 def test_unknown_resize_mode_lists_the_choices() -> None:
