@@ -95,7 +95,7 @@ def test_n_slots_override(cli, checkpoint: Path, video: Path, tmp_path: Path):
     out = tmp_path / "out"
     result = cli.run("infer.py", f"ckpt={checkpoint}", f"video={video}", f"out={out}", "n_slots=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert set(np.unique(np.load(out / "masks.npz")["masks"])) <= {0, 1, OUTSIDE}  # OUTSIDE: cut off by the crop
+    assert set(np.unique(np.load(out / "masks.npz")["masks"])) <= {0, 1, OUTSIDE}  # OUTSIDE: cropped off
 
 
 def test_slots_carry_across_chunks(checkpoint: Path, video: Path):
