@@ -1,9 +1,11 @@
 """Shared fixtures: the real conf/train.yaml, composed and shrunk for a 2-core CPU."""
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             f"then {SLURM_SCRIPT.relative_to(REPO)} start (as root) or let the tests start it"
         )
     command = "start" if os.geteuid() == 0 else "status"
-    run = subprocess.run([str(SLURM_SCRIPT), command], capture_output=True, text=True)
+    # Test processes running side by side (pytest -n 2) start the one cluster one at a time.
+    with open(tempfile.gettempdir() + "/slotsweep-slurm-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run = subprocess.run([str(SLURM_SCRIPT), command], capture_output=True, text=True)
     if run.returncode != 0 and command == "status":
         pytest.skip(f"the local SLURM cluster is not running; start it as root: sudo {SLURM_SCRIPT} start")
     if run.returncode != 0:
