@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench_loader.py",
     "bench_gpu.py",
     "bench_sweeps.py",
+    "bench_pools.py",
 ]
 
 

@@ -59,8 +59,9 @@ class TrainConfig:
     sweep: str | None = None  # name of the sweep this run belongs to (tags, aggregation)
     visualize: Any = None  # pictures written at the end (demo)
     val_pictures: ValPicturesConfig = field(default_factory=ValPicturesConfig)
-    # train from the frozen encoder's outputs, encoded once into paths.features_dir (slotsweep.cache)
-    cache: bool = False
+    # train from the frozen encoder's outputs, encoded once into paths.features_dir (slotsweep.cache):
+    # false, true (= float16) or int8 (per-token scaled, half the disk)
+    cache: Any = False
     paths: Any = MISSING
     encoder: Any = MISSING
     grouper: Any = MISSING
@@ -104,6 +105,8 @@ def check_config(cfg: DictConfig) -> None:
     for name, loss in {name: _build(node) for name, node in cfg.loss.items()}.items():
         if loss.weight > 0:
             _one_line(loss.check_clip, name, n_frames)
+    if cfg.cache not in (False, True, "float16", "int8"):
+        raise SlotsweepError(f"cache={cfg.cache} is not a cache setting: give false, true (float16) or int8")
     if cfg.cache and not cfg.encoder.frozen:  # also checked by the cache, after the ViT loads
         raise SlotsweepError(
             "cache=true caches a frozen encoder's outputs: set encoder.frozen=true or cache=false"

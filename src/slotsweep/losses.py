@@ -33,6 +33,8 @@ class FeatureReconstructionLoss(nn.Module):
         weight: factor in the total loss; 0 drops the loss (and its decoder channels).
     """
 
+    reads_keys = False  # the feature cache stores the keys only for losses that read them
+
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         _check_weight("featrec", weight)
@@ -79,6 +81,8 @@ class TemporalSimilarityLoss(nn.Module):
         offset: time shift k in frames; must be shorter than the training clip.
         threshold: cosine similarities below it are treated as maximally dissimilar.
     """
+
+    reads_keys = True  # out.encoder.keys: the similarity target (only their cosines)
 
     def __init__(
         self, weight: float = 0.1, temperature: float = 0.1, offset: int = 1, threshold: float = 0.0

@@ -3,6 +3,9 @@
 import csv
 import itertools
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from conftest import REPO
 from slotsweep.runs import experiment
 from slotsweep.training import task
 
@@ -72,3 +76,49 @@ def test_cached_batches_are_the_encoded_image_batches(compose_train: Callable[..
         assert set(cached) == {"features", "keys"}
         torch.testing.assert_close(cached["features"].float(), expected.features, rtol=2e-3, atol=2e-3)
         torch.testing.assert_close(cached["keys"].float(), expected.keys, rtol=2e-3, atol=2e-3)
+
+
+# Relative deviation of the final val/loss of a 4-step shapes training from the int8 cache against
+# the float16 one (docs/sweeps.md, "Feature cache", states it).
+INT8_RUN_DEVIATION = 1e-2
+
+
+def test_int8_cache_without_keys_trains_like_float16(
+    compose_train: Callable[..., DictConfig], data_dir: Path
+):
+    """loss=dinosaur reads no keys: neither format stores them; int8's losses track float16's."""
+    half = run(compose_train("loss=dinosaur", "cache=true"))
+    compact = run(compose_train("loss=dinosaur", "cache=int8"))
+    manifests = [json.loads(p.read_text()) for p in (data_dir / "features").glob("*/manifest.json")]
+    assert sorted((m["spec"]["dtype"], m["spec"]["arrays"]) for m in manifests) == [
+        ("float16", ["features"]),
+        ("float16", ["features"]),
+        ("int8", ["features"]),
+        ("int8", ["features"]),
+    ]
+    assert not list((data_dir / "features").glob("*/keys.*"))
+    expected, got = logged(half, "train/featrec"), logged(compact, "train/featrec")
+    assert list(got) == list(expected)
+    assert got == pytest.approx(expected, rel=INT8_RUN_DEVIATION)
+    metrics = [json.loads((d / "results.json").read_text())["metrics"] for d in (half, compact)]
+    assert metrics[1]["val/loss"] == pytest.approx(metrics[0]["val/loss"], rel=INT8_RUN_DEVIATION)
+
+
+def test_cache_entry_builds_once_before_a_sweep(debug_overrides: list[str], data_dir: Path, tmp_path: Path):
+    """src/cache.py builds train and val (and prints them); a run then finds them; cache=false is
+    one error line."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    paths = [f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp_path / 'runs'}"]
+    command = [sys.executable, str(REPO / "src" / "cache.py"), *debug_overrides, *paths]
+    built = subprocess.run([*command, "cache=int8"], capture_output=True, text=True, env=env, check=False)
+    assert built.returncode == 0, built.stderr
+    printed = [
+        line.split(":")[0] for line in built.stdout.splitlines() if line.startswith(("train:", "val:"))
+    ]
+    assert printed == ["train", "val"]
+    assert "frames x 2 views x" in built.stderr + built.stdout  # the size, before the build
+    assert not (tmp_path / "runs").exists()  # no run dir
+    refused = subprocess.run([*command, "cache=false"], capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: cache=false"
+    )

@@ -636,7 +636,8 @@ class ShapesDataModule(L.LightningDataModule):
                 "hflip": hflip,
             }
             clips = ShapesClips(*self._split(split), input_size=self.input_size)
-            sources[split] = ClipSource(identity, _clip_views(clips, hflip), 2 if hflip else 1)
+            n_frames = n_clips * self.params.n_frames
+            sources[split] = ClipSource(identity, _clip_views(clips, hflip), 2 if hflip else 1, n_frames)
         return sources
 
     def use_feature_cache(self, stores: dict[str, FeatureStore]) -> None:

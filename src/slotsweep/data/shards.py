@@ -44,6 +44,7 @@ __all__ = [
     "VAL_PROTOCOLS",
     "expand_shards",
     "read_samples",
+    "stored_frame_counts",
     "write_shards",
 ]
 
@@ -93,6 +94,26 @@ def read_samples(
         present = [*keys, *(k for k in optional if f"{k}.npy" in sample)]
         decoded = {k: _decode(sample[f"{k}.npy"], f"{k}.npy of {where}") for k in present}
         yield {"__key__": sample["__key__"], "__url__": sample["__url__"], **decoded}
+
+
+_header_2 = np.lib.format.read_array_header_2_0
+
+
+def stored_frame_counts(path: str | Path, layout: SampleLayout) -> Iterator[int]:
+    """The frame count of each sample of a shard, from the tar and .npy headers alone (no decoding)."""
+    suffix = f"{layout.frames_key}.npy"
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if Path(member.name).name.partition(".")[2] != suffix:  # webdataset's key split
+                    continue
+                with tar.extractfile(member) as data:
+                    version = np.lib.format.read_magic(data)  # 2.0 and 3.0 share a header layout
+                    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else _header_2
+                    shape = header(data)[0]
+                yield layout.n_frames(shape)
+    except (OSError, tarfile.TarError, ValueError) as error:
+        raise SlotsweepError(f"cannot read {path}: {error}") from error
 
 
 def write_shards(samples: Iterable[dict], pattern: str, per_shard: int) -> list[Path]:
@@ -197,9 +218,6 @@ class TrainClips(IterableDataset):
         return cache_sources.cached_train_sample(self.features, self.transform, chunk.index, frames, rng)
 
 
-_header_2 = np.lib.format.read_array_header_2_0
-
-
 class ValClips:
     """Reads one validation shard: every video of it whole, or every aligned chunk of it.
 
@@ -232,22 +250,10 @@ class ValClips:
 
     def count(self, path: str | Path) -> int:
         """How many clips `__call__(path)` yields, from the tar and .npy headers alone (no decoding)."""
-        suffix = f"{self.layout.frames_key}.npy"
-        n_clips = 0
-        try:
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if Path(member.name).name.partition(".")[2] != suffix:  # webdataset's key split
-                        continue
-                    with tar.extractfile(member) as data:
-                        version = np.lib.format.read_magic(data)  # 2.0 and 3.0 share a header layout
-                        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else _header_2
-                        shape = header(data)[0]
-                    n_frames = self.layout.n_frames(shape)
-                    n_clips += len(chunk_starts(n_frames, self.chunk_frames or n_frames))
-        except (OSError, tarfile.TarError, ValueError) as error:
-            raise SlotsweepError(f"cannot read {path}: {error}") from error
-        return n_clips
+        return sum(
+            len(chunk_starts(n_frames, self.chunk_frames or n_frames))
+            for n_frames in stored_frame_counts(path, self.layout)
+        )
 
     def __call__(self, path: str | Path) -> Iterator[dict[str, Tensor]]:
         """The shard's transformed clips {"video", "rgb", "masks"}, in order."""
@@ -387,7 +393,8 @@ class ShardDataModule(L.LightningDataModule):
                 **cache_sources.views_identity(self.transform, train),
             }
             n_views = self.transform.n_train_views if train else 1
-            sources[split] = ClipSource(identity, self._clip_views(paths, train), n_views)
+            n_frames = sum(n for path in paths for n in stored_frame_counts(path, self.layout))
+            sources[split] = ClipSource(identity, self._clip_views(paths, train), n_views, n_frames)
         return sources
 
     def _clip_views(self, paths: list[Path], train: bool) -> Iterator[ClipViews]:

@@ -373,7 +373,8 @@ class VideoFolderDataModule(L.LightningDataModule):
                 **cache_sources.views_identity(self.transform, train),
             }
             n_views = self.transform.n_train_views if train else 1
-            sources[split] = ClipSource(identity, self._clip_views(clips, train), n_views)
+            n_frames = sum(clip.n_frames for clip in clips)
+            sources[split] = ClipSource(identity, self._clip_views(clips, train), n_views, n_frames)
         return sources
 
     def _clip_views(self, clips: list[VideoClip], train: bool) -> Iterator[ClipViews]:

@@ -40,7 +40,9 @@ def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor | EncoderOutput |
         "conditions": first_frame_conditions(batch)
     }
     if "features" in batch:  # stored as float16; the model and the losses work in float32
-        inputs["features"] = EncoderOutput(batch["features"].float(), batch["keys"].float())
+        # no keys where no loss reads them: the cache stores only what the losses read
+        keys = batch["keys"].float() if "keys" in batch else None
+        inputs["features"] = EncoderOutput(batch["features"].float(), keys)
     else:
         inputs["video"] = batch["video"]
     return inputs
@@ -67,6 +69,10 @@ class ObjectCentricModule(L.LightningModule):
         eval_masks: which masks validation scores: "decoder" (the reference's) or "grouping"
             (slot attention's), see slotsweep.evaluation.protocol.MASK_SOURCES.
         eval_jandf: also score J&F (video datasets; costs boundary extraction, slotsweep.evaluation.jandf).
+        train_seed: seed of the training slot draws' own generator (the run's seed). Their own, not
+            torch's global one: the global one then draws only the data order, which so depends on
+            the seed alone, not on how many numbers building this model drew; trials of a seed see
+            the same batches, and heads of a pool (training/pool.py) train as their solo runs.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class ObjectCentricModule(L.LightningModule):
         run_config: dict[str, Any] | None = None,
         eval_masks: str = "decoder",
         eval_jandf: bool = False,
+        train_seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -102,6 +109,9 @@ class ObjectCentricModule(L.LightningModule):
         self.val_clips = SumMetric()
         self.jandf = JandF(ignore_background, ignore_overlaps) if eval_jandf else None
         self.best_metrics: dict[str, float] = {}
+        self.train_seed = train_seed
+        self._train_generator: torch.Generator | None = None  # made on the module's device, lazily
+        self._train_generator_state: Tensor | None = None  # from a checkpoint, until it is made
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
         self._session_start = time.monotonic()
 
@@ -114,8 +124,16 @@ class ObjectCentricModule(L.LightningModule):
         values["loss"] = sum(self.losses[name].weight * value for name, value in values.items())
         return values
 
+    def train_generator(self) -> torch.Generator:
+        """The generator of the training slot draws (see `train_seed`), on the module's device."""
+        if self._train_generator is None or self._train_generator.device != self.device:
+            self._train_generator = torch.Generator(device=self.device).manual_seed(self.train_seed)
+            if self._train_generator_state is not None:
+                self._train_generator.set_state(self._train_generator_state)
+        return self._train_generator
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        values = self.compute_losses(self.model(**model_inputs(batch)))
+        values = self.compute_losses(self.model(**model_inputs(batch), generator=self.train_generator()))
         if not torch.isfinite(values["loss"]):
             raise NonFiniteLossError(
                 f"training loss is {values['loss'].item()} at step {self.global_step} "
@@ -169,27 +187,34 @@ class ObjectCentricModule(L.LightningModule):
         return {"output": out, "masks": pred}
 
     def on_validation_epoch_end(self) -> None:
+        # sync_dist: the values are already equal on all ranks (this only silences Lightning)
+        for key, value in self.validation_results().items():
+            spec = METRICS.get(key.removeprefix("val/"))
+            self.log(key, value, prog_bar=spec is not None and spec.prog_bar, sync_dist=True)
+
+    def validation_results(self) -> dict[str, float]:
+        """The validation's {"val/<loss>", "val/n_clips", "val/<metric>": value}; resets the states
+        and updates best_metrics (a pool's heads report through this too: training/pool.py)."""
         # compute() syncs the states over all ranks: the values are the whole validation set's
         values = {name: metric.compute().item() for name, metric in self.metrics.items()}
         if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
             values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
         n_clips = self.val_clips.compute()  # clips (or chunks, images) scored, each once
-        losses = {
+        results = {
             f"val/{name}": (sums.compute() / n_clips).item() for name, sums in self.val_loss_sums.items()
         }
-        losses["val/n_clips"] = n_clips.item()  # NaN losses above when it is 0: nothing to average
+        results["val/n_clips"] = n_clips.item()  # NaN losses above when it is 0: nothing to average
         for metric in [*self.metrics.values(), *self.val_loss_sums.values(), self.val_clips, self.jandf]:
             if metric is not None:
                 metric.reset()
-        # sync_dist: the values are already equal on all ranks (this only silences Lightning)
-        self.log_dict(losses, sync_dist=True)
         for name, value in values.items():
             spec, key = METRICS.get(name), val_key(name)
-            self.log(key, value, prog_bar=spec is not None and spec.prog_bar, sync_dist=True)
+            results[key] = value
             best = self.best_metrics.get(key)
             improved = best is None or (spec.better(value, best) if spec is not None else value > best)
             if not math.isnan(value) and improved:
                 self.best_metrics[key] = value
+        return results
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -204,10 +229,13 @@ class ObjectCentricModule(L.LightningModule):
             "best_metrics": self.best_metrics,
             "wall_time_s": self.elapsed_s(),
             "config": self.run_config,
+            "train_generator": self.train_generator().get_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("slotsweep", {})
         self.best_metrics = dict(state.get("best_metrics", {}))
         self.wall_time_s = state.get("wall_time_s", 0.0)
+        self._train_generator_state = state.get("train_generator")
+        self._train_generator = None
         self._session_start = time.monotonic()

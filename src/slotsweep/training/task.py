@@ -22,7 +22,13 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep.build import build_datamodule, build_model
-from slotsweep.cache import attach_feature_cache, feature_cache_sources
+from slotsweep.cache import (
+    FeatureStore,
+    attach_feature_cache,
+    feature_cache_sources,
+    storage_dtype,
+    stored_arrays,
+)
 from slotsweep.config import check_config
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
@@ -42,7 +48,7 @@ from slotsweep.training.report import mask_report, show_report, write_report
 from slotsweep.training.steps import STEP_KEY, StepAxis
 from slotsweep.training.trial_reporter import TrialReporter
 
-__all__ = ["build_task", "run"]
+__all__ = ["build_cache", "build_module", "build_task", "build_trainer", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +68,18 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
     log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
     datamodule = build_datamodule(cfg.dataset)
     datamodule.setup(stage)
+    return datamodule, build_module(cfg, datamodule, stage)
+
+
+def build_module(
+    cfg: DictConfig, datamodule: L.LightningDataModule, stage: str = "fit"
+) -> ObjectCentricModule:
+    """The LightningModule of a config over a set-up datamodule (a pool builds one per head)."""
     sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
     model, losses = build_model(cfg)
     if sources is not None:  # after loading: the cache is keyed by the encoder weights in use
-        encoder_config = OmegaConf.to_container(cfg.encoder, resolve=True)
-        root = Path(cfg.paths.features_dir)
-        attach_feature_cache(datamodule, sources, model.encoder, root, encoder_config, _cache_device(cfg))
-    module = ObjectCentricModule(
+        _attach_cache(cfg, datamodule, sources, model, losses)
+    return ObjectCentricModule(
         model=model,
         losses=losses,
         optim=instantiate(cfg.optim),
@@ -78,8 +89,41 @@ def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModu
         eval_seed=cfg.eval_seed,
         run_config=OmegaConf.to_container(cfg, resolve=True),
         eval_jandf=cfg.eval_jandf,
+        train_seed=cfg.seed,
     )
-    return datamodule, module
+
+
+def _attach_cache(
+    cfg: DictConfig, datamodule: Any, sources: dict[str, Any], model: Any, losses: dict[str, Any]
+) -> dict[str, FeatureStore]:
+    """Find or build the cache of every split in `sources`, in the format `cache` names, holding
+    what `losses` read; the datamodule reads from it from now on."""
+    return attach_feature_cache(
+        datamodule,
+        sources,
+        model.encoder,
+        Path(cfg.paths.features_dir),
+        OmegaConf.to_container(cfg.encoder, resolve=True),
+        _cache_device(cfg),
+        dtype=storage_dtype(cfg.cache),
+        arrays=stored_arrays(losses.values()),
+    )
+
+
+def build_cache(cfg: DictConfig) -> dict[str, FeatureStore]:
+    """src/cache.py: build (or find) the train and val caches of a composed config, once, before a
+    sweep starts its trials; nothing else is written (no run dir)."""
+    if not cfg.cache:
+        raise SlotsweepError(
+            "cache=false: src/cache.py builds the cache a run with cache=true (float16) or cache=int8 "
+            "reads; pass the one your sweep uses"
+        )
+    check_config(cfg)
+    datamodule = build_datamodule(cfg.dataset)
+    datamodule.setup("fit")
+    sources = feature_cache_sources(datamodule, "fit")
+    model, losses = build_model(cfg)
+    return _attach_cache(cfg, datamodule, sources, model, losses)
 
 
 def _cache_device(cfg: DictConfig) -> str:
@@ -148,6 +192,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     L.seed_everything(cfg.seed, workers=True)
     _check_trainer(cfg)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
+    # again: the data order then depends on the seed alone, not on what building this model drew
+    L.seed_everything(cfg.seed, workers=True)
     set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
     lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
     try:

@@ -1,7 +1,16 @@
 """The frozen-feature cache: contents, reuse, identity, manifest checks, parallel builders, errors."""
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +21,16 @@ from slotsweep.cache import (
     ClipSource,
     ClipViews,
     FeatureStore,
+    _DirLock,
+    bytes_per_frame_view,
     cached_split,
     encoder_identity,
     feature_cache_sources,
+    stored_arrays,
 )
+from slotsweep.contracts import EncoderOutput, ModelOutput
 from slotsweep.errors import SlotsweepError
+from slotsweep.losses import FeatureReconstructionLoss, TemporalSimilarityLoss
 from slotsweep.models.encoder import ViTEncoder
 
 N, T, SIZE = 3, 2, 32
@@ -39,9 +53,8 @@ def clips(seed: int = 0, hflip: bool = True, lengths: tuple[int, ...] = (T,) * N
 
 
 def source(seed: int = 0, hflip: bool = True, lengths: tuple[int, ...] = (T,) * N) -> ClipSource:
-    return ClipSource(
-        {"dataset": "random", "seed": seed, "lengths": lengths}, clips(seed, hflip, lengths), 1 + hflip
-    )
+    identity = {"dataset": "random", "seed": seed, "lengths": lengths}
+    return ClipSource(identity, clips(seed, hflip, lengths), 1 + hflip, sum(lengths))
 
 
 def test_store_holds_every_frame_in_every_view_as_float16(tmp_path: Path) -> None:
@@ -155,3 +168,137 @@ def test_unsupported_uses_fail_clearly(tmp_path: Path) -> None:
     store = cached_split(make_encoder(), source(hflip=False), "train", tmp_path, CONFIG)
     with pytest.raises(ValueError, match="views 0..0, not view 1"):
         store.read(0, slice(None), view=1)
+
+
+@contextlib.contextmanager
+def small_file_system(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (root only: the machines this suite runs on as root
+    get a real full file system; elsewhere the disk_usage case below stands in)."""
+    where.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def test_a_cache_that_does_not_fit_is_refused_before_anything_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = make_encoder()
+    per_frame_view = bytes_per_frame_view(
+        encoder.n_patches, encoder.feat_dim, "float16", ("features", "keys")
+    )
+    assert per_frame_view == 2 * 16 * 192 * 2
+    # more frames than this file system has bytes for: refused from the declared count, before a clip is read
+    free = shutil.disk_usage(tmp_path).free
+    unread = ClipSource({"dataset": "huge"}, iter(()), 2, free // per_frame_view)
+    root = tmp_path / "features"
+    with (
+        caplog.at_level(logging.INFO, logger="slotsweep.cache"),
+        pytest.raises(
+            SlotsweepError, match=rf"paths.features_dir={root}: the train cache needs .* free;.*cache=int8"
+        ),
+    ):
+        cached_split(encoder, unread, "train", root, CONFIG)
+    assert not root.exists()  # nothing written, not even the lock
+    assert f"{free // per_frame_view} frames x 2 views x {per_frame_view} B" in caplog.text
+
+    with small_file_system(tmp_path / "small", "128k") as small:
+        # 12 frame-views x 12 kB of float16 features and keys: 147 kB, more than the 128 kB there
+        with pytest.raises(SlotsweepError, match="needs 147.46 kB"):
+            cached_split(encoder, source(), "train", small, CONFIG)
+        assert list(small.iterdir()) == []
+        # int8 stores the same in 75 kB: it fits, and reads back
+        store = cached_split(encoder, source(), "train", small, CONFIG, dtype="int8")
+        assert store.read(0, slice(None), 1)["features"].shape == (T, 16, 192)
+        del store  # its memory maps keep the file system busy
+
+
+def test_keys_are_stored_only_when_a_loss_reads_them(tmp_path: Path) -> None:
+    assert stored_arrays([FeatureReconstructionLoss()]) == ("features",)  # loss=dinosaur
+    assert stored_arrays([FeatureReconstructionLoss(), TemporalSimilarityLoss()]) == ("features", "keys")
+    encoder = make_encoder()
+    both = cached_split(encoder, source(), "train", tmp_path, CONFIG)
+    alone = cached_split(encoder, source(), "train", tmp_path, CONFIG, arrays=("features",))
+    assert alone.directory != both.directory
+    assert sorted(p.name for p in alone.directory.glob("*.f16")) == ["features.f16"]
+    assert set(alone.read(0, slice(None))) == {"features"}
+    assert torch.equal(alone.read(1, slice(None), 1)["features"], both.read(1, slice(None), 1)["features"])
+
+
+# Deviation of each loss read from the int8 cache against the float16 one, on the fixed batch below
+# (stated in docs/sweeps.md, "Feature cache"): relative.
+INT8_LOSS_DEVIATION = {"featrec": 1e-3, "timesim": 1e-3}
+
+
+def test_int8_losses_stay_within_the_stated_deviation_of_float16(tmp_path: Path) -> None:
+    encoder = make_encoder()
+    lengths = (4, 4, 4)
+    half = cached_split(encoder, source(lengths=lengths), "train", tmp_path, CONFIG)
+    compact = cached_split(encoder, source(lengths=lengths), "train", tmp_path, CONFIG, dtype="int8")
+    assert sorted(p.name for p in compact.directory.iterdir() if p.suffix in (".i8", ".f16")) == [
+        "features.i8",
+        "features.scale.f16",
+        "keys.i8",
+        "keys.scale.f16",
+    ]
+    # per value: at most half a step of its token's scale (1/254 of the token's largest magnitude)
+    features = torch.stack([half.read(i, slice(None))["features"].float() for i in range(3)])  # (B, T, P, D)
+    read = torch.stack([compact.read(i, slice(None))["features"].float() for i in range(3)])
+    peak = features.abs().amax(dim=-1, keepdim=True)
+    assert ((read - features).abs() <= peak / 254 * 1.01 + 1e-3).all()
+
+    generator = torch.Generator().manual_seed(0)
+    B, T4, P, D = features.shape
+    predictions = {
+        "featrec": torch.randn(B, T4, P, D, generator=generator),
+        "timesim": torch.randn(B, T4, P, P, generator=generator),
+    }
+    losses = {"featrec": FeatureReconstructionLoss(), "timesim": TemporalSimilarityLoss(temperature=0.075)}
+
+    def loss_values(store: FeatureStore) -> dict[str, float]:
+        encoded = EncoderOutput(
+            *(
+                torch.stack([store.read(i, slice(None))[k].float() for i in range(3)])
+                for k in ("features", "keys")
+            )
+        )
+        out = ModelOutput(encoded, *(torch.empty(0),) * 5)
+        return {name: float(loss(predictions[name], out)) for name, loss in losses.items()}
+
+    reference, got = loss_values(half), loss_values(compact)
+    for name, bound in INT8_LOSS_DEVIATION.items():
+        assert abs(got[name] - reference[name]) <= bound * abs(reference[name]), (name, got, reference)
+
+
+def _build_without_flock(root: str) -> tuple[str, bool]:
+    """_build_in_process on a file system whose flock fails (as Lustre mounted noflock does)."""
+
+    def no_flock(*args: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    fcntl.flock = no_flock
+    return _build_in_process(root)
+
+
+def test_without_flock_builders_still_take_turns(tmp_path: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_build_without_flock, [str(tmp_path)] * 3)
+    assert len({directory for directory, _ in results}) == 1
+    assert sum(built for _, built in results) == 1  # one build, not one per trial
+    assert not list(tmp_path.glob("*.lock.d"))  # released
+
+    # a lock left by a process that died on this host is taken over; one held elsewhere is waited on
+    stale = tmp_path / "stale.lock.d"
+    stale.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (stale / "owner").write_text(f"{socket.gethostname()} {dead.pid}")
+    with _DirLock(stale):
+        assert (stale / "owner").read_text() == f"{socket.gethostname()} {os.getpid()}"
+    assert not stale.exists()
