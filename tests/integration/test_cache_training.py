@@ -84,19 +84,20 @@ INT8_RUN_DEVIATION = 1e-2
 
 
 def test_int8_cache_without_keys_trains_like_float16(
-    compose_train: Callable[..., DictConfig], data_dir: Path
+    compose_train: Callable[..., DictConfig], tmp_path: Path
 ):
     """loss=dinosaur reads no keys: neither format stores them; int8's losses track float16's."""
-    half = run(compose_train("loss=dinosaur", "cache=true"))
-    compact = run(compose_train("loss=dinosaur", "cache=int8"))
-    manifests = [json.loads(p.read_text()) for p in (data_dir / "features").glob("*/manifest.json")]
+    features_dir = tmp_path / "features"  # its own: data_dir is shared by the session's tests
+    half = run(compose_train("loss=dinosaur", "cache=true", f"paths.features_dir={features_dir}"))
+    compact = run(compose_train("loss=dinosaur", "cache=int8", f"paths.features_dir={features_dir}"))
+    manifests = [json.loads(p.read_text()) for p in features_dir.glob("*/manifest.json")]
     assert sorted((m["spec"]["dtype"], m["spec"]["arrays"]) for m in manifests) == [
         ("float16", ["features"]),
         ("float16", ["features"]),
         ("int8", ["features"]),
         ("int8", ["features"]),
     ]
-    assert not list((data_dir / "features").glob("*/keys.*"))
+    assert not list(features_dir.glob("*/keys.*"))
     expected, got = logged(half, "train/featrec"), logged(compact, "train/featrec")
     assert list(got) == list(expected)
     assert got == pytest.approx(expected, rel=INT8_RUN_DEVIATION)
