@@ -101,31 +101,39 @@ def warm_data(args: argparse.Namespace, root: Path) -> None:
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
 
 
-def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir: Path) -> dict:
-    """One sweep; its summary, printed summary table, command and wall time."""
+def run_local_sweep(
+    overrides: list[str], sweep_dir: Path, data_dir: str, trials: int, n_jobs: int, seeds: int
+) -> tuple[subprocess.CompletedProcess, list[str], float]:
+    """`src/train.py -m` with local jobs, the random sampler (seed 0) and `overrides` last, in its
+    own sweep and runs dir; (the finished process, its command, wall seconds)."""
     command = [
         sys.executable,
         str(REPO / "src" / "train.py"),
         "-m",
-        *overrides,
         "hydra/launcher=local",
         f"hydra.sweep.dir={sweep_dir}",
         f"paths.runs_dir={sweep_dir / 'runs'}",
-        f"paths.data_dir={args.data_dir}",
-        f"hydra.sweeper.n_trials={args.trials}",
-        "hydra.sweeper.n_jobs=2",
-        f"hydra.sweeper.seeds={list(range(args.seeds))}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.n_jobs={n_jobs}",
+        f"hydra.sweeper.seeds={list(range(seeds))}",
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.sampler.seed=0",
         "hydra.sweeper.poll_s=1",
-        *preset(args.steps, args.lengths),
+        *overrides,
     ]
     # The sweeper sizes each job's threads to its share of the cores; a thread count in the
     # environment would override that
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     start = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
-    wall_s = time.perf_counter() - start
+    return run, command, time.perf_counter() - start
+
+
+def run_way(name: str, overrides: list[str], args: argparse.Namespace, sweep_dir: Path) -> dict:
+    """One sweep; its summary, printed summary table, command and wall time."""
+    everything = [*overrides, *preset(args.steps, args.lengths)]
+    run, command, wall_s = run_local_sweep(everything, sweep_dir, args.data_dir, args.trials, 2, args.seeds)
     if run.returncode != 0:
         raise SystemExit(f"{name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     summary = OmegaConf.to_container(OmegaConf.load(sweep_dir / "optimization_results.yaml"))

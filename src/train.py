@@ -16,7 +16,9 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
     experiment.locate(cfg)  # bad input fails here, before torch and Lightning are imported (seconds)
     from slotsweep.training import task  # torch and Lightning: not needed for --help or a config error
 
-    return task.run(cfg)  # objective(s) for the sweeper; run() owns the run dir and results.json
+    # objective(s) for the sweeper; run() owns the run dir and results.json, and its cost counts
+    # from this process's start
+    return task.run(cfg, job=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ class TrainConfig:
     eval_jandf: bool = False  # also validate with J&F (slotsweep.evaluation.jandf; costs boundary passes)
     run_dir: str | None = None  # null: <paths.runs_dir>/<exp_id>/seed<k>
     force: bool = False  # re-run even if results.json says completed
+    # stop after this many steps (checkpoint, results.json status "paused"); launched again with a
+    # higher one (or null: to trainer.max_steps) it resumes exactly where it stopped. Not part of
+    # the experiment id: the run is the same, only cut in segments (a sweep's rungs)
+    pause_at_step: int | None = None
     load_weights: str | None = None  # initial weights (this project's or reference checkpoint)
     # Read checkpoints/weights files that need arbitrary unpickling (resume, load_weights,
     # encoder.weights). Unpickling can run code from the file: only for files you trust.

@@ -106,6 +106,7 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
         ["checkpoint_every_n_steps=0"],
     ),
     ("no objective", "train.py", lambda w: ["objective=[]"], ["objective=[]"]),
+    ("pause before the first step", "train.py", lambda w: ["pause_at_step=0"], ["pause_at_step=0"]),
     (
         "run_dir of another config",
         "train.py",

@@ -31,8 +31,9 @@ SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 TRAIN_MULTIRUN = [sys.executable, str(REPO / "src" / "train.py"), "-m"]
 HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
 
-# value = (x - 0.3)^2 + y + seed / 100; x < 0 raises; y == 3 returns NaN. With objective=[a, b]
-# the task returns (value, -value). It sleeps sleep_s first, and writes when it ran, and the GPUs
+# value = (x - 0.3)^2 + y + seed / 100, plus 1 / pause_at_step when paused (an asha rung: a value
+# that improves with training); x < 0 raises; y == 3 returns NaN. With objective=[a, b] the task
+# returns (value, -value). It sleeps sleep_s first, and writes when it ran, and the GPUs
 # and cores its job slot was given, to times_dir.
 TOY_TASK = """
 import json
@@ -49,13 +50,17 @@ def main(cfg):
     time.sleep(cfg.sleep_s)
     if cfg.times_dir is not None:
         times = {"start": start, "end": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        times["pause_at_step"] = cfg.pause_at_step
         times["cpus"] = os.environ.get("SLOTSWEEP_JOB_CPUS")
         (Path(cfg.times_dir) / f"{cfg.x}-{cfg.seed}.json").write_text(json.dumps(times))
+        with (Path(cfg.times_dir) / "ran.jsonl").open("a") as ran:  # every job, in the order they end
+            ran.write(json.dumps({"x": cfg.x, "seed": cfg.seed, "pause_at_step": cfg.pause_at_step}) + "\\n")
     if cfg.x < 0:
         raise ValueError(f"x={cfg.x} must be >= 0")
     if cfg.y == 3:
         return math.nan
     value = (cfg.x - 0.3) ** 2 + cfg.y + cfg.seed / 100
+    value += 0 if cfg.pause_at_step is None else 1 / cfg.pause_at_step
     return value if len(cfg.objective) == 1 else (value, -value)
 
 main()
@@ -67,6 +72,9 @@ seed: 0
 sleep_s: 0
 times_dir: null
 objective: [value]
+pause_at_step: null
+trainer:
+  max_steps: 8
 hydra:
   searchpath: [file://{CONF}]  # slotsweep's hydra/sweeper/optuna and hydra/launcher/local
   job:
@@ -74,8 +82,8 @@ hydra:
 """
 
 
-def toy_value(x: float, y: int, seed: int) -> float:
-    return (x - 0.3) ** 2 + y + seed / 100
+def toy_value(x: float, y: int, seed: int, pause_at_step: int | None = None) -> float:
+    return (x - 0.3) ** 2 + y + seed / 100 + (0 if pause_at_step is None else 1 / pause_at_step)
 
 
 @pytest.fixture
@@ -486,6 +494,91 @@ def test_named_sweep_composes_and_sweeps_existing_keys(name: str):
         assert OmegaConf.select(cfg, key) is not None, f"sweeps/{name}.yaml sweeps {key}, not a config key"
 
 
+ASHA = (  # rungs at steps 2, 4 and 8 (trainer.max_steps) with 1, 2 and 3 seeds
+    "hydra/sweeper/pruner=asha",
+    "hydra.sweeper.pruner.min_steps=2",
+    "hydra.sweeper.pruner.reduction_factor=2",
+    "hydra.sweeper.seeds=[0,1,2]",
+    "hydra.sweeper.n_jobs=2",
+)
+ASHA_SEEDS = {0: ["0"], 1: ["0", "1"], 2: ["0", "1", "2"]}
+ASHA_STEPS = {0: 2, 1: 4, 2: 8}
+
+
+def _check_asha_study(trials: list, times_dir: Path) -> None:
+    """What every asha sweep of the toy must show, however its jobs interleaved."""
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    by_x = {t.params["x"]: t for t in trials}
+    best = by_x[0.3]
+    assert best.state.name == "COMPLETE"  # the best trial is never lost: it reaches the last rung
+    assert best.value == pytest.approx(sum(toy_value(0.3, 1, s) for s in (0, 1, 2)) / 3)
+    worst = by_x[0.9]  # never in the better half of a rung: paused at its first rung, then pruned
+    assert worst.state.name == "PRUNED" and list(worst.user_attrs["rung_values"]) == ["0"]
+    assert worst.intermediate_values == {2: pytest.approx(toy_value(0.9, 1, 0, 2))}
+    for trial in trials:
+        rungs = trial.user_attrs["rung_values"]
+        for rung, values in rungs.items():  # the seeds it gained as it was promoted, and their values
+            assert list(values) == ASHA_SEEDS[int(rung)]
+            step = None if int(rung) == 2 else ASHA_STEPS[int(rung)]
+            x = trial.params["x"]
+            assert values == {s: pytest.approx(toy_value(x, 1, int(s), step)) for s in values}
+        assert trial.state.name == ("COMPLETE" if "2" in rungs else "PRUNED")
+    ran = [json.loads(line) for line in (times_dir / "ran.jsonl").read_text().splitlines()]
+    assert len(ran) == len({json.dumps(r, sort_keys=True) for r in ran})  # no segment ran twice
+    expected = sum(len(ASHA_SEEDS[int(r)]) for t in trials for r in t.user_attrs["rung_values"])
+    assert len(ran) == expected  # a job per seed per rung reached, nothing else
+
+
+def test_asha_pauses_trials_at_rungs_and_promotes_the_best_with_more_seeds(toy, tmp_path: Path):
+    sweep_dir, times_dir = _enqueued_toy_study(
+        tmp_path, [(0.9, 0), (0.3, 0), (0.7, 0), (0.5, 0), (0.35, 0), (0.0, 0)]
+    )
+    run = toy(
+        *ASHA,
+        "x=interval(0, 1)",
+        "sleep_s=choice(0, 5)",
+        "hydra.sweeper.n_trials=6",
+        f"times_dir={times_dir}",
+    )
+    check_ok(run)
+    trials = load_study(sweep_dir).trials
+    assert len(trials) == 6
+    _check_asha_study(trials, times_dir)
+    summary = read_yaml(sweep_dir / "optimization_results.yaml")
+    assert summary["best_trial"] == 1
+
+
+def test_sweeper_killed_with_paused_and_running_asha_trials_keeps_both(toy, tmp_path: Path):
+    # trial 2's job runs 5 s: the sweeper is killed while it runs and trials 0 and 1 wait paused
+    sweep_dir, times_dir = _enqueued_toy_study(tmp_path, [(0.9, 0), (0.3, 0), (0.5, 5), (0.35, 0), (0.7, 0)])
+    args = (
+        *ASHA,
+        "x=interval(0, 1)",
+        "sleep_s=choice(0, 5)",
+        "hydra.sweeper.n_trials=5",
+        f"times_dir={times_dir}",
+    )
+    first = tmp_path / "first.log"
+
+    def ready(study: optuna.Study) -> bool:
+        paused = [t for t in study.trials if t.user_attrs.get("paused")]
+        slow = [t for t in study.trials if t.params.get("x") == 0.5 and t.user_attrs.get("jobs")]
+        return len(paused) >= 1 and bool(slow) and _alive(slow[0].user_attrs["jobs"][0]["job_id"])
+
+    study = _kill_when(toy(*args, log=first), first, sweep_dir, ready)
+    paused = {t.number: t.user_attrs["rung_values"] for t in study.trials if t.user_attrs.get("paused")}
+    (slow,) = [t for t in study.trials if t.params.get("x") == 0.5]  # enqueued ones have no params yet
+    left = {slow.number: slow.user_attrs["jobs"][0]["job_id"]}
+
+    _relaunch_adopts(toy(*args), sweep_dir, left, "")
+
+    trials = load_study(sweep_dir).trials
+    assert len(trials) == 5
+    _check_asha_study(trials, times_dir)
+    for number, rung_values in paused.items():  # what the paused trials had reached is kept
+        assert trials[number].user_attrs["rung_values"].items() >= rung_values.items()
+
+
 @pytest.mark.slow
 def test_a_tiny_budget_stops_the_search_and_the_top_two_are_confirmed_on_an_extra_seed(
     data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
@@ -537,6 +630,73 @@ def test_a_tiny_budget_stops_the_search_and_the_top_two_are_confirmed_on_an_extr
     assert test["shared_seeds"] == [0, 1]
     assert summary["confirmation"]["verdict"] in run.stdout + run.stderr
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4  # seed 0 was not re-run
+
+
+@pytest.mark.slow
+def test_asha_on_the_training_task_resumes_paused_runs_and_counts_their_cost_once(
+    data_dir: Path, tmp_path: Path, debug_overrides: list[str]
+):
+    """Real training jobs: rung 0 at step 2 on seed 0, the promoted trial resumes seed 0 from its
+    pause and trains seed 1 from step 0 to the last rung (step 4); the summary, curves and budget
+    count each run dir's seconds once."""
+    command = [
+        *TRAIN_MULTIRUN,
+        "+sweep=slot_counts",
+        "hydra/launcher=local",
+        "hydra/sweeper/pruner=asha",
+        "hydra.sweeper.pruner.min_steps=2",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0,1]",
+        "hydra.sweeper.poll_s=0.5",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.data_dir={data_dir}",
+        *debug_overrides,
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
+
+    check_ok(run)
+    sweep_dir = tmp_path / "runs" / "sweeps" / "slot_counts" / "shapes"
+    trials = load_study(sweep_dir, "slot_counts").trials
+    # the better of the two goes on at once; the other too only if it is within the seed noise
+    assert "COMPLETE" in {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    summary = read_yaml(sweep_dir / "optimization_results.yaml")
+    rows = {row["number"]: row for row in summary["trials"]}
+    curves = {t["number"]: t for t in json.loads((sweep_dir / "curves.json").read_text())["trials"]}
+    every_run = []
+    for trial in trials:
+        runs = [Path(job["run_dir"]) for job in trial.user_attrs["jobs"]]
+        results = [json.loads((run / "results.json").read_text()) for run in runs]
+        every_run += results
+        assert trial.user_attrs["device_seconds"] == pytest.approx(sum(r["device_seconds"] for r in results))
+        if trial.state.name == "PRUNED":  # paused at rung 0, one seed
+            (paused,) = results
+            assert paused["status"] == "paused" and paused["step"] == 2
+            assert (rows[trial.number]["rung"], rows[trial.number]["seeds"]) == (0, 1)
+            continue
+        first, gained = sorted(results, key=lambda r: r["seed"])
+        assert first["segments"] == [
+            {"from_step": 0, "to_step": 2, "started": "new", "ended": "paused"},
+            {"from_step": 2, "to_step": 4, "started": "promoted", "ended": "completed"},
+        ]
+        assert gained["segments"] == [{"from_step": 0, "to_step": 4, "started": "new", "ended": "completed"}]
+        assert first["steps"] == gained["steps"] == 4  # the paused steps are not trained again
+        fg_ari = [r["metrics"]["val/video_fg_ari"] for r in (first, gained)]
+        assert trial.value == pytest.approx(sum(fg_ari) / 2)
+        assert (rows[trial.number]["rung"], rows[trial.number]["seeds"]) == (1, 2)
+        seed_curves = curves[trial.number]["seeds"]
+        assert [step for step, _, _ in seed_curves["0"]] == [2, 4]  # across both segments
+        assert all(cost is not None and cost > 0 for *_, cost in seed_curves["1"])
+    assert summary["total"]["device_hours"] == pytest.approx(
+        sum(r["device_seconds"] for r in every_run) / 3600
+    )
+    assert summary["unpruned_forecast"]["steps"] == 2 * 2 * 4
 
 
 @pytest.mark.slow

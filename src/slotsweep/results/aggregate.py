@@ -16,7 +16,7 @@ import matplotlib
 from slotsweep.cli import report_errors
 from slotsweep.metric_names import AGGREGATE_KEYS
 from slotsweep.results.loaders import load_local, load_wandb
-from slotsweep.results.plots import plot_optuna, plot_params
+from slotsweep.results.plots import plot_curves, plot_optuna, plot_params
 from slotsweep.results.published import BASELINES_DIR, load_published
 from slotsweep.results.statistics import aggregate
 from slotsweep.results.tables import format_csv, format_latex, format_markdown
@@ -86,5 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     plots = plot_params(table, out / "plots")
     if not args.source.startswith("wandb:"):
         plots += plot_optuna(Path(args.source), out / "plots")
+        plots += plot_curves(Path(args.source), out / "plots")
     print(f"wrote {out}/table.md, table.csv, table.tex and {len(plots)} plots in {out}/plots")
     return 0

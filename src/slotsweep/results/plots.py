@@ -6,11 +6,14 @@ pyplot: the CLI selects the Agg backend so they work on nodes without a display.
 - each metric against each numeric swept config key, mean ± std over seeds as error bars: lines
   through the groups that differ in that key only (a grid), or one scatter of every group when
   groups also differ in other keys (a continuous search: lines would join arbitrary points);
-- an Optuna study's optimization history and parameter importances.
+- an Optuna study's optimization history and parameter importances;
+- a sweep's learning curves (its curves.json): value against device-hours per trial, seed mean,
+  trials that did not complete in grey.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -24,7 +27,7 @@ from slotsweep.runs.study_storage import find_storage_files, open_storage_file
 if TYPE_CHECKING:
     from slotsweep.results.records import Group, Table
 
-__all__ = ["DPI", "FIGSIZE_IN", "param_figure", "plot_optuna", "plot_params"]
+__all__ = ["DPI", "FIGSIZE_IN", "param_figure", "plot_curves", "plot_optuna", "plot_params"]
 
 FIGSIZE_IN, DPI = (6.0, 4.0), 100  # every plot is 600 x 400 pixels
 
@@ -142,4 +145,55 @@ def plot_optuna(sweep_dir: Path, out_dir: Path) -> list[Path]:
                     fig.savefig(path, dpi=DPI)
                     plt.close(fig)
                     written.append(path)
+    return written
+
+
+CURVES_FILE = "curves.json"  # written by the sweeper in each sweep dir (slotsweep.sweeps.curves)
+
+
+def _mean_curve(seeds: dict[str, list[list[Any]]]) -> list[tuple[int, float]]:
+    """(step, mean over the seeds that reached it) of a trial's seed curves ([step, value, ...])."""
+    at: dict[int, list[float]] = defaultdict(list)
+    for curve in seeds.values():
+        for step, value, *_ in curve:
+            if _numeric(value):
+                at[int(step)].append(value)
+    return [(step, sum(values) / len(values)) for step, values in sorted(at.items())]
+
+
+def plot_curves(sweep_dir: Path, out_dir: Path) -> list[Path]:
+    """Each curves.json below sweep_dir: a trial's seed-mean value against its device-hours.
+
+    A trial's device-hours at a step are its total spread over its steps in proportion (its cost
+    is measured per job, not per step); completed trials in colour, the others grey.
+    """
+    written = []
+    for file in sorted(Path(sweep_dir).rglob(CURVES_FILE)):
+        curves = json.loads(file.read_text())
+        fig = Figure(figsize=FIGSIZE_IN)
+        ax = fig.add_subplot()
+        for trial in curves["trials"]:
+            mean = _mean_curve(trial["seeds"])
+            if not mean:
+                continue
+            last = max(step for step, _ in mean)
+            hours = [trial["device_hours"] * step / last for step, _ in mean]
+            done = trial["state"] == "COMPLETE"
+            ax.plot(
+                hours,
+                [value for _, value in mean],
+                color=None if done else "0.75",
+                linewidth=1.5 if done else 0.8,
+                label=f"trial {trial['number']}" if done else None,
+                zorder=2 if done else 1,
+            )
+        ax.set_xlabel("device-hours of the trial")
+        ax.set_ylabel(f"{curves['objective']} (seed mean)")
+        ax.set_title(f"{curves['study']}: learning curves (grey: not completed)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"curves_{_slug(curves['study'])}.png"
+        fig.savefig(path, dpi=DPI)
+        written.append(path)
     return written

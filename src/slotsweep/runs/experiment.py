@@ -45,6 +45,7 @@ EVAL_DIR = "eval"  # src/eval.py's scores of the run's checkpoints, one JSON per
 NON_RESULT_KEYS = (
     "seed",
     "force",
+    "pause_at_step",  # where a session stops, not what the run computes (training/exact_resume.py)
     "allow_pickle",
     "run_dir",
     "objective",

@@ -29,19 +29,21 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.runs import experiment
 from slotsweep.runs.study_storage import open_storage
 from slotsweep.sweeps import confirmation
+from slotsweep.sweeps.curves import write_curves
 from slotsweep.sweeps.job_devices import check_local_devices, check_slurm_tasks
 from slotsweep.sweeps.jobs import Jobs, make_jobs
+from slotsweep.sweeps.promoting import PromotionLoop
+from slotsweep.sweeps.promotion import Rungs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
-from slotsweep.sweeps.settings import OptunaSweeperConf
+from slotsweep.sweeps.settings import ASHA_TARGET, OptunaSweeperConf
 from slotsweep.sweeps.summary import RESULTS_FILE, summarize
-from slotsweep.sweeps.trial_jobs import SeedJob, TrialJobs
+from slotsweep.sweeps.trial_jobs import JOBS_ATTR, SeedJob, TrialJobs, spent_hours
 
 __all__ = ["OptunaSweep", "RESULTS_FILE"]
 
 log = logging.getLogger(__name__)
 
 SEED_KEY = "seed"  # the task's seed key: a trial with seeds [0, 1] runs seed=0 and seed=1
-JOBS_ATTR = "jobs"  # trial user attr: [{seed, job_id, kind, run_dir}], written at each submission
 STUDY_ATTR = "slotsweep_sweep"  # study user attr: what the study optimises, checked on relaunch
 
 
@@ -84,6 +86,13 @@ class OptunaSweep:
             settings.budget_hours,
         )
         self.confirm = OmegaConf.create(settings.confirm)
+        # hydra/sweeper/pruner=asha: the sweeper pauses and promotes (sweeps/promoting.py)
+        self.rungs_cfg = self.pruner_cfg if self.pruner_cfg._target_ == ASHA_TARGET else None
+        if self.rungs_cfg is not None and self.confirm.top_k > 0:
+            raise SlotsweepError(
+                f"hydra.sweeper.confirm.top_k={self.confirm.top_k} with hydra/sweeper/pruner=asha: its last "
+                "rung is the confirmation (every seed of hydra.sweeper.seeds); set confirm.top_k=0"
+            )
         pruning = get_class(self.pruner_cfg._target_) is not optuna.pruners.NopPruner
         if pruning and len(self.directions) > 1:
             raise SlotsweepError(
@@ -117,6 +126,7 @@ class OptunaSweep:
             [*(f"{k}={v}" for k, v in self.params.items()), *arguments], self.config_loader
         )
         self._check(space, config)
+        rungs = self._rungs(config) if self.rungs_cfg is not None else None  # bad rungs fail here
         storage, dashboard = open_storage(self.storage, sweep_dir)
         study_name = self.study_name or OmegaConf.select(config, "sweep") or sweep_dir.name
         sampler_class = get_class(self.sampler_cfg._target_)
@@ -130,7 +140,7 @@ class OptunaSweep:
             study_name=study_name,
             storage=storage,
             sampler=sampler,
-            pruner=instantiate(self.pruner_cfg),
+            pruner=optuna.pruners.NopPruner() if self.rungs_cfg is not None else instantiate(self.pruner_cfg),
             directions=self.directions,
             load_if_exists=True,
         )
@@ -147,6 +157,37 @@ class OptunaSweep:
             log.info(f"Grid of {n_points} points: {planned} trials")
         log.info(f"Study '{study_name}' in {dashboard}: {planned} trials of {len(self.seeds)} seed(s)")
         backend = make_jobs(launcher, config, hydra_context, task_function)
+        if rungs is not None:
+            stopped, n_failed = PromotionLoop(self, study, space, backend, rungs).run(planned)
+        else:
+            stopped, n_failed = self._search(study, space, backend, planned)
+        write_curves(study, sweep_dir)
+        if stopped == "failures":
+            summarize(study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped)
+            raise SlotsweepError(
+                f"{n_failed} of {planned} planned trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped. Each failed "
+                f"trial's fail_reason is in the study ({dashboard}). Failed trials count as run: "
+                "relaunch with a higher hydra.sweeper.max_failure_rate to go on, or fix the cause "
+                "and start a new study (another hydra.sweep.dir)"
+            )
+        confirmed = None
+        if self.confirm.top_k > 0:
+            confirmed = self._confirm(study, space, backend)
+            write_curves(study, sweep_dir)  # with the confirmation seeds
+        # every trial that ran, each of its seeds to trainer.max_steps
+        n_ran = sum(t.state != TrialState.FAIL for t in study.get_trials(deepcopy=False))
+        max_steps = OmegaConf.select(config, "trainer.max_steps")
+        unpruned = n_ran * len(self.seeds) * max_steps if isinstance(max_steps, int) else None
+        return summarize(
+            study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped, confirmed, unpruned
+        )
+
+    def _search(
+        self, study: optuna.Study, space: SearchSpace, backend: Jobs, planned: int
+    ) -> tuple[str | None, int]:
+        """Keep n_jobs trials in flight until `planned` have ended (Optuna's pruners stop them);
+        (why the search stopped early or None, failed trials)."""
         in_flight = {t.number: self._adopt(study, t, space, backend) for t in _running(study)}
         stopped: str | None = None  # why no new trial is launched, once that is so
         while True:
@@ -154,7 +195,7 @@ class OptunaSweep:
             n_finished, n_failed = _finished_counts(study)
             if n_failed > self.max_failure_rate * planned:
                 stopped = stopped or "failures"
-            spent = _spent_hours(study)
+            spent = spent_hours(study, in_flight)
             if self.budget_hours is not None and spent >= self.budget_hours and stopped is None:
                 stopped = "budget"
                 log.warning(
@@ -174,19 +215,7 @@ class OptunaSweep:
             if not in_flight:
                 break
             time.sleep(self.poll_s)
-        if stopped == "failures":
-            summarize(study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped)
-            raise SlotsweepError(
-                f"{n_failed} of {planned} planned trials failed, more than "
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped. Each failed "
-                f"trial's fail_reason is in the study ({dashboard}). Failed trials count as run: "
-                "relaunch with a higher hydra.sweeper.max_failure_rate to go on, or fix the cause "
-                "and start a new study (another hydra.sweep.dir)"
-            )
-        confirmed = None
-        if self.confirm.top_k > 0:
-            confirmed = self._confirm(study, space, backend)
-        return summarize(study, sweep_dir, dashboard, self.directions, self.budget_hours, stopped, confirmed)
+        return stopped, n_failed
 
     def _check(self, space: SearchSpace, config: DictConfig) -> None:
         """Fail before launching anything when the settings contradict the task config."""
@@ -201,6 +230,12 @@ class OptunaSweep:
             raise SlotsweepError(
                 f"{SEED_KEY}= is set while hydra.sweeper.seeds={self.seeds} already runs every trial "
                 f"with each of those seeds: drop one of the two"
+            )
+        paced = [key for key in ("trainer.max_steps", "pause_at_step") if key in space.distributions]
+        if self.rungs_cfg is not None and paced:
+            raise SlotsweepError(
+                f"{paced[0]} is swept with hydra/sweeper/pruner=asha, whose rungs pause trials at steps "
+                "up to trainer.max_steps: fix it for the sweep, or use another pruner"
             )
         objective = OmegaConf.select(config, "objective")
         if objective is not None and len(objective) != len(self.directions):
@@ -253,15 +288,26 @@ class OptunaSweep:
                 "hydra.sweep.dir (or hydra.sweeper.study_name)"
             )
 
+    def _rungs(self, config: DictConfig) -> Rungs:
+        """The asha rungs of this sweep (trainer.max_steps is the last)."""
+        assert self.rungs_cfg is not None
+        return Rungs(
+            min_steps=self.rungs_cfg.min_steps,
+            eta=self.rungs_cfg.reduction_factor,
+            max_steps=int(config.trainer.max_steps),
+            n_seeds=len(self.seeds),
+            seeds_as_fidelity=self.rungs_cfg.seeds_as_fidelity,
+        )
+
     def _seed_jobs(
-        self, params: dict[str, Any], space: SearchSpace, seeds: list[int | None]
+        self, params: dict[str, Any], space: SearchSpace, seeds: list[int | None], extra: tuple[str, ...] = ()
     ) -> list[SeedJob]:
-        """One job per seed: its overrides and run dir (composed as the job will: raises when the
-        values do not compose together)."""
+        """One job per seed: its overrides (`extra` last) and run dir (composed as the job will:
+        raises when the values do not compose together)."""
         overrides = [override_string(key, value) for key, value in params.items()]
         jobs = []
         for seed in seeds:
-            job = [*space.fixed, *overrides, *([] if seed is None else [f"{SEED_KEY}={seed}"])]
+            job = [*space.fixed, *overrides, *([] if seed is None else [f"{SEED_KEY}={seed}"]), *extra]
             job_cfg = self.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
             jobs.append(SeedJob(seed=seed, overrides=job, run_dir=_run_dir(job_cfg)))
         return jobs
@@ -294,7 +340,12 @@ class OptunaSweep:
 
     def _adopt(self, study: optuna.Study, trial: FrozenTrial, space: SearchSpace, backend: Jobs) -> TrialJobs:
         """A trial a killed sweeper left RUNNING: follow its stored jobs, submit those it had not."""
-        jobs = self._seed_jobs(trial.params, space, self.seeds)
+        return self._adopt_jobs(study, trial, self._seed_jobs(trial.params, space, self.seeds), backend)
+
+    def _adopt_jobs(
+        self, study: optuna.Study, trial: FrozenTrial, jobs: list[SeedJob], backend: Jobs
+    ) -> TrialJobs:
+        """`_adopt` with the trial's jobs given (an asha trial's at its rung)."""
         for job, stored in zip(jobs, trial.user_attrs.get(JOBS_ATTR, []), strict=False):
             job.job_id, job.kind = stored["job_id"], stored["kind"]
         adopted = self._trial_jobs(study, trial.number, jobs)
@@ -438,11 +489,6 @@ def _trial_id(study: optuna.Study, number: int) -> int:
 
 def _running(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-
-
-def _spent_hours(study: optuna.Study) -> float:
-    """Device-hours of the study's ended trials (their jobs' results.json, summed)."""
-    return sum(t.user_attrs.get("device_seconds", 0.0) for t in study.get_trials(deepcopy=False)) / 3600
 
 
 def _finished_counts(study: optuna.Study) -> tuple[int, int]:

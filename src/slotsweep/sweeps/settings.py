@@ -4,9 +4,10 @@ One dataclass per node, one comment per field: Hydra checks the keys at compose 
 (hydra_plugins/slotsweep_sweeper/config.py registers these), and `OptunaSweep` reads the same
 object, so every setting is declared once. Samplers are selected with
 `hydra/sweeper/sampler=tpe|random|cmaes|gp|grid`, pruners with
-`hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband|wilcoxon|threshold`; each
-names its Optuna class by `_target_`, and any other argument of that class can be added with
-`+hydra.sweeper.sampler.<arg>=...` (`+hydra.sweeper.pruner.<arg>=...`).
+`hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband|wilcoxon|threshold|asha`;
+each but asha (the sweeper's own pause-and-promote scheduler) names its Optuna class by `_target_`,
+and any other argument of that class can be added with `+hydra.sweeper.sampler.<arg>=...`
+(`+hydra.sweeper.pruner.<arg>=...`).
 """
 
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 from omegaconf import MISSING
 
 __all__ = [
+    "ASHA_TARGET",
+    "AshaConf",
     "CmaEsSamplerConf",
     "ConfirmConf",
     "GPSamplerConf",
@@ -130,6 +133,22 @@ class ThresholdPrunerConf:
 
 
 @dataclass
+class AshaConf:
+    # Not an Optuna pruner: the sweeper pauses every trial at each rung (its job checkpoints and
+    # ends, the slot is free) and resumes the best paused ones (slotsweep.sweeps.promotion); the
+    # study itself has no pruner. Rungs at min_steps x reduction_factor^k and trainer.max_steps.
+    _target_: str = "slotsweep.sweeps.promotion.Rungs"
+    min_steps: int = 200  # the first rung: every trial trains this far
+    reduction_factor: int = 3  # 1/reduction_factor of a rung's trials go on (or within seed noise)
+    # true: hydra.sweeper.seeds are spread over the rungs (one seed at the low rungs, all at the last;
+    # confirmation is the last rung); false: every rung runs every seed
+    seeds_as_fidelity: bool = True
+
+
+ASHA_TARGET = AshaConf._target_
+
+
+@dataclass
 class ConfirmConf:
     # after the search, the top_k trials run again on these seeds (the seeds they already ran are
     # not re-run); the summary ranks them over all their seeds with a paired t-test. 0: no confirmation
@@ -201,4 +220,5 @@ PRUNERS = {
     "hyperband": HyperbandPrunerConf,
     "wilcoxon": WilcoxonPrunerConf,
     "threshold": ThresholdPrunerConf,
+    "asha": AshaConf,
 }

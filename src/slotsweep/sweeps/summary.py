@@ -1,8 +1,9 @@
 """The sweep's summary: optimization_results.yaml in the sweep dir, and the same as a printed table.
 
-Per trial: state, value (± std over seeds), steps trained and device-hours (from the jobs'
-results.json, slotsweep.training.cost); the totals; whether `hydra.sweeper.budget_hours` stopped the
-search; the best trial (or the Pareto front); and the confirmation ranking when there was one.
+Per trial: state, value (± std over seeds), the rung it reached (asha), the seeds it ran, steps
+trained and device-hours (from the jobs' results.json, slotsweep.training.cost); the totals and
+the forecast of the same sweep unpruned; whether `hydra.sweeper.budget_hours` stopped the search;
+the best trial (or the Pareto front); and the confirmation ranking when there was one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "state": trial.state.name,
         "value": value,
         "std": trial.user_attrs.get("std"),
+        "rung": trial.user_attrs.get("rung"),  # asha: the last rung it trained to (0-based)
+        "seeds": sum(job.get("run_dir") is not None for job in trial.user_attrs.get("jobs", [])),
         "steps": trial.user_attrs.get("steps", 0),
         "device_hours": trial.user_attrs.get("device_seconds", 0.0) / 3600,
         "params": trial.params,
@@ -51,18 +54,28 @@ def _fmt(x: Any) -> str:
 def format_table(summary: dict[str, Any]) -> str:
     """Markdown table of the trials, totals, budget line, and the confirmation ranking."""
     lines = [
-        "| trial | state | value | std | steps | device-h |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |",
+        "| trial | state | value | std | rung | seeds | steps | device-h |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["trials"]:
+        rung = "-" if row["rung"] is None else row["rung"]
         lines.append(
-            f"| {row['number']} | {row['state']} | {_fmt(row['value'])} | {_fmt(row['std'])} "
-            f"| {row['steps']} | {row['device_hours']:.4f} |"
+            f"| {row['number']} | {row['state']} | {_fmt(row['value'])} | {_fmt(row['std'])} | {rung} "
+            f"| {row['seeds']} | {row['steps']} | {row['device_hours']:.4f} |"
         )
     total = summary["total"]
-    lines.append(f"| total | {total['trials']} trials | | | {total['steps']} | {total['device_hours']:.4f} |")
+    lines.append(
+        f"| total | {total['trials']} trials | | | | | {total['steps']} | {total['device_hours']:.4f} |"
+    )
     lines.append("")
     lines.append(summary["budget"]["note"])
+    forecast = summary.get("unpruned_forecast")
+    if forecast:
+        lines.append(
+            f"unpruned, the same trials would take {forecast['steps']} steps, "
+            f"~{forecast['device_hours']:.4f} device-hours at this sweep's cost per step: this sweep "
+            f"used {forecast['fraction']:.0%} of it"
+        )
     confirmed = summary.get("confirmation")
     if confirmed:
         lines += [
@@ -86,8 +99,14 @@ def summarize(
     budget_hours: float | None,
     stopped: str | None,
     confirmation: dict[str, Any] | None = None,
+    unpruned_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Write optimization_results.yaml, log its table and the best trial(s); return the summary."""
+    """Write optimization_results.yaml, log its table and the best trial(s); return the summary.
+
+    Args:
+        unpruned_steps: the training steps of the sweep's trials, each seed to the end (the forecast's
+            base; None: no forecast).
+    """
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     rows = [_trial_row(t) for t in trials if t.state.is_finished()]
@@ -118,6 +137,14 @@ def summarize(
             "note": note,
         },
     }
+    steps = summary["total"]["steps"]
+    if unpruned_steps and steps:  # the sweep's own cost per step, spent on every step of every trial
+        hours = spent * unpruned_steps / steps
+        summary["unpruned_forecast"] = {
+            "steps": unpruned_steps,
+            "device_hours": hours,
+            "fraction": spent / hours if hours else None,
+        }
     if summary["n_complete"] == 0:
         log.warning(f"No trial of study '{study.study_name}' completed")
     elif len(directions) == 1:

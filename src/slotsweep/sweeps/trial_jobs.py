@@ -14,15 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slotsweep.runs import experiment
-from slotsweep.runs.trial_files import read_reports, request_stop
+from slotsweep.runs.trial_files import read_reports, reported_cost, request_stop
 from slotsweep.sweeps.jobs import Jobs
 
-__all__ = ["SeedJob", "TrialJobs"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["JOBS_ATTR", "SeedJob", "TrialJobs", "spent_hours"]
 
 log = logging.getLogger(__name__)
+
+JOBS_ATTR = "jobs"  # trial user attr: [{seed, job_id, kind, run_dir}], written at each submission
 
 
 @dataclass
@@ -132,6 +137,17 @@ class TrialJobs:
                 backend.cancel(job.job_id)
                 job.cancelled = True
 
+    def current_seconds(self) -> float:
+        """Device-seconds of the trial so far: each run dir's results.json, or a running job's cost
+        at its last validation when that is more (the run dir's earlier sessions included)."""
+        total = 0.0
+        for job in self.jobs:
+            if job.run_dir is None:
+                continue
+            results = experiment.read_results(job.run_dir) or {}
+            total += max(float(results.get("device_seconds", 0.0)), reported_cost(job.run_dir))
+        return total
+
     def cost(self) -> dict[str, Any]:
         """{device_seconds, steps, device_kind} summed over the seeds' results.json."""
         results = [experiment.read_results(j.run_dir) for j in self.jobs if j.run_dir is not None]
@@ -142,3 +158,14 @@ class TrialJobs:
             "steps": sum(r["steps"] for r in results),
             "device_kind": "+".join(kinds) or None,
         }
+
+
+def spent_hours(study: optuna.Study, in_flight: dict[int, TrialJobs]) -> float:
+    """Device-hours of the study so far: the trials' recorded cost, and the in-flight trials' at
+    their running jobs' last validation."""
+    seconds = sum(
+        t.user_attrs.get("device_seconds", 0.0)
+        for t in study.get_trials(deepcopy=False)
+        if t.number not in in_flight
+    )
+    return (seconds + sum(trial.current_seconds() for trial in in_flight.values())) / 3600

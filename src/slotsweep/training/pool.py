@@ -52,6 +52,7 @@ from slotsweep.runs.trial_files import append_report, clear_stop_request, stop_r
 from slotsweep.training import tracking
 from slotsweep.training.callbacks import VerifiedCheckpoint
 from slotsweep.training.cost import DeviceClock
+from slotsweep.training.exact_resume import ExactResume, use_epoch_stream
 from slotsweep.training.job_cores import apply_cpu_share
 from slotsweep.training.module import NonFiniteLossError, ObjectCentricModule, model_inputs
 from slotsweep.training.progress import progress_callbacks
@@ -416,6 +417,7 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
             run.logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))
         pool = PoolModule(heads, runs, {"id": directory.name, "size": len(cfgs)})
         trainer = _pool_trainer(cfgs[0], directory)
+        use_epoch_stream(datamodule, trainer, cfgs[0].seed)  # the batches of a solo run of the seed
         resume = resume_checkpoint(directory / "checkpoints")
         if resume is not None:
             log.info(f"pool {directory.name}: resuming from {resume}")
@@ -450,7 +452,7 @@ def _pool_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
         default_root_dir=directory,
-        callbacks=[checkpoints, *progress],
+        callbacks=[checkpoints, ExactResume(), *progress],  # training draws as in a solo run
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in progress),
         logger=False,
         gradient_clip_val=None,

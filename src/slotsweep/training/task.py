@@ -39,6 +39,7 @@ from slotsweep.runs.trial_files import clear_stop_request
 from slotsweep.training import tracking
 from slotsweep.training.callbacks import VerifiedCheckpoint
 from slotsweep.training.cost import DeviceClock
+from slotsweep.training.exact_resume import ExactResume, StopAtStep, use_epoch_stream
 from slotsweep.training.job_cores import apply_cpu_share
 from slotsweep.training.module import ObjectCentricModule
 from slotsweep.training.pictures import ValPictures
@@ -148,7 +149,10 @@ def _check_trainer(cfg: DictConfig) -> None:
         lightning_log.setLevel(level)
 
 
-def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, exp_id: str, directory: Path, clock: DeviceClock | None = None
+) -> L.Trainer:
+    """The run's Trainer; with `clock`, each validation report carries the run's cost so far."""
     checkpoints = VerifiedCheckpoint(
         dirpath=directory / "checkpoints",
         filename="step{step:07d}",
@@ -160,8 +164,12 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, directory))
-    reporter = TrialReporter(directory, list(cfg.objective))  # a sweep's intermediate values, pruning
-    callbacks = [checkpoints, reporter, StepAxis(log_lr=bool(logger))]  # one step number in all outputs
+    cost = None if clock is None else (lambda trainer: clock.seconds(_n_gpus(trainer)))
+    reporter = TrialReporter(directory, list(cfg.objective), cost)  # a sweep's intermediate values, pruning
+    # one step number in all outputs; exact resumes; a pause
+    callbacks = [checkpoints, reporter, StepAxis(log_lr=bool(logger)), ExactResume()]
+    if _pause_step(cfg) is not None:
+        callbacks.append(StopAtStep(_pause_step(cfg)))
     callbacks.append(ValPictures(**cfg.val_pictures, directory=directory / "logs" / "val_pictures"))
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
@@ -173,10 +181,15 @@ def build_trainer(cfg: DictConfig, exp_id: str, directory: Path) -> L.Trainer:
     )
 
 
-def run(cfg: DictConfig) -> float | tuple[float, ...]:
-    """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s)."""
+def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
+    """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s).
+
+    `job`: this process was started for this run (src/train.py, a sweep's job), so its cost counts
+    from the process's start (slotsweep.training.cost).
+    """
     quiet_lightning()  # each Lightning line once, no adverts, no srun hint outside SLURM
     exp_id, directory = experiment.locate(cfg)
+    pause = _pause_step(cfg)  # checked first: bad input fails even for a finished run
     previous = experiment.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
         log.info(f"{directory} already completed (force=true re-runs it); returning its results")
@@ -187,6 +200,11 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         # Deliberately not a finished run: launched again (outside the sweep that pruned it), it
         # resumes from its checkpoint and trains on to trainer.max_steps.
         log.info(f"{directory} was pruned by a sweep at step {previous['step']}; training it on")
+    if previous is not None and previous["status"] == "paused" and not cfg.force:
+        if pause is not None and previous["step"] >= pause:  # a promotion's job started twice
+            log.info(f"{directory} is paused at step {previous['step']} already; returning its results")
+            return _objective(cfg, previous["metrics"])
+        log.info(f"{directory} was paused at step {previous['step']}; training it on to {pause or 'the end'}")
 
     apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
     L.seed_everything(cfg.seed, workers=True)
@@ -197,8 +215,10 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
     lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
     try:
-        clock = DeviceClock(previous if not cfg.force else None)  # a resumed run's cost goes on
-        return _train(cfg, exp_id, directory, datamodule, module, clock)
+        clock = DeviceClock(previous if not cfg.force else None, job)  # a resumed run's cost goes on
+        segments = list(previous.get("segments", [])) if previous is not None and not cfg.force else []
+        started = "promoted" if previous is not None and previous["status"] == "paused" else "requeued"
+        return _train(cfg, exp_id, directory, datamodule, module, clock, _Segments(segments, started))
     finally:
         if lock is not None:
             lock.release()
@@ -211,9 +231,10 @@ def _train(
     datamodule: L.LightningDataModule,
     module: ObjectCentricModule,
     clock: DeviceClock,
+    segments: "_Segments",
 ) -> float | tuple[float, ...]:
-    """Fit, validate and write results.json in a claimed run dir (completed, pruned, failed or
-    interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
+    """Fit, validate and write results.json in a claimed run dir (completed, paused, pruned, failed
+    or interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
     writer = rank_zero_only.rank == 0
     if writer:
         experiment.write_identity(directory, cfg, exp_id)
@@ -231,7 +252,8 @@ def _train(
     start = time.monotonic()
     trainer = None
     try:
-        trainer = build_trainer(cfg, exp_id, directory)
+        trainer = build_trainer(cfg, exp_id, directory, clock)
+        use_epoch_stream(datamodule, trainer, cfg.seed)  # data draws that a resume repeats exactly
         tracking.define_best_summaries(trainer.logger)
         tracking.stamp_protocol(trainer.logger, results["protocol"])
         resume = resume_checkpoint(directory / "checkpoints")  # last.ckpt, or the newest readable
@@ -240,25 +262,31 @@ def _train(
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         trainer.save_checkpoint(directory / LAST_CHECKPOINT, weights_only=False)  # for a later resume
         reporter = _reporter(trainer)
+        paused = _paused(trainer)
         if reporter.stopped:  # pruned by the sweep: the last validation is the result
             clear_stop_request(directory)
             metrics = reporter.last_metrics
+            status = "pruned"
+        elif paused:  # stopped at pause_at_step, which Lightning validated: that is the result
+            metrics, status = reporter.last_metrics, "paused"
         elif reporter.last_step == trainer.global_step:  # the last step validated: same weights
-            metrics = reporter.last_metrics
+            metrics, status = reporter.last_metrics, "completed"
         else:
             validation = trainer.validate(module, datamodule=datamodule, verbose=False)
             metrics = validation[0] if validation else {}  # a dataset without masks has no metrics
             metrics.pop(STEP_KEY, None)  # the logged x-axis, not a metric
+            status = "completed"
         results.update(
-            status="pruned" if reporter.stopped else "completed",
+            status=status,
             error=None,
             step=trainer.global_step,
             wall_time_s=module.elapsed_s(),
             metrics={k: float(v) for k, v in metrics.items()},
             best_metrics=module.best_metrics,
             **_cost(clock, trainer),
+            segments=segments.closed(trainer, status),
         )
-        shows_report = writer and cfg.visualize is not None and not reporter.stopped
+        shows_report = writer and status == "completed" and cfg.visualize is not None
         if shows_report:  # the demo's table of model vs baselines, and pictures
             report = mask_report(module, datamodule, directory, **cfg.visualize)
             results["mask_report"] = report
@@ -274,6 +302,7 @@ def _train(
             metrics={},
             best_metrics=module.best_metrics,
             **_cost(clock, trainer),
+            segments=segments.closed(trainer, "failed" if isinstance(error, Exception) else "interrupted"),
         )
         if writer:
             experiment.write_results(directory, results)
@@ -302,13 +331,50 @@ def _reporter(trainer: L.Trainer) -> TrialReporter:
     return next(c for c in trainer.callbacks if isinstance(c, TrialReporter))
 
 
+def _pause_step(cfg: DictConfig) -> int | None:
+    """pause_at_step when it stops the run before trainer.max_steps, else None (train to the end)."""
+    pause = cfg.get("pause_at_step")
+    if pause is None or pause >= cfg.trainer.max_steps:
+        return None
+    if pause < 1:
+        raise SlotsweepError(f"pause_at_step={pause} must be >= 1, or null to train to trainer.max_steps")
+    return int(pause)
+
+
+def _paused(trainer: L.Trainer) -> bool:
+    return any(isinstance(c, StopAtStep) and c.stopped for c in trainer.callbacks)
+
+
+class _Segments:
+    """results.json's `segments`: the run's sessions of training so far, one more per session.
+
+    Each is {from_step, to_step, started: new|promoted|requeued, ended: the session's status}:
+    `promoted` resumed a paused run, `requeued` any other resume (preemption, a failure, a kill).
+    """
+
+    def __init__(self, earlier: list[dict[str, Any]], resumed_as: str) -> None:
+        self.earlier, self.resumed_as = earlier, resumed_as
+
+    def closed(self, trainer: L.Trainer | None, ended: str) -> list[dict[str, Any]]:
+        if trainer is None:  # failed before training: no segment
+            return self.earlier
+        start = _reporter(trainer).start_step
+        started = "new" if start == 0 else self.resumed_as
+        segment = {"from_step": start, "to_step": trainer.global_step, "started": started, "ended": ended}
+        return [*self.earlier, segment]
+
+
 def _cost(clock: DeviceClock, trainer: L.Trainer | None) -> dict[str, Any]:
     """results.json's device_kind, device_seconds and steps (slotsweep.training.cost)."""
     if trainer is None:  # failed while building the trainer: nothing trained
         return clock.record(n_gpus=0, first_step=0, last_step=0)
+    return clock.record(_n_gpus(trainer), _reporter(trainer).start_step, trainer.global_step)
+
+
+def _n_gpus(trainer: L.Trainer) -> int:
+    """GPUs of the run (0: on CPU)."""
     on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
-    n_gpus = trainer.num_devices * trainer.num_nodes if on_gpu else 0
-    return clock.record(n_gpus, _reporter(trainer).start_step, trainer.global_step)
+    return trainer.num_devices * trainer.num_nodes if on_gpu else 0
 
 
 def _protocol(

@@ -5,6 +5,7 @@ stops the fit if the sweeper has asked for it (the trial was pruned). Outside a 
 written all the same; nothing reads it and no stop request ever appears.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -24,9 +25,12 @@ class TrialReporter(Callback):
     (after a resume: the checkpoint's).
     """
 
-    def __init__(self, directory: Path, objective: list[str]) -> None:
+    def __init__(
+        self, directory: Path, objective: list[str], cost: Callable[[L.Trainer], float] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.objective = list(objective)
+        self.cost = cost  # the run's device-seconds so far, reported with each value
         self.stopped = False
         self.last_metrics: dict[str, float] = {}
         self.last_step: int | None = None
@@ -42,7 +46,9 @@ class TrialReporter(Callback):
         if all(key in metrics for key in self.objective):  # a dataset without masks has none
             self.last_metrics, self.last_step = metrics, trainer.global_step
             if trainer.is_global_zero:
-                append_report(self.directory, trainer.global_step, [metrics[key] for key in self.objective])
+                values = [metrics[key] for key in self.objective]
+                cost = None if self.cost is None else self.cost(trainer)
+                append_report(self.directory, trainer.global_step, values, cost)
         # Every DDP rank must stop at the same step, and they may see the file at different times.
         if trainer.strategy.reduce_boolean_decision(stop_requested(self.directory), all=False):
             self.stopped = True

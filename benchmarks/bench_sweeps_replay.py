@@ -1,0 +1,288 @@
+"""Sweep policies replayed on recorded learning curves: their device-hours and the winners they pick.
+
+Run: `.venv/bin/python benchmarks/bench_sweeps_replay.py [--draws 500] [--json]`. Reads the pool
+that record_sweep_curves.py wrote (benchmarks/results/sweeps_curves.json: configurations x seeds,
+the objective at every validation, each configuration's cost per step and per job start). Each
+draw takes 12 configurations and an order of the seeds at random; every policy then runs a sweep
+of those 12 on the recorded values, one trial at a time:
+
+- `none`: every configuration, every seed, to the end (the full sweep: its best is the target);
+- `random 3`: 3 of the 12 at random, trained fully;
+- Optuna's `median`, `successive halving`, `hyperband` and `wilcoxon` pruners, each in a real
+  in-memory study: a trial reports its seed mean at each validation and stops at the next one once
+  its pruner says so (the sweeper's stop lag), every seed from step 0;
+- `asha`: slotsweep.sweeps.promotion's decisions (the sweeper's own), at several rung settings,
+  with and without seeds as a fidelity, and once without the seed-noise allowance. A promoted
+  trial's seeds resume where they paused; each segment pays one job start per seed.
+
+Per policy: its device-hours as a fraction of the full sweep's, the probability that its winner
+(best completed trial) is within one pooled seed-std of the full sweep's best (both judged on the
+mean over all recorded seeds at the last step), and the mean regret in seed-stds. Writes the table
+to benchmarks/results/sweeps_replay.md (not with --json, which prints one object per policy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion, pooled_seed_std
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_table  # noqa: E402
+
+CURVES = Path(__file__).resolve().parent / "results" / "sweeps_curves.json"
+DRAWN = 12  # configurations per draw
+
+
+@dataclass
+class Config:
+    """One recorded configuration: {seed: {step: value}} and its cost."""
+
+    values: dict[int, dict[int, float]]
+    per_step: float
+    per_start: float
+
+    def mean(self, seeds: list[int], step: int) -> float:
+        return statistics.fmean(self.values[s][step] for s in seeds)
+
+    def cost(self, seeds: int, from_step: int, to_step: int) -> float:
+        """Device-seconds of `seeds` jobs that train from_step -> to_step (each pays its start)."""
+        return seeds * (self.per_start + (to_step - from_step) * self.per_step)
+
+
+@dataclass
+class Draw:
+    configs: list[Config]
+    seeds: list[int]  # the order in which a policy uses them
+    steps: list[int]  # validation steps, ascending
+
+
+def load_pool(path: Path) -> tuple[list[Config], list[int], list[int], bool]:
+    """(configs, seeds, validation steps, maximize) of a recorded pool."""
+    pool = json.loads(path.read_text())
+    configs = []
+    for entry in pool["configs"]:
+        values = {int(s): {int(step): value for step, value in curve} for s, curve in entry["seeds"].items()}
+        configs.append(Config(values, entry["seconds_per_step"], entry["seconds_per_job_start"]))
+    seeds = sorted(set.intersection(*(set(c.values) for c in configs)))
+    steps = sorted(set.intersection(*(set(c.values[s]) for c in configs for s in seeds)))
+    return configs, seeds, steps, pool["direction"] == "maximize"
+
+
+Policy = Callable[[Draw, bool, random.Random], tuple[int | None, float]]  # (winner index, device-s)
+
+
+def full(
+    draw: Draw, maximize: bool, rng: random.Random, subset: int | None = None
+) -> tuple[int | None, float]:
+    """Every (or `subset` random) configuration(s), every seed, to the end."""
+    last = draw.steps[-1]
+    chosen = rng.sample(range(len(draw.configs)), subset) if subset else range(len(draw.configs))
+    sign = 1 if maximize else -1
+    winner = max(chosen, key=lambda i: sign * draw.configs[i].mean(draw.seeds, last))
+    return winner, sum(draw.configs[i].cost(len(draw.seeds), 0, last) for i in chosen)
+
+
+def optuna_policy(make_pruner: Callable[[], optuna.pruners.BasePruner]) -> Policy:
+    """A sequential Optuna study with this pruner over the draw's configurations, every seed."""
+
+    def run(draw: Draw, maximize: bool, rng: random.Random) -> tuple[int | None, float]:
+        study = optuna.create_study(direction="maximize" if maximize else "minimize", pruner=make_pruner())
+        cost, finals = 0.0, {}
+        for index, config in enumerate(draw.configs):
+            trial = study.ask()
+            stopped_at = None
+            for k, step in enumerate(draw.steps):
+                trial.report(config.mean(draw.seeds, step), step)
+                if step < draw.steps[-1] and trial.should_prune():
+                    stopped_at = draw.steps[k + 1]  # it stops at its next validation
+                    break
+            end = draw.steps[-1] if stopped_at is None else stopped_at
+            cost += config.cost(len(draw.seeds), 0, end)
+            if stopped_at is None:
+                finals[index] = config.mean(draw.seeds, end)
+                study.tell(trial, finals[index])
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        sign = 1 if maximize else -1
+        return max(finals, key=lambda i: sign * finals[i]) if finals else None, cost
+
+    return run
+
+
+def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: bool = True) -> Policy:
+    """slotsweep's pause-and-promote scheduler, one segment at a time; `noise` false: without the
+    seed-noise allowance (the plain top 1/eta)."""
+
+    def run(draw: Draw, maximize: bool, rng: random.Random) -> tuple[int | None, float]:
+        last = draw.steps[-1]
+        rungs = Rungs(min_steps, eta, last, len(draw.seeds), seeds_as_fidelity)
+        steps = rungs.steps
+        results: dict[int, dict[int, RungResult]] = {}  # {trial: {rung: result}}
+        at: dict[int, int] = {}  # trial -> rung it is paused at
+        cost, started, finals = 0.0, 0, {}
+
+        def segment(trial: int, rung: int) -> None:
+            nonlocal cost
+            config = draw.configs[trial]
+            seeds = draw.seeds[: rungs.seeds_at(rung)]
+            previous = draw.seeds[: rungs.seeds_at(rung - 1)] if rung > 0 else []
+            start = steps[rung - 1] if rung > 0 else 0
+            cost += config.cost(len(previous), start, steps[rung])  # resumed from their pause
+            cost += config.cost(len(seeds) - len(previous), 0, steps[rung])  # gained seeds
+            values = tuple(config.values[s][steps[rung]] for s in seeds)
+            if rung == len(steps) - 1:
+                finals[trial] = statistics.fmean(values)
+                at.pop(trial, None)
+            else:
+                at[trial] = rung
+            results.setdefault(trial, {})[rung] = RungResult(trial, rung, values, rung < len(steps) - 1)
+
+        while True:
+            everything = [r for by_rung in results.values() for r in by_rung.values()]
+            by_rung: dict[int, list[RungResult]] = {}
+            for trial, rungs_reached in results.items():
+                for rung, result in rungs_reached.items():
+                    if rung < len(steps) - 1:
+                        paused = at.get(trial) == rung
+                        by_rung.setdefault(rung, []).append(RungResult(trial, rung, result.values, paused))
+            finishing = started == len(draw.configs)
+            seed_std = pooled_seed_std(everything) if noise else None
+            promoted = next_promotion(by_rung, eta, maximize, seed_std, finishing)
+            if promoted is not None:
+                segment(promoted.trial, promoted.rung + 1)
+            elif started < len(draw.configs):
+                segment(started, 0)
+                started += 1
+            else:
+                break
+        sign = 1 if maximize else -1
+        return max(finals, key=lambda i: sign * finals[i]) if finals else None, cost
+
+    return run
+
+
+def policies(steps: list[int]) -> dict[str, Policy]:
+    """The replayed policies by name. Rungs and warm-up at validation steps of the recording."""
+    last = steps[-1]
+    r_small, r_large = steps[0], steps[len(steps) // 5]  # the first validation, and ~1/5 in
+    return {
+        "none (full sweep)": full,
+        "random 3 trained fully": lambda d, m, rng: full(d, m, rng, subset=3),
+        f"Optuna median (5 startup trials, warm-up {r_large})": optuna_policy(
+            lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=r_large)
+        ),
+        f"Optuna successive halving (r={r_large}, eta=3)": optuna_policy(
+            lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=r_large, reduction_factor=3)
+        ),
+        f"Optuna hyperband (r={r_small}, max {last}, eta=3)": optuna_policy(
+            lambda: optuna.pruners.HyperbandPruner(r_small, max_resource=last, reduction_factor=3)
+        ),
+        "Optuna wilcoxon (p=0.1)": optuna_policy(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1)),
+        **{
+            f"asha r={r} eta={eta}" + (", seeds as fidelity" if fidelity else ", every seed"): asha_policy(
+                r, eta, fidelity
+            )
+            for r, eta in ((r_small, 3), (r_large, 3), (r_small, 2))
+            for fidelity in (True, False)
+        },
+        f"asha r={r_small} eta=3, seeds as fidelity, no noise allowance": asha_policy(
+            r_small, 3, True, noise=False
+        ),
+    }
+
+
+def replay(path: Path, n_draws: int, seed: int) -> tuple[list[dict], dict]:
+    """Per policy {policy, fraction, p_within, regret}; and the pool's description."""
+    configs, seeds, steps, maximize = load_pool(path)
+    sign = 1 if maximize else -1
+    last = steps[-1]
+    finals = [c.mean(seeds, last) for c in configs]
+    # pooled std of one seed's final value over the pool: the seed noise a winner is judged by
+    variances = [statistics.variance([c.values[s][last] for s in seeds]) for c in configs]
+    std = math.sqrt(statistics.fmean(variances))
+    named = policies(steps)
+    totals = {name: {"fraction": [], "within": [], "regret": [], "none": 0} for name in named}
+    rng = random.Random(seed)
+    for _ in range(n_draws):
+        chosen = rng.sample(range(len(configs)), DRAWN)
+        order = rng.sample(seeds, len(seeds))
+        draw = Draw([configs[i] for i in chosen], order, steps)
+        best = max(sign * finals[i] for i in chosen)
+        _, full_cost = full(draw, maximize, rng)
+        for name, policy in named.items():
+            winner, cost = policy(draw, maximize, random.Random(rng.random()))
+            totals[name]["fraction"].append(cost / full_cost)
+            if winner is None:
+                totals[name]["none"] += 1
+                continue
+            regret = (best - sign * finals[chosen[winner]]) / std
+            totals[name]["within"].append(regret <= 1.0)
+            totals[name]["regret"].append(regret)
+    rows = [
+        {
+            "policy": name,
+            "fraction": statistics.fmean(t["fraction"]),
+            "p_within": sum(t["within"]) / n_draws,  # a draw without a winner counts as a miss
+            "regret": statistics.fmean(t["regret"]) if t["regret"] else math.nan,
+            "no_winner": t["none"],
+        }
+        for name, t in totals.items()
+    ]
+    about = {"configs": len(configs), "seeds": len(seeds), "steps": steps, "seed_std": std, "draws": n_draws}
+    return rows, about
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--curves", type=Path, default=CURVES)
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per policy")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    start = time.perf_counter()
+    rows, about = replay(args.curves, args.draws, args.seed)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    pool = json.loads(args.curves.read_text())
+    lines = [
+        "# Sweep policies replayed on recorded curves",
+        "",
+        f"Pool: {about['configs']} configurations x {about['seeds']} seeds of `{pool['sweep']}` on "
+        f"`{pool['preset']}`, validated every {pool['validation_every']} steps to step "
+        f"{about['steps'][-1]} ({Path(args.curves).name}, recorded in {pool['wall_s']} s on "
+        f"{pool['machine']}). {about['draws']} draws of {DRAWN} configurations and a seed order; "
+        f"pooled seed-std of the final value {about['seed_std']:.4f}. Fraction: device-hours over "
+        "the full sweep's (every configuration and seed to the end), each job paying its start-up. "
+        "Within: P(the winner's all-seed mean is within one seed-std of the full sweep's best). "
+        f"Regret: mean, in seed-stds. Replayed in {elapsed:.1f} s.",
+        "",
+        "| policy | fraction of device-hours | P(within one seed-std) | mean regret (seed-stds) |",
+        "|---|---:|---:|---:|",
+        *(f"| {r['policy']} | {r['fraction']:.0%} | {r['p_within']:.0%} | {r['regret']:.2f} |" for r in rows),
+    ]
+    table = "\n".join(lines)
+    print(table)
+    print(f"\nwritten to {write_table('sweeps_replay', table)}")
+
+
+if __name__ == "__main__":
+    main()

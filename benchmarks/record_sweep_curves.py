@@ -1,0 +1,105 @@
+"""Record a pool of learning curves for the sweep replay (bench_sweeps_replay.py reads it).
+
+Run: `.venv/bin/python benchmarks/record_sweep_curves.py [--configs 24 --seeds 4 --steps 200]`.
+One unpruned sweep, `+sweep=loss_weights` on bench_sweeps.py's preset (the demo on both losses,
+2-frame clips, batch 8, `grouper.n_slots=range(3, 12)` in the space), random sampler seed 0,
+every configuration on every seed, validated every `--every` steps. Writes
+benchmarks/results/sweeps_curves.json: per configuration its params, per seed the objective at each
+validation (read from the run dirs), and its cost: device-seconds per step and per job start
+(a line through the device-seconds each job reported at its validations, so the start-up that
+every extra job pays is known).
+CPU-heavy: the defaults are 96 jobs of 200 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import REPO, RESULTS_DIR, machine_description
+from bench_sweeps import preset, run_local_sweep, warm_data
+
+CURVES = RESULTS_DIR / "sweeps_curves.json"
+
+
+def _fit_cost(curve: list[list]) -> tuple[float, float]:
+    """(seconds per step, seconds at step 0) of a job: a line through the cost it reported."""
+    points = [(step, cost) for step, _, cost in curve if cost is not None]
+    if len(points) < 2:
+        raise SystemExit("a job reported its cost at fewer than 2 validations: more steps or --every lower")
+    slope = statistics.linear_regression([p[0] for p in points], [p[1] for p in points])
+    return slope.slope, slope.intercept
+
+
+SWEPT = ("loss.timesim.weight", "loss.featrec.weight", "loss.timesim.temperature", "grouper.n_slots")
+
+
+def _config(experiment_dir: Path) -> dict:
+    """One configuration's entry: its swept values, per seed [[step, value], ...], and its cost."""
+    seeds, per_step, at_start, params = {}, [], [], {}
+    for run_dir in sorted(experiment_dir.glob("seed*")):
+        results = json.loads((run_dir / "results.json").read_text())
+        if results["status"] != "completed":
+            raise SystemExit(f"{run_dir}: {results['status']}, not completed")
+        node = results["config"]
+        params = {key: _select(node, key) for key in SWEPT}
+        lines = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
+        seeds[str(results["seed"])] = [[r["step"], r["values"][0]] for r in lines]
+        slope, intercept = _fit_cost([[r["step"], r["values"][0], r.get("device_seconds")] for r in lines])
+        per_step.append(slope)
+        at_start.append(intercept)
+    return {
+        "params": params,
+        "seconds_per_step": statistics.fmean(per_step),
+        "seconds_per_job_start": max(0.0, statistics.fmean(at_start)),
+        "seeds": seeds,
+    }
+
+
+def _select(node: dict, key: str) -> object:
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=24)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--every", type=int, default=20, help="validation interval (steps)")
+    parser.add_argument("--data-dir", default=str(REPO / "data"))
+    args = parser.parse_args()
+    overrides = [
+        o if not o.startswith("trainer.val_check_interval=") else f"trainer.val_check_interval={args.every}"
+        for o in preset(args.steps, lengths=False)
+    ]
+    with tempfile.TemporaryDirectory(prefix="slotsweep-record-curves-") as root:
+        sweep_dir = Path(root) / "sweep"
+        warm_data(argparse.Namespace(steps=args.steps, lengths=False, data_dir=args.data_dir), Path(root))
+        everything = ["+sweep=loss_weights", *overrides]
+        run, _, wall_s = run_local_sweep(everything, sweep_dir, args.data_dir, args.configs, 1, args.seeds)
+        if run.returncode != 0:  # the runs may all be there still: _config checks each one
+            print(f"the sweep exited with {run.returncode}:\n{run.stderr[-3000:]}", file=sys.stderr)
+        configs = [_config(d) for d in sorted((sweep_dir / "runs").iterdir()) if (d / "seed0").is_dir()]
+    pool = {
+        "preset": " ".join(overrides),
+        "sweep": "+sweep=loss_weights, random sampler seed 0",
+        "objective": "val/video_fg_ari",
+        "direction": "maximize",
+        "steps": args.steps,
+        "validation_every": args.every,
+        "machine": machine_description(),
+        "wall_s": round(wall_s),
+        "configs": configs,
+    }
+    CURVES.write_text(json.dumps(pool, separators=(",", ":")) + "\n")
+    print(f"{len(configs)} configurations x {args.seeds} seeds in {wall_s:.0f} s: {CURVES}")
+
+
+if __name__ == "__main__":
+    main()
