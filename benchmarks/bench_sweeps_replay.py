@@ -253,6 +253,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object per policy")
     args = parser.parse_args()
+    if not args.curves.is_file():
+        raise SystemExit(
+            f"error: no recorded pool at {args.curves}: record one first with "
+            "benchmarks/record_sweep_curves.py (CPU-hours), or give --curves <file>"
+        )
     optuna.logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
