@@ -254,10 +254,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per policy")
     args = parser.parse_args()
     if not args.curves.is_file():
-        raise SystemExit(
+        print(
             f"error: no recorded pool at {args.curves}: record one first with "
-            "benchmarks/record_sweep_curves.py (CPU-hours), or give --curves <file>"
+            "benchmarks/record_sweep_curves.py, or give --curves <file>",
+            file=sys.stderr,
         )
+        sys.exit(2)
     optuna.logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
