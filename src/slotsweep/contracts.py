@@ -174,7 +174,9 @@ class Loss(Protocol):
 class DataModule(Protocol):
     """Train and validation clips (a LightningDataModule in practice: data/).
 
-    Batches are dicts: "video" (B, T, 3, H, W) float, and in validation "masks" (B, T, K, H, W)
+    Batches are dicts: "video" (B, T, 3, H, W) float (or, to leave the pixel work to the training
+    device, "frames" and "views" as data.video_transforms.collate_clips makes them: the module turns
+    them into "video" after the batch is on the device), and in validation "masks" (B, T, K, H, W)
     bool and "index" (B,) int64, each sample's position in the validation set (its slots are drawn
     from a seed of it, so metrics do not depend on the batch size or the device count). Under DDP
     every validation sample must reach exactly one rank, unpadded: slotsweep.data.streams'

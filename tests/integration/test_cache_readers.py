@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
 from slotsweep.data.video_files import write_masks, write_video
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.runs import experiment
 from slotsweep.training import task
 
@@ -148,7 +149,7 @@ def test_the_cache_on_every_reader(
         L.seed_everything(3)
         batches.append(list(itertools.islice(datamodule.train_dataloader(), 3)))
     for images, features in zip(*batches, strict=True):
-        expected = module.model.encode(images["video"])  # (B, T, P, D)
+        expected = module.model.encode(frames_to_video(images)["video"])  # (B, T, P, D)
         torch.testing.assert_close(features["features"].float(), expected.features, rtol=2e-3, atol=2e-3)
         if "keys" in features:  # stored only when a loss reads them (not loss=dinosaur: COCO)
             torch.testing.assert_close(features["keys"].float(), expected.keys, rtol=2e-3, atol=2e-3)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from conftest import REPO
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.runs import experiment
 from slotsweep.training import task
 
@@ -72,7 +73,7 @@ def test_cached_batches_are_the_encoded_image_batches(compose_train: Callable[..
         L.seed_everything(3)
         batches.append(list(itertools.islice(datamodule.train_dataloader(), 3)))
     for images, cached in zip(*batches, strict=True):
-        expected = module.model.encode(images["video"])  # (B, T, P, D)
+        expected = module.model.encode(frames_to_video(images)["video"])  # (B, T, P, D)
         assert set(cached) == {"features", "keys"}
         torch.testing.assert_close(cached["features"].float(), expected.features, rtol=2e-3, atol=2e-3)
         torch.testing.assert_close(cached["keys"].float(), expected.keys, rtol=2e-3, atol=2e-3)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.models.weights import load_model_weights
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, is_readable
@@ -38,7 +39,7 @@ def test_nan_at_step_1_keeps_the_initial_weights(compose_train: Callable[..., Di
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 0
     datamodule, module = task.build_task(cfg)
     load_model_weights(module.model, checkpoints / "last.ckpt")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = frames_to_video(next(iter(datamodule.train_dataloader())))
     with torch.no_grad():
         assert torch.isfinite(module.compute_losses(module.model(video=batch["video"]))["loss"])
     assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
 from slotsweep.build import build_datamodule, build_model
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.models.weights import reference_to_local
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
@@ -389,7 +390,7 @@ def test_preset_runs_at_its_true_size(compose_train, fixture_data: Path, preset:
     datamodule, module = build_task(cfg)
     datamodule.setup("fit")
     T, S, P = (2 if video else 1), TABLE[preset]["n_slots"], TABLE[preset]["n_patches"]
-    train = next(iter(datamodule.train_dataloader()))
+    train = frames_to_video(next(iter(datamodule.train_dataloader())))
     assert train["video"].shape == (1, T, 3, TABLE[preset]["img_size"], TABLE[preset]["img_size"])
     with torch.no_grad():
         out = module.model(video=train["video"])

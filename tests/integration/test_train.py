@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.models.weights import load_model_weights
 from slotsweep.runs import experiment, trial_files
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
@@ -239,7 +240,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(compose_train: Callable[..
 
     # The kept checkpoint is *good*: its weights give a finite loss.
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = frames_to_video(next(iter(datamodule.train_dataloader())))
     with torch.no_grad():
         loss = module.compute_losses(module.model(video=batch["video"]))["loss"]
     assert torch.isfinite(loss)

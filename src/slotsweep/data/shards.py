@@ -18,7 +18,7 @@ import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 import webdataset as wds
 from braceexpand import braceexpand
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, default_collate
+from torch.utils.data import DataLoader, IterableDataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.config import check_shards
@@ -34,7 +34,7 @@ from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
 from slotsweep.data.streams import ValidationStream, chunk_starts, stream_rng
-from slotsweep.data.video_transforms import ClipTransform
+from slotsweep.data.video_transforms import ClipTransform, collate_clips
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
@@ -66,6 +66,15 @@ def _reraise(error: Exception) -> bool:
     raise SlotsweepError(f"cannot read {where}: {error.args[0] if error.args else error!r}") from error
 
 
+def _npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy file at the stream's position, which then is the
+    start of the array's bytes."""
+    version = np.lib.format.read_magic(stream)  # 2.0 and 3.0 share a header layout
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
+
+
 def _decode(data: bytes, where: str) -> np.ndarray:
     try:
         return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
@@ -84,6 +93,15 @@ def read_samples(
     Yields:
         {"__key__": str, "__url__": str, key: array for key in keys (and optional keys present)}.
     """
+    for sample, where in _raw_samples(paths, keys):
+        present = [*keys, *(k for k in optional if f"{k}.npy" in sample)]
+        decoded = {k: _decode(sample[f"{k}.npy"], f"{k}.npy of {where}") for k in present}
+        yield {"__key__": sample["__key__"], "__url__": sample["__url__"], **decoded}
+
+
+def _raw_samples(paths: Iterable[str | Path], keys: tuple[str, ...]) -> Iterator[tuple[dict, str]]:
+    """(sample with its files' bytes, "sample <key> of <shard>") of the shards in order; every
+    sample has `<key>.npy` for each of keys."""
     sources = ({"url": str(path)} for path in paths)
     for sample in wds.tarfile_samples(sources, handler=_reraise):
         where = f"sample {sample['__key__']} of {sample['__url__']}"
@@ -91,12 +109,36 @@ def read_samples(
         if missing:
             found = sorted(k for k in sample if not k.startswith("__"))
             raise SlotsweepError(f"{where} has no {[f'{k}.npy' for k in missing]} (it has {found})")
-        present = [*keys, *(k for k in optional if f"{k}.npy" in sample)]
-        decoded = {k: _decode(sample[f"{k}.npy"], f"{k}.npy of {where}") for k in present}
-        yield {"__key__": sample["__key__"], "__url__": sample["__url__"], **decoded}
+        yield sample, where
 
 
-_header_2 = np.lib.format.read_array_header_2_0
+class StoredFrames(NamedTuple):
+    """A stored frames array (`video.npy` or `image.npy`) not yet decoded: its bytes and header."""
+
+    data: bytes
+    shape: tuple[int, ...]  # as stored: (T, H, W, 3), or (H, W, 3) for an image
+    offset: int  # where the array's bytes start; -1: not a plain C-order uint8 array
+    where: str  # "<key>.npy of sample <key> of <shard>", for messages
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> StoredFrames:
+        stream = io.BytesIO(data)
+        try:
+            shape, fortran_order, dtype = _npy_header(stream)
+        except ValueError as error:
+            raise SlotsweepError(f"{where} is not a readable .npy array ({error})") from error
+        plain = dtype == np.uint8 and not fortran_order and len(shape) >= 3
+        return cls(data, tuple(shape), stream.tell() if plain else -1, where)
+
+    def frames(self, layout: SampleLayout, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) as (stop - start, H, W, 3) uint8, a copy of their bytes alone (the
+        rest of the video is never decoded)."""
+        if self.offset < 0:  # an unusual array (e.g. Fortran order): decode it whole
+            return layout.to_frames(_decode(self.data, self.where))[start:stop].copy()
+        frame_shape = self.shape[-3:]
+        size = int(np.prod(frame_shape))
+        array = np.frombuffer(self.data, np.uint8, (stop - start) * size, self.offset + start * size)
+        return array.reshape(stop - start, *frame_shape).copy()
 
 
 def stored_frame_counts(path: str | Path, layout: SampleLayout) -> Iterator[int]:
@@ -108,9 +150,7 @@ def stored_frame_counts(path: str | Path, layout: SampleLayout) -> Iterator[int]
                 if Path(member.name).name.partition(".")[2] != suffix:  # webdataset's key split
                     continue
                 with tar.extractfile(member) as data:
-                    version = np.lib.format.read_magic(data)  # 2.0 and 3.0 share a header layout
-                    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else _header_2
-                    shape = header(data)[0]
+                    shape = _npy_header(data)[0]
                 yield layout.n_frames(shape)
     except (OSError, tarfile.TarError, ValueError) as error:
         raise SlotsweepError(f"cannot read {path}: {error}") from error
@@ -157,7 +197,7 @@ class TrainClips(IterableDataset):
     Args:
         paths: shard files.
         layout: the dataset's sample format.
-        transform: turns a chunk into {"video": (T, 3, S, S)}.
+        transform: draws a chunk's view ({"frames", "view"}: `ClipTransform.train`).
         clip_frames: frames per chunk (images: 1).
         shuffle_size: samples in the shuffle buffer.
         batch_size: clips per batch; batches are made in the worker, none is partial.
@@ -189,26 +229,28 @@ class TrainClips(IterableDataset):
         initial = max(1, int(self.shuffle_size * _SHUFFLE_INITIAL_FRACTION))
         shuffled = wds.shuffle(self.shuffle_size, initial=initial, rng=rng)(chunks)
         clips = (self._sample(chunk, rng) for chunk in shuffled)
-        return wds.batched(self.batch_size, collation_fn=default_collate, partial=False)(clips)
+        return wds.batched(self.batch_size, collation_fn=collate_clips, partial=False)(clips)
 
-    def _clips(self, shards: Iterable[str]) -> Iterator[tuple[int, np.ndarray | None, int]]:
-        """(n_frames, frames or None, store index) of each clip of each shard in turn."""
+    def _clips(self, shards: Iterable[str]) -> Iterator[tuple[int, StoredFrames | None, int]]:
+        """(n_frames, stored frames or None, store index) of each clip of each shard in turn."""
         if self.features is None:
-            for sample in read_samples(shards, (self.layout.frames_key,)):
-                frames = self.layout.to_frames(sample[self.layout.frames_key])  # (T, H, W, 3)
-                yield len(frames), frames, -1
+            key = self.layout.frames_key
+            for sample, where in _raw_samples(shards, (key,)):
+                stored = StoredFrames.parse(sample[f"{key}.npy"], f"{key}.npy of {where}")
+                yield self.layout.n_frames(stored.shape), stored, -1
         else:
             for shard in shards:
                 for index in self._cached[shard]:
                     yield self.features.clips[index]["n_frames"], None, index
 
     def _random_chunks(self, shards: Iterable[str], rng) -> Iterator[_Chunk]:
-        for n_frames, frames, index in self._clips(shards):
+        for n_frames, stored, index in self._clips(shards):
             starts = chunk_starts(n_frames, self.clip_frames)
             if len(starts) > 0:  # videos shorter than a chunk are skipped, as in the reference
                 start = rng.choice(starts)
-                # A copy, so the shuffle buffer holds the chunk and not the whole decoded video.
-                chunk = None if frames is None else frames[start : start + self.clip_frames].copy()
+                # Only the chunk's frames are copied out: the shuffle buffer does not hold the video.
+                stop = start + self.clip_frames
+                chunk = None if stored is None else stored.frames(self.layout, start, stop)
                 yield _Chunk(chunk, index, start)
 
     def _sample(self, chunk: _Chunk, rng) -> dict[str, Tensor]:
@@ -276,7 +318,9 @@ class ValClips:
 class ShardDataModule(L.LightningDataModule):
     """A reference dataset (MOVi-C/E, YT-VIS, COCO) from its shards; args are conf/dataset/<name>.yaml.
 
-    Train batches: {"video": (B, train_clip_frames, 3, S, S) float32, ImageNet-normalised}.
+    Train batches: {"frames": (B, train_clip_frames, H, W, 3) uint8 as stored (zero-padded to the
+    batch's largest), "views": B ClipViews}; `video_transforms.frames_to_video` turns them into
+    "video" (B, train_clip_frames, 3, S, S) float32, ImageNet-normalised, on the training device.
     Val batches add {"masks": (B, T, K, M, M) bool, "rgb": (B, T, S, S, 3) uint8, "index": (B,)
     int64}, each clip once over all DDP ranks, S = input_size,
     M = mask_size, K = n_mask_channels; T is the whole video or val_chunk_frames (`val_protocol`).

@@ -38,7 +38,7 @@ from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.shards import VAL_PROTOCOLS
 from slotsweep.data.streams import ValidationStream, chunk_starts
-from slotsweep.data.video_transforms import ClipTransform
+from slotsweep.data.video_transforms import ClipTransform, collate_clips
 from slotsweep.errors import SlotsweepError
 
 __all__ = [
@@ -399,7 +399,9 @@ class VideoFolderDataModule(L.LightningDataModule):
         clips = TrainVideos(
             self.train_clips, self.train_clip_frames, self.transform, self.feature_stores.get("train")
         )
-        return self._loader(clips, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        return self._loader(
+            clips, batch_size=self.batch_size, shuffle=True, drop_last=True, collate_fn=collate_clips
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_clips:

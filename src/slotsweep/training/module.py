@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import SumMetric
 
 from slotsweep.contracts import EncoderOutput, Loss, ModelOutput
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.jandf import JandF
 from slotsweep.evaluation.masks import hard_masks, resize_patch_masks
@@ -131,6 +132,11 @@ class ObjectCentricModule(L.LightningModule):
             if self._train_generator_state is not None:
                 self._train_generator.set_state(self._train_generator_state)
         return self._train_generator
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Loaders ship stored uint8 frames and the views they drew; resizing, cropping, flipping
+        # and normalising them here runs on the training device, for the whole batch at once.
+        return frames_to_video(batch) if isinstance(batch, dict) else batch
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         values = self.compute_losses(self.model(**model_inputs(batch), generator=self.train_generator()))

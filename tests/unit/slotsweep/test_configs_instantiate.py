@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.config import check_config
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 from slotsweep.runs import experiment
 from slotsweep.training import tracking
@@ -125,7 +126,7 @@ def _dataset(cfg: DictConfig, option: str, tmp_path: Path) -> None:
     assert isinstance(datamodule.ignore_background, bool)
     assert isinstance(datamodule.ignore_overlaps, bool)
     _setup_or_skip(datamodule, cfg, "fit", f"dataset={option}")
-    train = next(iter(datamodule.train_dataloader()))
+    train = frames_to_video(next(iter(datamodule.train_dataloader())))
     assert train["video"].shape[:3] == (cfg.dataset.batch_size, cfg.dataset.train_clip_frames, 3)
     assert train["video"].dtype == torch.float32
     val = next(iter(datamodule.val_dataloader()))

@@ -13,6 +13,7 @@ from real_formats import YTVIS_LENGTHS, write_coco_shards, write_movi_shards, wr
 from slotsweep.data.layouts import LAYOUTS
 from slotsweep.data.shards import ShardDataModule, read_samples, write_shards
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 
 MOVI = dict(
@@ -123,7 +124,7 @@ def test_train_clips_are_random_aligned_chunks_of_stored_videos(root):
     starts = set()
     batches = iter(dm.train_dataloader())
     for _ in range(12):  # 24 clips from 6 videos: the stream resamples shards without end
-        batch = next(batches)
+        batch = frames_to_video(next(batches))
         assert batch["video"].shape == (2, 4, 3, 16, 16) and batch["video"].dtype == torch.float32
         for clip in to_uint8(batch["video"]):  # 16x16 stored and input, no flip: the stored pixels
             found = [
@@ -137,7 +138,7 @@ def test_train_clips_are_random_aligned_chunks_of_stored_videos(root):
 def test_train_batches_of_every_layout(root):
     for spec, T in [(YTVIS, 4), (COCO, 1)]:
         dm = datamodule(root, spec, input_size=12)
-        batch = next(iter(dm.train_dataloader()))
+        batch = frames_to_video(next(iter(dm.train_dataloader())))
         assert set(batch) == {"video"} and batch["video"].shape == (2, T, 3, 12, 12)
 
 

@@ -20,6 +20,7 @@ from slotsweep.data.video_files import (
     write_masks,
     write_video,
 )
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 
 
@@ -131,7 +132,7 @@ def test_folder_datamodule_train_and_every_validation_clip_once(tmp_path, num_wo
     dm = datamodule(_folder(tmp_path), num_workers=num_workers)
     dm.setup("fit")
     assert (dm.ignore_background, dm.ignore_overlaps) == (False, False)
-    train = list(dm.train_dataloader())
+    train = [frames_to_video(batch) for batch in dm.train_dataloader()]
     assert len(train) == 1 and train[0]["video"].shape == (2, 4, 3, 12, 12)  # 3 clips, last dropped
     val = list(dm.val_dataloader())
     assert [b["video"].shape[1] for b in val] == [7, 10, 13]  # whole videos, one length a batch
@@ -155,7 +156,7 @@ def test_without_masks_it_trains_and_validates_nothing(tmp_path, caplog):
     assert "no validation videos with masks" in caplog.text and "training only, no metrics" in caplog.text
     assert "1 videos shorter than 4 frames" in caplog.text
     assert dm.val_dataloader() == []
-    assert next(iter(dm.train_dataloader()))["video"].shape == (1, 4, 3, 12, 12)
+    assert frames_to_video(next(iter(dm.train_dataloader())))["video"].shape == (1, 4, 3, 12, 12)
     with pytest.raises(SlotsweepError, match=rf"dataset.root={tmp_path}/nothing is not a folder"):
         datamodule(tmp_path / "nothing").setup("fit")
 
@@ -192,4 +193,4 @@ def test_shards_to_videos_round_trip(tmp_path, layout):
     dm = datamodule(out, ignore_background=layout == "movi", n_mask_channels=11, train_clip_frames=2)
     dm.setup("fit")
     assert len(list(dm.val_dataloader())) >= 1
-    assert torch.is_tensor(next(iter(dm.train_dataloader()))["video"])
+    assert torch.is_tensor(frames_to_video(next(iter(dm.train_dataloader())))["video"])

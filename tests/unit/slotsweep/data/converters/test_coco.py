@@ -7,6 +7,7 @@ from PIL import Image
 from real_formats import write_coco_release
 from slotsweep.data.converters.coco import convert_coco
 from slotsweep.data.shards import ShardDataModule, read_samples
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 
 
@@ -56,7 +57,7 @@ def test_converted_shards_feed_the_datamodule(release, tmp_path):
         num_workers=0,
     )
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))["video"].shape == (3, 1, 3, 14, 14)
+    assert frames_to_video(next(iter(dm.train_dataloader())))["video"].shape == (3, 1, 3, 14, 14)
     (val,) = list(dm.val_dataloader())
     assert val["masks"].shape == (4, 1, 63, 14, 14) and val["rgb"].shape == (4, 1, 14, 14, 3)
     assert val["masks"][:, 0, :3].flatten(1).any(1).tolist() == [True, False, True, True]

@@ -13,6 +13,7 @@ from torchvision.transforms import InterpolationMode
 from real_formats import write_ytvis_release
 from slotsweep.data.converters.ytvis import convert_ytvis, resize_short_side_uint8
 from slotsweep.data.shards import ShardDataModule, read_samples
+from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 
 
@@ -78,7 +79,7 @@ def test_converted_shards_feed_the_datamodule(release, tmp_path):
         num_workers=0,
     )
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))["video"].shape == (2, 2, 3, 14, 14)
+    assert frames_to_video(next(iter(dm.train_dataloader())))["video"].shape == (2, 2, 3, 14, 14)
     val = list(dm.val_dataloader())
     assert [b["masks"].shape[1] for b in val] == [m.shape[0] for m in release.masks[3:]]
     assert val[0]["masks"].shape[2:] == (25, 7, 7) and val[0]["masks"].any()
