@@ -43,8 +43,10 @@ def build_model(cfg: DictConfig) -> tuple[ObjectCentricModel, dict[str, torch.nn
 
 
 def build_datamodule(dataset: DictConfig) -> Any:
-    """The datamodule of a `dataset` config; its `_non_result_keys_` declaration (which of its keys
-    stay out of exp_id) is for experiment.identity, not a constructor argument."""
+    """The datamodule of a `dataset` config; its declarations (`_non_result_keys_`: which of its keys
+    stay out of exp_id; `_split_sizes_`: the official splits' sizes, for forecasts) are not
+    constructor arguments."""
     arguments = OmegaConf.to_container(dataset, resolve=True)
     arguments.pop(experiment.NON_RESULT_DECLARATION, None)
+    arguments.pop(experiment.SPLIT_SIZES_DECLARATION, None)
     return instantiate(arguments)

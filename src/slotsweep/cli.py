@@ -31,6 +31,7 @@ __all__ = [
     "MultirunSummary",
     "exit_with_error",
     "expand_shorthands",
+    "split_options",
     "report_errors",
     "require_paths",
     "user_message",
@@ -83,6 +84,21 @@ def expand_shorthands(overrides: list[str]) -> list[str]:
         else:
             expanded += ["cache=true", f"paths.features_dir={value}"]
     return expanded
+
+
+def split_options(arguments: list[str], options: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """An entry point's own `key=value` options (`options`: their defaults) apart from the Hydra
+    overrides they are mixed with; a key given twice is an error."""
+    chosen, overrides, seen = dict(options), [], set()
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        if equals and key in options:
+            if key in seen:
+                exit_with_error(f"{key} is given twice ({chosen[key]}, {value}): give it once")
+            chosen[key], _ = value, seen.add(key)
+        else:
+            overrides.append(argument)
+    return chosen, overrides
 
 
 def _instantiation(error: BaseException) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "IDENTITY_FILE",
     "NON_RESULT_DECLARATION",
     "NON_RESULT_KEYS",
+    "SPLIT_SIZES_DECLARATION",
     "RESULTS_FILE",
     "check_run_dir",
     "check_writable",
@@ -67,6 +68,9 @@ NON_RESULT_KEYS = (
 # A dataset YAML lists its own such keys (where its data lives, how to make it) under this key:
 # the contract of a datamodule (contracts.DataModule), so a new dataset needs no edit here.
 NON_RESULT_DECLARATION = "_non_result_keys_"
+# A dataset YAML may declare its official splits' sizes here (videos, mean frames per video, stored
+# frame size), for forecasts without data on disk (training.estimate): facts, not results.
+SPLIT_SIZES_DECLARATION = "_split_sizes_"
 
 
 def non_result_keys(declared: Any) -> tuple[str, ...]:
@@ -79,7 +83,8 @@ def non_result_keys(declared: Any) -> tuple[str, ...]:
             f"dataset.{NON_RESULT_DECLARATION}={declared} must be a list of the dataset's key names, "
             "e.g. [data_dir]"
         )
-    return (*NON_RESULT_KEYS, f"dataset.{NON_RESULT_DECLARATION}", *(f"dataset.{k}" for k in declared))
+    declarations = (f"dataset.{NON_RESULT_DECLARATION}", f"dataset.{SPLIT_SIZES_DECLARATION}")
+    return (*NON_RESULT_KEYS, *declarations, *(f"dataset.{k}" for k in declared))
 
 
 def _drop(tree: dict, dotted: str) -> None:
