@@ -17,6 +17,7 @@ BENCHMARKS = [
     "bench_train_steps.py",
     "bench_shard_cache.py",
     "bench_loader.py",
+    "bench_input.py",
     "bench_gpu.py",
     "bench_sweeps.py",
     "bench_pools.py",
