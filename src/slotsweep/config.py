@@ -66,6 +66,11 @@ class TrainConfig:
     # train from the frozen encoder's outputs, encoded once into paths.features_dir (slotsweep.cache):
     # false, true (= float16) or int8 (per-token scaled, half the disk)
     cache: Any = False
+    # trainer.precision=auto on a GPU gives bf16-mixed, and fp32 there uses TF32; true: the reference's
+    # plain fp32 (no TF32, auto resolves to 32-true) wherever it runs (slotsweep.numerics)
+    strict_fp32: bool = False
+    # torch.compile the encoder and the trainable modules (first steps slower while it compiles)
+    compile: bool = False
     paths: Any = MISSING
     encoder: Any = MISSING
     grouper: Any = MISSING

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotsweep.contracts import Encoder, Loss, ModelOutput
+from slotsweep.numerics import exact_fp32
 
 __all__ = ["FeatureReconstructionLoss", "TemporalSimilarityLoss", "channel_layout", "feature_time_similarity"]
 
@@ -113,9 +114,9 @@ class TemporalSimilarityLoss(nn.Module):
         if self.offset >= T:
             raise ValueError(f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)")
         keys = out.encoder.keys.detach().float()
-        # fp32 even under bf16 autocast (trainer.precision=bf16-mixed): bf16 cosines (3 significant
+        # plain fp32 under bf16 autocast and TF32 (slotsweep.numerics): bf16 cosines (3 significant
         # digits) divided by a small temperature would move the target distribution by percents
-        with torch.no_grad(), torch.autocast(keys.device.type, enabled=False):
+        with torch.no_grad(), exact_fp32(keys.device.type):
             probs = feature_time_similarity(keys, self.offset, self.temperature, self.threshold)
         logp = prediction[:, : T - self.offset].float().log_softmax(dim=-1)
         return -(probs * logp).sum(dim=-1).mean()

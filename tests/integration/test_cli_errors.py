@@ -4,6 +4,7 @@ Each case is a real `python src/train.py ...` process (tiny data, runs and data 
 """
 
 import pytest
+import torch
 
 # (overrides, what the last line of stderr must contain: the key and the value)
 BAD_VALUES = [
@@ -63,3 +64,29 @@ def test_error_while_building_is_one_line_and_writes_nothing(cli):
     assert lines[-1].startswith("error: encoder.block=99 must be in [1, 2]"), result.stderr
     assert len(lines) <= MAX_STDERR_LINES, result.stderr
     assert not cli.runs_dir.exists() or not any(cli.runs_dir.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where torch cannot use CUDA")
+@pytest.mark.parametrize(
+    ("overrides", "slurm", "asked"),
+    [
+        (["trainer.accelerator=gpu"], {}, "trainer.accelerator=gpu"),
+        (
+            ["trainer.accelerator=auto"],
+            {"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "1"},
+            "SLURM_GPUS_ON_NODE=1",
+        ),
+    ],
+    ids=["accelerator=gpu", "a SLURM job with GPUs"],
+)
+def test_gpu_asked_without_usable_cuda_is_one_line_not_a_cpu_run(cli, overrides, slurm, asked):
+    """GPUs asked for and CUDA unusable: the torch build's CUDA and the driver's, and the fix; never
+    a silent CPU run. (SLURM variables are cleared by the fixture and set here on purpose.)"""
+    result = cli.run("train.py", *overrides, env={**cli.env, **slurm})
+    lines = _assert_failed_cleanly(result, [asked], cli.runs_dir)
+    assert result.returncode == 2 and len(lines) <= MAX_STDERR_LINES, result.stderr
+    error = lines[-1]
+    assert error.startswith("error: ") and "CUDA is unusable here" in error, error
+    assert f"torch {torch.__version__}" in error and "driver" in error, error
+    assert "torch build" in error or "NVIDIA driver" in error, error  # the fix: another build, or a GPU node
+    assert "Instantiating" not in result.stdout  # refused before the data or the model were built

@@ -67,6 +67,7 @@ def test_few_steps_give_finite_losses_and_results(compose_train: Callable[..., D
     assert results["step"] == results["max_steps"] == cfg.trainer.max_steps
     assert results["wall_time_s"] > 0
     assert results["run_dir"] == str(run_dir)
+    assert results["precision"] == results["protocol"]["precision"] == "32-true"  # auto on a CPU
     for key in CONTRACT_METRICS:
         low = -1 if "ari" in key else 0  # an adjusted Rand index dips below 0 for worse than chance
         assert low <= results["metrics"][key] <= 1, (key, results["metrics"])
@@ -103,6 +104,36 @@ def test_one_step_number_in_every_output(compose_train: Callable[..., DictConfig
     final = scalars.Scalars("val/video_fg_ari")[-1].value
     assert results["metrics"]["val/video_fg_ari"] == pytest.approx(final)
     assert torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=False)["global_step"] == 3
+
+
+def test_bf16_mixed_trains_and_is_its_own_experiment(compose_train: Callable[..., DictConfig]):
+    """trainer.precision=bf16-mixed on the CPU (autocast): the run trains to finite losses and
+    metrics, records its precision, and gets another exp_id than the fp32 run."""
+    cfg = compose_train("trainer.precision=bf16-mixed")
+    task.run(cfg)
+    run_dir = only_run_dir(Path(cfg.paths.runs_dir))
+    assert run_dir.parent.name == experiment.experiment_id(cfg) != experiment.experiment_id(compose_train())
+    assert all(math.isfinite(loss) for _, loss in train_losses(run_dir))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert results["precision"] == results["protocol"]["precision"] == "bf16-mixed"
+    assert all(math.isfinite(results["metrics"][key]) for key in CONTRACT_METRICS)
+
+
+def test_compiled_and_eager_runs_give_the_same_losses(
+    compose_train: Callable[..., DictConfig], tmp_path: Path
+):
+    """compile=true (torch.compile of the encoder and the trainable parts, inductor on this CPU)
+    against eager, trainer=debug: every step's loss agrees to float tolerance."""
+    losses = {}
+    for compiled in (False, True):
+        cfg = compose_train(f"compile={str(compiled).lower()}")
+        cfg.paths.runs_dir = str(tmp_path / str(compiled))
+        task.run(cfg)
+        losses[compiled] = train_losses(only_run_dir(Path(cfg.paths.runs_dir)))
+    assert [step for step, _ in losses[True]] == [step for step, _ in losses[False]]
+    for (_, compiled), (_, eager) in zip(losses[True], losses[False], strict=True):
+        assert compiled == pytest.approx(eager, rel=1e-4), (losses[True], losses[False])
 
 
 def _wait_for_checkpoint(process, checkpoints: Callable[[], list[Path]]) -> None:

@@ -34,9 +34,11 @@ T = TypeVar("T")
 class ValidationStream(IterableDataset, Generic[T]):
     """One pass over the validation set in batches; every sample once over all processes.
 
-    Item i (a shard, a video file, a clip) goes to the (rank, worker) slot i mod (ranks x workers):
-    nothing is padded or repeated (Lightning's DistributedSampler would repeat samples to even the
-    ranks out), so a rank may get fewer batches or none; the metrics are sums synced at epoch end.
+    Items (shards, video files, clips) are dealt to the ranks first, item i to rank i mod ranks, so
+    each rank reads floor or ceil of items/ranks whatever its worker count; a rank's items are then
+    dealt to its DataLoader workers the same way. Nothing is padded or repeated (Lightning's
+    DistributedSampler would repeat samples to even the ranks out), so a rank may get fewer batches
+    or none; the metrics are sums synced at epoch end.
 
     Args:
         items: what `read` reads, in the validation set's order.
@@ -66,7 +68,9 @@ class ValidationStream(IterableDataset, Generic[T]):
     def _samples(self) -> Iterator[dict[str, Tensor]]:
         # RANK/WORLD_SIZE (or torch.distributed) and the DataLoader worker info, as webdataset reads them
         rank, world_size, worker, n_workers = pytorch_worker_info()
-        for i in range(rank * n_workers + worker, len(self.items), world_size * n_workers):
+        # ranks before workers: dealing i to slot rank * n_workers + worker would give 8 shards to
+        # rank 0 alone when the ranks have 8 workers each, and validation would run at one GPU's pace
+        for i in range(rank, len(self.items), world_size)[worker::n_workers]:
             n = 0
             for n, sample in enumerate(self.read(self.items[i]), 1):
                 if n > self.counts[i]:

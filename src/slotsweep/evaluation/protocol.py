@@ -45,17 +45,24 @@ class EvalProtocol:
     matching: str
     n_slots: int  # slots at evaluation
     metric_version: int
+    # the numerics of the forward passes scored (slotsweep.numerics label): 32-true, 32-true+tf32,
+    # bf16-mixed. Records written before it existed were all 32-true.
+    precision: str = "32-true"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvalProtocol:
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def key(self) -> str:
-        """8 hex digits naming this protocol (eval JSON file names)."""
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        """8 hex digits naming this protocol (eval JSON file names). Plain fp32 hashes as before the
+        precision field existed, so the fp32 scores already on disk keep their names."""
+        stamped = self.as_dict()
+        if stamped["precision"] == "32-true":
+            del stamped["precision"]
+        return hashlib.sha256(json.dumps(stamped, sort_keys=True).encode()).hexdigest()[:8]
 
     def describe(self) -> str:
         """One line for table headers and logs."""
@@ -63,6 +70,7 @@ class EvalProtocol:
             f"{self.dataset} {self.split}, {self.frames}, {self.mask_size} px masks, {self.masks} "
             f"masks, background: {self.background}, overlaps: {self.overlaps}, matching: "
             f"{self.matching}, {self.n_slots} slots, metric v{self.metric_version}"
+            + ("" if self.precision == "32-true" else f", {self.precision}")
         )
 
     def differences(self, other: EvalProtocol) -> dict[str, tuple[Any, Any]]:
@@ -100,6 +108,7 @@ def protocol_of(
     n_slots: int | None = None,
     masks: str = "decoder",
     limit_batches: int | float | None = None,
+    precision: str = "32-true",
 ) -> EvalProtocol:
     """The protocol of validating a training config (conf/train.yaml) on its dataset.
 
@@ -110,6 +119,7 @@ def protocol_of(
         masks: which masks are scored, one of MASK_SOURCES.
         limit_batches: Lightning's limit_val_batches: a count or fraction of the validation
             batches; None or 1.0 = all.
+        precision: the numerics label of the validation's forward passes (slotsweep.numerics).
     """
     if masks not in MASK_SOURCES:
         raise SlotsweepError(f"masks={masks} is not a mask source; choose from {list(MASK_SOURCES)}")
@@ -132,4 +142,5 @@ def protocol_of(
         matching=MATCHING,
         n_slots=int(n_slots if n_slots is not None else cfg.grouper.n_slots),
         metric_version=METRIC_VERSION,
+        precision=precision,
     )

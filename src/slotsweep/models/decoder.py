@@ -65,7 +65,8 @@ class SlotMixerDecoder(nn.Module):
         allocation = self.allocator(queries, memory=self.norm_memory(slots))
         q = self.to_q(self.norm_q(allocation))  # (B, P, att)
         k = self.to_k(self.norm_k(slots))  # (B, S, att)
-        mixing = (q @ k.transpose(1, 2) * self.scale).softmax(dim=-1)  # (B, P, S), over slots
+        # fp32 under autocast too (CUDA's does so anyway, the CPU's not): the mixing weights are the masks
+        mixing = (q @ k.transpose(1, 2) * self.scale).float().softmax(dim=-1)  # (B, P, S), over slots
         mixed = mixing @ slots + self.pos_emb  # raw slots are mixed, then positions added
         return self.output_transform(self.renderer(mixed)), mixing.transpose(1, 2)
 
@@ -95,5 +96,5 @@ class MLPDecoder(nn.Module):
         """slots (B, S, D) -> reconstruction (B, P, C) and masks (B, S, P)."""
         out = self.mlp(slots.unsqueeze(2) + self.pos_emb)  # (B, S, P, C + 1)
         per_slot, alpha = out[..., :-1], out[..., -1]
-        masks = alpha.softmax(dim=1)  # (B, S, P)
+        masks = alpha.float().softmax(dim=1)  # (B, S, P); fp32 under autocast: they are the masks
         return torch.einsum("bsp,bspc->bpc", masks, per_slot), masks

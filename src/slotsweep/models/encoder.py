@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotsweep.contracts import EncoderOutput
@@ -118,8 +119,11 @@ class ViTEncoder(nn.Module):
             raise SlotsweepError(f"encoder.img_size={img_size} must be a multiple of the patch size {patch}")
         self.grid_size = (img_size // patch, img_size // patch)
         self.frozen = frozen
-        self._keys: Tensor | None = None
-        model.blocks[-1].attn.qkv.register_forward_hook(self._capture_keys)
+        if not isinstance(getattr(model.blocks[-1].attn, "qkv", None), nn.Linear):
+            raise SlotsweepError(
+                f"encoder.model_name={model_name}: its attention has no fused qkv projection to take "
+                "the keys from; use a timm VisionTransformer (DINO, DINOv2)"
+            )
         if frozen:
             self.requires_grad_(False)
             self.eval()
@@ -128,17 +132,29 @@ class ViTEncoder(nn.Module):
     def n_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
-    def _capture_keys(self, module: nn.Module, inputs: tuple, qkv: Tensor) -> None:
-        B, N, _ = qkv.shape
-        self._keys = qkv.view(B, N, 3, self.feat_dim)[:, :, 1]  # keys of all heads, (B, N, D)
-
     def train(self, mode: bool = True) -> "ViTEncoder":
         return super().train(mode and not self.frozen)  # a frozen backbone stays in eval mode
 
     def forward(self, images: Tensor) -> EncoderOutput:
-        """images: (B, 3, H, W) normalised -> EncoderOutput with (B, P, D_feat) tensors."""
+        """images: (B, 3, H, W) normalised -> EncoderOutput with (B, P, D_feat) tensors.
+
+        timm's forward_features written out, so that block N's keys are returned rather than
+        captured by a hook (a side effect torch.compile cannot trace, which also kept block N's whole
+        qkv output alive)."""
+        vit = self.model
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            tokens = self.model.forward_features(images)  # norm pruned: block-N output
-        n_prefix = self.model.num_prefix_tokens
-        keys, self._keys = self._keys, None
+            x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))  # (B, N, D)
+            *inner, last = vit.blocks
+            for block in inner:
+                x = block(x)
+            keys = self._keys(last, x)  # (B, N, D)
+            tokens = vit.norm(last(x))  # norm pruned: block-N output, (B, N, D)
+        n_prefix = vit.num_prefix_tokens
         return EncoderOutput(features=tokens[:, n_prefix:], keys=keys[:, n_prefix:])
+
+    def _keys(self, block: nn.Module, x: Tensor) -> Tensor:
+        """Block N's attention keys, all heads (B, N, D): the middle third of its qkv projection of
+        norm1(x), computed alone (norm1 twice and a D x D product, ~0.6% of a ViT-B's FLOPs)."""
+        qkv, D = block.attn.qkv, self.feat_dim
+        bias = None if qkv.bias is None else qkv.bias[D : 2 * D]
+        return F.linear(block.norm1(x), qkv.weight[D : 2 * D], bias)

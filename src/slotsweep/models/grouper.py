@@ -131,7 +131,7 @@ class SlotAttention(nn.Module):
         for _ in range(n_iters or self.n_iters):
             normed = self.norm_slots(slots)
             logits = self.to_q(normed) @ k.transpose(1, 2) * self.scale  # (B, S, P)
-            masks = logits.softmax(dim=1)  # slots compete for each token
+            masks = logits.float().softmax(dim=1)  # slots compete for each token; fp32 under autocast
             weights = masks + self.eps
             weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
             updates = weights @ v  # (B, S, D)

@@ -4,6 +4,7 @@ It uses the parts only through their contracts (slotsweep.contracts).
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,14 @@ class ObjectCentricModel(nn.Module):
             inp_dim=grouper.slot_dim, outp_dim=decoder_channels, n_patches=encoder.n_patches
         )
         require(self.decoder, Decoder, "decoder")
+
+    def compile_parts(self, **options: Any) -> None:
+        """torch.compile the encoder and each trainable part in place, one graph each: the loop
+        over frames stays in Python, so the first frame's and the later frames' iteration counts
+        compile as two graphs of the grouper rather than one unrolled clip per clip length.
+        `options` go to torch.compile (e.g. backend, mode)."""
+        for part in (self.encoder, self.projection, self.grouper, self.predictor, self.decoder):
+            part.compile(**options)
 
     def encode(self, video: Tensor) -> EncoderOutput:
         """video (B, T, 3, H, W) -> EncoderOutput of (B, T, P, D_feat) tensors."""

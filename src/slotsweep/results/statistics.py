@@ -154,8 +154,12 @@ def _summarise(
 
 def _comparable(run: Run, protocol: dict[str, Any] | None) -> dict[str, Any] | None:
     """`protocol` with n_slots "as trained" where it is the run's own slot count: a model trained
-    with 11 slots and one with 7, each scored with its own, are compared under one protocol."""
-    if protocol is None or protocol["n_slots"] != run.config.get("grouper.n_slots"):
+    with 11 slots and one with 7, each scored with its own, are compared under one protocol. Fields
+    added since a record was written take their defaults (a record without precision was fp32)."""
+    if protocol is None:
+        return None
+    protocol = EvalProtocol.from_dict(protocol).as_dict()
+    if protocol["n_slots"] != run.config.get("grouper.n_slots"):
         return protocol
     return protocol | {"n_slots": AS_TRAINED}
 

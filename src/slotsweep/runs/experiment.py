@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep import numerics
 from slotsweep.config import check_config, check_data
 from slotsweep.errors import SlotsweepError
 
@@ -63,6 +64,7 @@ NON_RESULT_KEYS = (
     "trainer.log_every_n_steps",
     "checkpoint_every_n_steps",  # where a run can resume from, not what it computes
     "dataset.num_workers",
+    "compile",  # how the same operations run, not which (fused kernels round differently)
     "encoder.weights",  # enters by content (identity(): the file's sha256), never by path
 )
 # A dataset YAML lists its own such keys (where its data lives, how to make it) under this key:
@@ -161,12 +163,21 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def identity(cfg: DictConfig) -> dict[str, Any]:
+def identity(cfg: DictConfig, resolved: numerics.Numerics | None = None) -> dict[str, Any]:
     """Everything that decides a run's result, and nothing else: the resolved config without
     NON_RESULT_KEYS and the dataset's declared ones, plus the encoder weights by content and the
     total batch. `cache` (float16 features) is a result key; where the cache lives
-    (paths.features_dir) is not."""
+    (paths.features_dir) is not.
+
+    trainer.precision enters resolved (`resolved`, else slotsweep.numerics.resolve here): `auto`
+    becomes the label of what the run computes with (`32-true`, `32-true+tf32`, `bf16-mixed`), and
+    strict_fp32 is folded into it. A CPU run's label is `32-true`, as its config said before `auto`
+    existed, so CPU runs keep their ids; a GPU run's id says which numerics it trained with.
+    """
+    resolved = numerics.resolve(cfg) if resolved is None else resolved
     tree = OmegaConf.to_container(cfg, resolve=True)
+    tree["trainer"]["precision"] = resolved.label
+    tree.pop("strict_fp32", None)
     declared = tree["dataset"].get(NON_RESULT_DECLARATION)
     skipped = non_result_keys(declared)
     unknown = [k for k in declared or [] if k not in tree["dataset"]]
@@ -182,9 +193,11 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     return tree
 
 
-def experiment_id(cfg: DictConfig) -> str:
-    """`<exp_name>-<8 hex>`: a hash of identity(cfg)."""
-    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()
+def experiment_id(cfg: DictConfig, resolved: numerics.Numerics | None = None) -> str:
+    """`<exp_name>-<8 hex>`: a hash of identity(cfg, resolved)."""
+    digest = hashlib.sha256(
+        json.dumps(identity(cfg, resolved), sort_keys=True, default=str).encode()
+    ).hexdigest()
     return f"{cfg.exp_name}-{digest[:8]}"
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from slotsweep import numerics
 from slotsweep.errors import SlotsweepError
 from slotsweep.runs import experiment
 from slotsweep.runs.study_storage import open_storage
@@ -476,10 +477,13 @@ def _run_dir(job_cfg: DictConfig) -> Path | None:
     """The run dir a training job of this config writes (slotsweep.runs.experiment); None for another task."""
     if OmegaConf.select(job_cfg, "paths.runs_dir") is None or "exp_name" not in job_cfg:
         return None
+    launcher = {key: OmegaConf.select(job_cfg, f"hydra.launcher.{key}") for key in numerics.GPU_LAUNCHER_KEYS}
     task_cfg = job_cfg.copy()
     with open_dict(task_cfg):
         del task_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
-    return experiment.run_dir(task_cfg, experiment.experiment_id(task_cfg)).resolve()
+    # the job's numerics where it will run: a GPU launcher's jobs get a GPU, whatever this node has
+    resolved = numerics.resolve(task_cfg, launcher, assume_gpu=True)
+    return experiment.run_dir(task_cfg, experiment.experiment_id(task_cfg, resolved)).resolve()
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:

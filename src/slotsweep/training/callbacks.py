@@ -7,7 +7,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from slotsweep.runs.checkpoint_files import atomic_copy
-from slotsweep.training.module import NonFiniteLossError
+from slotsweep.training.module import NonFiniteLossError, ObjectCentricModule
 
 __all__ = ["VerifiedCheckpoint"]
 
@@ -55,11 +55,19 @@ class VerifiedCheckpoint(ModelCheckpoint):
             self._save_checkpoint(trainer, initial)  # every rank: saving synchronises them
             self.best_model_path = initial
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: ObjectCentricModule, *args: Any, **kwargs: Any
+    ) -> None:
+        # The module keeps its NaN flag on the device; it is read (a host sync) only on the steps
+        # that decide a checkpoint: before one is written, and on the batch that proves the newest.
+        save_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if self._superseded or save_due:
+            module.check_finite()
         self._drop_superseded(trainer)  # this batch's loss, from the newest weights, was finite
-        super().on_train_batch_end(trainer, *args, **kwargs)
+        super().on_train_batch_end(trainer, module, *args, **kwargs)
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: ObjectCentricModule) -> None:
+        module.check_finite()  # the last steps' losses, before their weights are kept
         super().on_train_end(trainer, module)
         self._drop_superseded(trainer)
 

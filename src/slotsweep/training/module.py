@@ -114,6 +114,9 @@ class ObjectCentricModule(L.LightningModule):
         self._train_generator: torch.Generator | None = None  # made on the module's device, lazily
         self._train_generator_state: Tensor | None = None  # from a checkpoint, until it is made
         self.wall_time_s = 0.0  # accumulated over resumed sessions (stored in checkpoints)
+        # (first non-finite step or -1, the losses at that step), on the loss's device (_watch_finite)
+        self._first_nonfinite: tuple[Tensor, Tensor] | None = None
+        self._loss_names: list[str] = []
         self._session_start = time.monotonic()
 
     def compute_losses(self, out: ModelOutput) -> dict[str, Tensor]:
@@ -140,16 +143,44 @@ class ObjectCentricModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         values = self.compute_losses(self.model(**model_inputs(batch), generator=self.train_generator()))
-        if not torch.isfinite(values["loss"]):
-            raise NonFiniteLossError(
-                f"training loss is {values['loss'].item()} at step {self.global_step} "
-                f"({ {k: v.item() for k, v in values.items()} }); last.ckpt keeps the newest weights "
-                "whose loss was finite. Lower optim.base_lr, or clip gradients "
-                "(trainer.gradient_clip_val, e.g. 0.05; lower it if it is already set)"
-            )
+        self._watch_finite(values)
         self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
         self.log("loss", values["loss"], prog_bar=True, logger=False)
         return values["loss"]
+
+    def _watch_finite(self, values: dict[str, Tensor]) -> None:
+        """Remember on the device the first step whose loss is NaN/inf and its losses. Asking every
+        step (`if not torch.isfinite(loss)`) would make the host wait for the GPU once per step;
+        check_finite() reads this at logging and checkpoint time (VerifiedCheckpoint) instead."""
+        losses = torch.stack([value.detach().float() for value in values.values()])  # (N,)
+        if self._first_nonfinite is None or self._first_nonfinite[1].device != losses.device:
+            self._first_nonfinite = (torch.full((), -1, device=losses.device), torch.zeros_like(losses))
+        step, at_step = self._first_nonfinite
+        first = (step < 0) & ~torch.isfinite(losses[-1])  # values["loss"] is the last
+        self._first_nonfinite = (
+            torch.where(first, self.global_step, step),
+            torch.where(first, losses, at_step),
+        )
+        self._loss_names = list(values)
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if a training loss since the start of this session was NaN/inf.
+        Reads the device flag of _watch_finite: one host sync, so call it at logging or checkpoint time."""
+        if self._first_nonfinite is None:
+            return
+        step, at_step = self._first_nonfinite
+        if int(step) < 0:
+            return
+        values = dict(zip(self._loss_names, at_step.tolist(), strict=True))
+        raise NonFiniteLossError(
+            f"training loss is {values['loss']} at step {int(step)} ({values}); last.ckpt keeps the "
+            "newest weights whose loss was finite. Lower optim.base_lr, or clip gradients "
+            "(trainer.gradient_clip_val, e.g. 0.05; lower it if it is already set)"
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:  # the logger reads the losses now anyway
+            self.check_finite()
 
     def predict_masks(self, batch: dict[str, Tensor]) -> tuple[ModelOutput, Tensor]:
         """Model output and the scored hard masks (B, T, S, H, W) at the GT mask resolution:

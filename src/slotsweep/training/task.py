@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from slotsweep import numerics
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.cache import (
     FeatureStore,
@@ -133,7 +134,7 @@ def _cache_device(cfg: DictConfig) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
-def _check_trainer(cfg: DictConfig) -> None:
+def _check_trainer(cfg: DictConfig, resolved: numerics.Numerics) -> None:
     """Lightning checks its arguments when a Trainer is made: a throwaway one, before any dir exists
     (quiet: its device lines and hints are printed again by the real one)."""
     lightning_log = logging.getLogger("lightning.pytorch")
@@ -142,7 +143,12 @@ def _check_trainer(cfg: DictConfig) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            instantiate(cfg.trainer)(logger=False, enable_checkpointing=False, enable_model_summary=False)
+            instantiate(cfg.trainer)(
+                precision=resolved.precision,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+            )
     except TypeError as e:  # an argument Trainer does not take (e.g. +trainer.max_stepz=3)
         raise SlotsweepError(f"trainer: {e}; see conf/trainer/default.yaml for its arguments") from e
     finally:
@@ -150,9 +156,14 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 
 def build_trainer(
-    cfg: DictConfig, exp_id: str, directory: Path, clock: DeviceClock | None = None
+    cfg: DictConfig,
+    exp_id: str,
+    directory: Path,
+    resolved: numerics.Numerics,
+    clock: DeviceClock | None = None,
 ) -> L.Trainer:
-    """The run's Trainer; with `clock`, each validation report carries the run's cost so far."""
+    """The run's Trainer at the resolved numerics; with `clock`, each validation report carries the
+    run's cost so far."""
     checkpoints = VerifiedCheckpoint(
         dirpath=directory / "checkpoints",
         filename="step{step:07d}",
@@ -173,6 +184,7 @@ def build_trainer(
     callbacks.append(ValPictures(**cfg.val_pictures, directory=directory / "logs" / "val_pictures"))
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
+        precision=resolved.precision,  # trainer.precision=auto resolved (slotsweep.numerics)
         default_root_dir=directory,
         callbacks=callbacks + progress,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),  # else plain lines
@@ -208,17 +220,23 @@ def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
 
     apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
     L.seed_everything(cfg.seed, workers=True)
-    _check_trainer(cfg)
+    resolved = numerics.resolve(cfg)  # as locate() resolved it for the exp_id (the probe is cached)
+    numerics.apply(resolved)
+    _check_trainer(cfg, resolved)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
     # again: the data order then depends on the seed alone, not on what building this model drew
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.compile:
+        module.model.compile_parts()  # the frozen encoder and the trainable parts, one graph each
     set_aside = cfg.force and directory.is_dir() and any(directory.iterdir())  # never destroy a run
     lock = claim_run_dir(directory, set_aside, rank_zero_only.rank)  # a twin job refuses here
     try:
         clock = DeviceClock(previous if not cfg.force else None, job)  # a resumed run's cost goes on
         segments = list(previous.get("segments", [])) if previous is not None and not cfg.force else []
         started = "promoted" if previous is not None and previous["status"] == "paused" else "requeued"
-        return _train(cfg, exp_id, directory, datamodule, module, clock, _Segments(segments, started))
+        return _train(
+            cfg, exp_id, directory, datamodule, module, clock, _Segments(segments, started), resolved
+        )
     finally:
         if lock is not None:
             lock.release()
@@ -232,6 +250,7 @@ def _train(
     module: ObjectCentricModule,
     clock: DeviceClock,
     segments: "_Segments",
+    resolved: numerics.Numerics,
 ) -> float | tuple[float, ...]:
     """Fit, validate and write results.json in a claimed run dir (completed, paused, pruned, failed
     or interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
@@ -247,12 +266,13 @@ def _train(
         "run_dir": str(directory),
         "max_steps": cfg.trainer.max_steps,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "protocol": _protocol(cfg, datamodule, module).as_dict(),  # how `metrics` were measured
+        "precision": resolved.label,  # what trainer.precision resolved to here (slotsweep.numerics)
+        "protocol": _protocol(cfg, datamodule, module, resolved).as_dict(),  # how `metrics` were measured
     }
     start = time.monotonic()
     trainer = None
     try:
-        trainer = build_trainer(cfg, exp_id, directory, clock)
+        trainer = build_trainer(cfg, exp_id, directory, resolved, clock)
         use_epoch_stream(datamodule, trainer, cfg.seed)  # data draws that a resume repeats exactly
         tracking.define_best_summaries(trainer.logger)
         tracking.stamp_protocol(trainer.logger, results["protocol"])
@@ -378,12 +398,16 @@ def _n_gpus(trainer: L.Trainer) -> int:
 
 
 def _protocol(
-    cfg: DictConfig, datamodule: L.LightningDataModule, module: ObjectCentricModule
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    module: ObjectCentricModule,
+    resolved: numerics.Numerics,
 ) -> EvalProtocol:
-    """The protocol of the run's validations (and so of results.json's metrics)."""
+    """The protocol of the run's validations (and so of results.json's metrics): they run at the
+    training precision."""
     conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
     limit = cfg.trainer.get("limit_val_batches")
-    return protocol_of(cfg, *conventions, module.eval_n_slots, module.eval_masks, limit)
+    return protocol_of(cfg, *conventions, module.eval_n_slots, module.eval_masks, limit, resolved.label)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from slotsweep import numerics
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.config import check_config
 from slotsweep.data.video_transforms import frames_to_video
@@ -151,8 +152,8 @@ def _optim(cfg: DictConfig, option: str, tmp_path: Path) -> None:
 def _trainer_or_logger(cfg: DictConfig, option: str, tmp_path: Path) -> None:
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip(f"trainer={option} asks for GPUs and torch sees none (Lightning refuses to build it)")
-    exp_id = experiment.experiment_id(cfg)
-    trainer = build_trainer(cfg, exp_id, tmp_path / "run")
+    resolved = numerics.resolve(cfg)
+    trainer = build_trainer(cfg, experiment.experiment_id(cfg, resolved), tmp_path / "run", resolved)
     assert isinstance(trainer, L.Trainer)
     assert trainer.max_steps == cfg.trainer.max_steps
     if cfg.logger._target_ == "slotsweep.training.tracking.no_logger":

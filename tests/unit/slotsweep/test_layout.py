@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
         "slotsweep.cli",
         "slotsweep.lean_timm",
         "slotsweep.metric_names",
+        "slotsweep.numerics",
         "slotsweep.losses",
         "slotsweep.optim",
         "slotsweep.cache",

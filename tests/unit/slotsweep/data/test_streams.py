@@ -45,6 +45,44 @@ def test_every_sample_once_over_ranks_and_workers_with_the_single_process_index(
     assert sorted(seen) == single
 
 
+def _one_of(item: int) -> list[dict[str, torch.Tensor]]:
+    return [{"value": torch.tensor(item)}]
+
+
+def _items_read(monkeypatch, n_items: int, n_ranks: int, n_workers: int) -> list[list[int]]:
+    """Which items each rank reads over all its workers (RANK/WORLD_SIZE and WORKER/NUM_WORKERS, the
+    variables the stream's process lookup reads, stand in for DDP and DataLoader workers)."""
+    read = []
+    for rank in range(n_ranks):
+        items = []
+        for worker in range(n_workers):
+            for name, value in {
+                "RANK": rank,
+                "WORLD_SIZE": n_ranks,
+                "WORKER": worker,
+                "NUM_WORKERS": n_workers,
+            }.items():
+                monkeypatch.setenv(name, str(value))
+            stream = ValidationStream(list(range(n_items)), [1] * n_items, _one_of, batch_size=1)
+            items += [int(b["value"]) for b in stream]
+        read.append(sorted(items))
+    return read
+
+
+@pytest.mark.parametrize(
+    "n_items, n_ranks, n_workers, per_rank",
+    [(8, 4, 4, [2, 2, 2, 2]), (8, 4, 8, [2, 2, 2, 2]), (2, 3, 4, [1, 1, 0]), (7, 3, 2, [3, 2, 2])],
+)
+def test_each_rank_reads_floor_or_ceil_of_the_items_whatever_its_workers(
+    monkeypatch, n_items, n_ranks, n_workers, per_rank
+):
+    """8 validation shards over 4 ranks of 4 or 8 workers: 2 shards per rank (dealing by
+    rank * workers + worker gave ranks 0-1 all 8, or rank 0 all 8 with 8 workers); every item once."""
+    read = _items_read(monkeypatch, n_items, n_ranks, n_workers)
+    assert [len(items) for items in read] == per_rank
+    assert sorted(i for items in read for i in items) == list(range(n_items))
+
+
 def test_a_rank_without_items_yields_no_batch(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -76,6 +76,18 @@ def test_features_and_keys_are_block_n_outputs(block: int) -> None:
     assert not torch.allclose(out.features, full.norm(tokens)[:, 1:], atol=1e-2)
 
 
+def test_keys_are_returned_not_captured_so_the_encoder_compiles_as_one_graph() -> None:
+    """No hook with a side effect: torch.compile traces the whole encoder without a graph break
+    (fullgraph=True raises on one; the eager backend runs dynamo's tracing without code generation)."""
+    encoder = ViTEncoder(**TINY, model_kwargs=TINY_KWARGS)
+    assert not any(module._forward_hooks for module in encoder.modules())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = encoder(images)
+        compiled = torch.compile(encoder, backend="eager", fullgraph=True)(images)
+    assert torch.equal(compiled.features, eager.features) and torch.equal(compiled.keys, eager.keys)
+
+
 def test_resampled_pos_embed_matches_bicubic_antialias() -> None:
     """[Q] pos_embed_size: the stored table is resampled (bicubic, antialias) on every forward."""
     kwargs = dict(patch_size=8, depth=1)
