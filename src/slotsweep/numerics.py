@@ -43,17 +43,15 @@ AUTO = "auto"
 _FP32 = ("32-true", "32")
 _GPU_ACCELERATORS = ("gpu", "cuda")
 GPU_LAUNCHER_KEYS = ("gpus_per_node", "gpus_per_task")  # hydra.launcher keys that ask for GPUs
-# Variables through which SLURM hands a job its GPUs (CUDA_VISIBLE_DEVICES only inside a SLURM job:
-# elsewhere users set it to hide GPUs as often as to choose them).
-_SLURM_GPU_VARIABLES = (
-    "SLURM_JOB_GPUS",
-    "SLURM_STEP_GPUS",
-    "SLURM_GPUS_ON_NODE",
-    "SLURM_GPUS",
-    "SLURM_GPUS_PER_NODE",
-    "SLURM_GPUS_PER_TASK",
-    "CUDA_VISIBLE_DEVICES",
-)
+# Variables through which SLURM hands a job its GPUs, with the values that mean none: counts, and
+# device lists (CUDA_VISIBLE_DEVICES only inside a SLURM job: elsewhere users set it to hide GPUs as
+# often as to choose them).
+_SLURM_GPU_VARIABLES = {
+    **dict.fromkeys(
+        ("SLURM_GPUS_ON_NODE", "SLURM_GPUS", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK"), ("", "0")
+    ),
+    **dict.fromkeys(("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"), ("", "-1", "NoDevFiles")),
+}
 
 
 @dataclass(frozen=True)
@@ -104,8 +102,8 @@ def gpu_request(
         if isinstance(value, int) and value > 0:
             return f"hydra.launcher.{key}={value}"
     if "SLURM_JOB_ID" in environ:
-        for name in _SLURM_GPU_VARIABLES:
-            if environ.get(name, "") not in ("", "-1", "0", "NoDevFiles"):
+        for name, none in _SLURM_GPU_VARIABLES.items():
+            if environ.get(name, "") not in none:
                 return f"the SLURM job's GPUs ({name}={environ[name]})"
     return None
 

@@ -4,6 +4,7 @@ This machine has no usable CUDA: the GPU cases replace the probe (`cuda_state`) 
 torch would report; everything else is the real code.
 """
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -103,6 +104,7 @@ def test_a_sweep_resolves_a_gpu_launchers_jobs_as_gpu_jobs(compose_train: Callab
         ),
         ("auto", None, {"CUDA_VISIBLE_DEVICES": "0"}, None),  # outside SLURM: a user's choice, no request
         ("auto", {"gpus_per_node": None}, {"SLURM_JOB_ID": "1"}, None),
+        ("auto", None, {"SLURM_JOB_ID": "1", "SLURM_GPUS_ON_NODE": "0"}, None),  # a count: none
     ],
 )
 def test_gpu_request(accelerator, launcher, environ, asked):
@@ -123,7 +125,7 @@ def test_gpu_asked_here_is_refused(compose_train: Callable[..., DictConfig]):
     """The real probe on this machine (no usable CUDA)."""
     if numerics.cuda_state().usable:
         pytest.skip("this machine's torch can use CUDA")
-    with pytest.raises(SlotsweepError, match=f"CUDA is unusable here: torch {torch.__version__}"):
+    with pytest.raises(SlotsweepError, match=re.escape(f"CUDA is unusable here: torch {torch.__version__}")):
         numerics.resolve(compose_train("trainer.accelerator=gpu"))
 
 
