@@ -222,9 +222,11 @@ def check_writable(directory: Path) -> None:
 
 
 def locate(cfg: DictConfig) -> tuple[str, Path]:
-    """exp_id and run dir of a checked config: every check that needs neither torch nor the data
-    (the config across groups, the run dir's owner, a writable place), so `src/train.py` runs them
-    before it imports the heavy parts, and training.run again for the callers that skip the CLI."""
+    """exp_id and run dir of a checked config: every check that needs neither the model nor the data
+    (the config across groups, the numerics, the run dir's owner, a writable place), so `src/train.py`
+    runs them before it builds anything, and training.run again for the callers that skip the CLI.
+    The numerics (slotsweep.numerics.resolve) probe CUDA, which imports torch, unless
+    trainer.accelerator=cpu; GPUs asked for without a usable CUDA are refused here."""
     check_data(cfg)  # first: a missing dataset is refused before torch is imported
     check_config(cfg)
     exp_id = experiment_id(cfg)
