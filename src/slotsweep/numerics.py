@@ -9,8 +9,8 @@ does; `strict_fp32=true` turns TF32 off, the reference's plain fp32. The resolve
 
 A run that asked for GPUs (`trainer.accelerator=gpu`, a launcher with `gpus_per_node`, or a SLURM job
 with GPUs) never trains on the CPU: when CUDA is unusable, it stops with the torch build's and the
-driver's CUDA versions. torch is imported inside the functions: the experiment id of a CPU run
-(src/train.py checks it before the heavy imports) needs none of it.
+driver's CUDA versions. torch is imported inside the functions: the experiment id of a run with
+trainer.accelerator=cpu (src/train.py checks it before the heavy imports) needs none of it.
 """
 
 from __future__ import annotations
