@@ -10,7 +10,7 @@ from slotsweep.training.module import NonFiniteLossError, ObjectCentricModule, m
 from slotsweep.training.task import build_task
 
 # bf16 keeps 8 bits of mantissa (~0.4% per rounding); the losses are means over thousands of terms
-# whose roundings mostly cancel. Measured on this batch: ~0.1-0.3% apart. Stated tolerance: 2%.
+# whose roundings mostly cancel. Stated tolerance: 2%.
 BF16_RTOL = 2e-2
 
 
