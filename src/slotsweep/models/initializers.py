@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.layers import mlp
 
-__all__ = ["MaskBoxInit", "RandomInit", "check_n_slots"]
+__all__ = ["FixedLearnedInit", "MaskBoxInit", "RandomInit", "check_n_slots"]
 
 
 def check_n_slots(n_slots: int, key: str = "grouper.n_slots") -> int:
@@ -49,6 +49,40 @@ class RandomInit(nn.Module):
         shape = (batch_size, n_slots, self.mean.shape[-1])
         noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.log_std.exp() * noise
+
+
+class FixedLearnedInit(nn.Module):
+    """SlotContrast's initial slots: S learned vectors, the same for every video, never sampled.
+
+    Deterministic (slotcontrast.md §2): every video starts from the same S0, so evaluation needs no
+    seed. The slot count is fixed by the parameter: an evaluation with another count is an error
+    ([Q] the original silently keeps its S when asked for another, slotcontrast.md §7.1).
+
+    Args:
+        n_slots: S, the number of learned slots.
+        dim: slot width D; initialised as randn * D^-0.5, as the original.
+    """
+
+    def __init__(self, n_slots: int, dim: int) -> None:
+        super().__init__()
+        self.n_slots = check_n_slots(n_slots)
+        self.slots = nn.Parameter(torch.randn(1, n_slots, dim) * dim**-0.5)
+
+    def forward(
+        self,
+        batch_size: int,
+        n_slots: int | None = None,
+        generator: torch.Generator | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """(B, S, D): the learned slots for every video (a view); no sampling, no conditions."""
+        if n_slots is not None and n_slots != self.n_slots:
+            raise SlotsweepError(
+                f"n_slots={n_slots}: this model learned exactly {self.n_slots} initial slots "
+                f"(grouper.initializer=FixedLearnedInit); evaluate with n_slots=null or {self.n_slots}, "
+                f"or train with grouper.n_slots={n_slots}"
+            )
+        return self.slots.expand(batch_size, -1, -1)  # (B, S, D), one copy in memory
 
 
 class MaskBoxInit(nn.Module):

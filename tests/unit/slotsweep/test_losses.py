@@ -1,7 +1,13 @@
-"""Losses against the reference's values and gradients, and the similarity target against a loop."""
+"""Losses against the reference's values and gradients, and the similarity target against a loop.
+
+SlotContrast's slot-slot loss: against the original code's loss and gradients in every stored
+setting (fixtures/slotcontrast/slotcontrast_losses.pt), its alternative forms against the stored
+float64 re-derivation, and its DDP gathering against one process holding the whole batch.
+"""
 
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +16,12 @@ from torch.testing import assert_close
 
 from slotsweep.contracts import EncoderOutput, ModelOutput
 from slotsweep.losses import (
+    CONTRAST_DIRECTIONS,
     FeatureReconstructionLoss,
+    SlotContrastiveLoss,
     TemporalSimilarityLoss,
     feature_time_similarity,
+    slot_contrast,
 )
 from slotsweep.models.decoder import MLPDecoder
 from slotsweep.models.encoder import ViTEncoder
@@ -131,13 +140,16 @@ def module_with_losses(**losses: torch.nn.Module) -> ObjectCentricModule:
 
 
 def model_output(
-    features: torch.Tensor, keys: torch.Tensor, reconstruction: torch.Tensor | None = None
+    features: torch.Tensor,
+    keys: torch.Tensor,
+    reconstruction: torch.Tensor | None = None,
+    slots: torch.Tensor | None = None,
 ) -> ModelOutput:
-    """What a loss receives (contracts.Loss): these losses read the encoder outputs only."""
+    """What a loss receives (contracts.Loss): the encoder outputs, and the slots the slot-slot loss reads."""
     unused = torch.empty(0)
     return ModelOutput(
         encoder=EncoderOutput(features=features, keys=keys),
-        slots=unused,
+        slots=unused if slots is None else slots,
         slots_predicted=unused,
         grouping_masks=unused,
         reconstruction=unused if reconstruction is None else reconstruction,
@@ -221,6 +233,7 @@ def test_featrec_is_mse_to_detached_features() -> None:
 def test_channel_counts() -> None:
     assert FeatureReconstructionLoss().n_channels(feat_dim=768, n_patches=196) == 768
     assert TemporalSimilarityLoss().n_channels(feat_dim=768, n_patches=196) == 196
+    assert SlotContrastiveLoss().n_channels(feat_dim=768, n_patches=196) == 0  # reads the slots
 
 
 @pytest.mark.parametrize(
@@ -231,6 +244,13 @@ def test_channel_counts() -> None:
         (lambda: TemporalSimilarityLoss(weight=-0.1), "loss.timesim.weight=-0.1"),
         (lambda: TemporalSimilarityLoss(temperature=0.0), "loss.timesim.temperature=0.0"),
         (lambda: TemporalSimilarityLoss(offset=0), "loss.timesim.offset=0"),
+        (lambda: SlotContrastiveLoss(weight=-0.5), "loss.slotslot.weight=-0.5"),
+        (lambda: SlotContrastiveLoss(temperature=0.0), "loss.slotslot.temperature=0.0"),
+        (lambda: SlotContrastiveLoss(direction="both"), r"loss.slotslot.direction=both is not one of \["),
+        (
+            lambda: SlotContrastiveLoss(batch_contrast=False, gather_negatives=True),
+            "loss.slotslot.gather_negatives=true needs loss.slotslot.batch_contrast=true",
+        ),
     ],
 )
 def test_bad_config_names_the_key(build, key: str) -> None:
@@ -243,3 +263,150 @@ def test_offset_must_be_shorter_than_the_clip() -> None:
     keys = torch.randn(1, 3, 4, 5)
     with pytest.raises(ValueError, match=r"loss.timesim.offset=3 .*\(3 frames\)"):
         loss(torch.randn(1, 3, 4, 4), model_output(keys, keys))
+
+
+# --- SlotContrast's slot-slot contrastive loss (slotcontrast.md §1) ------------------------------
+
+SC_LOSSES = "slotcontrast/slotcontrast_losses.pt"
+SC_INPUTS = ["rand_3x4x5x8", "rand_1x2x3x8", "rand_4x24x11x64", "identical_3x4x5x8"]
+SC_SETTINGS = [
+    (name, temperature, batch) for name in SC_INPUTS for temperature in (0.1, 0.05) for batch in (True, False)
+]
+
+
+def sc_case(name: str, temperature: float, batch: bool) -> str:
+    return f"{name}.temp{temperature}.batch_contrast_{str(batch).lower()}"
+
+
+@pytest.mark.parametrize(("name", "temperature", "batch"), SC_SETTINGS)
+def test_slot_contrast_loss_and_grad_match_original(reference, name: str, temperature: float, batch: bool):
+    data = reference(SC_LOSSES)
+    expected = data["ss"][sc_case(name, temperature, batch)]
+    assert (expected["config"]["temperature"], expected["config"]["batch_contrast"]) == (temperature, batch)
+    slots = data["inputs"][name].clone().requires_grad_(True)  # (B, T, S, D)
+    loss = SlotContrastiveLoss(temperature=temperature, batch_contrast=batch)
+    B, T, S, _ = slots.shape
+    value = loss(torch.empty(B, T, 16, 0), model_output(torch.empty(0), torch.empty(0), slots=slots))
+    value.backward()
+    assert_close(value.detach(), expected["loss"], rtol=1e-5, atol=0)
+    # atol relative to the gradient's scale (entries near 0 carry float noise); the all-identical
+    # input's gradient is zero up to that noise (|g| <= 2e-8), so it gets an absolute one
+    atol = 1e-6 if name.startswith("identical") else 1e-5 * expected["grad_slots"].abs().max().item()
+    assert_close(slots.grad, expected["grad_slots"], rtol=1e-5, atol=atol)
+    if name.startswith("identical"):  # every candidate is as similar as the positive: ln N
+        assert value.item() == pytest.approx(math.log(B * S if batch else S), rel=1e-6)
+
+
+@pytest.mark.parametrize(("name", "temperature", "batch"), SC_SETTINGS)
+def test_slot_contrast_forms_match_the_derivation(reference, name: str, temperature: float, batch: bool):
+    """direction x include_positive against the fixture's float64 re-derivation of each form."""
+    data = reference(SC_LOSSES)
+    derived = data["derived_not_original"][sc_case(name, temperature, batch)]
+    slots = data["inputs"][name]
+    for direction in CONTRAST_DIRECTIONS:
+        for include in (True, False) if direction != "symmetric" else (True,):
+            form = f"{direction}_{'include' if include else 'exclude'}_positive"
+            value = slot_contrast(slots, temperature, batch, direction, include)
+            assert value.item() == pytest.approx(derived[form], rel=1e-5, abs=1e-6), form
+
+
+def test_released_combination_through_the_module_matches_original(reference) -> None:
+    """total = 1.0 featrec (decoder channels [0, 24)) + 0.5 slot-slot (the slots, no channels)."""
+    data = reference(SC_LOSSES)["combined"]
+    assert data["config"]["loss_weights"] == {"loss_featrec": 1.0, "loss_ss": 0.5}
+    inputs = data["inputs"]
+    module = module_with_losses(featrec=FeatureReconstructionLoss(1.0), slotslot=SlotContrastiveLoss(0.5))
+    assert module.loss_channels == [24, 0]
+    reconstruction = inputs["reconstruction"].clone().requires_grad_(True)
+    slots = inputs["slots"].clone().requires_grad_(True)
+    out = model_output(inputs["backbone_features"], torch.empty(0), reconstruction, slots)
+    values = module.compute_losses(out)
+    values["loss"].backward()
+    assert_close(values["featrec"].detach(), data["loss_featrec"], rtol=1e-5, atol=0)
+    assert_close(values["slotslot"].detach(), data["loss_ss"], rtol=1e-5, atol=0)
+    assert_close(values["loss"].detach(), data["total"], rtol=1e-5, atol=0)
+    assert_close(reconstruction.grad, data["grad_reconstruction"], rtol=1e-5, atol=1e-9)
+    assert_close(slots.grad, data["grad_slots"], rtol=1e-5, atol=1e-8)
+
+
+def test_slot_contrast_matches_a_loop_over_anchors() -> None:
+    """Written out anchor by anchor in float64: slot k of video b at frame t+1 against every slot
+    of frame t of every video, positive included (the original's form)."""
+    torch.manual_seed(6)
+    slots = torch.randn(2, 3, 4, 5)
+    B, T, S, _ = slots.shape
+    z = F.normalize(slots.double(), dim=-1)
+    terms = []
+    for t in range(T - 1):
+        for b in range(B):
+            for k in range(S):
+                logits = torch.stack([z[b, t + 1, k] @ z[c, t, j] / 0.2 for c in range(B) for j in range(S)])
+                terms.append(logits.logsumexp(0) - logits[b * S + k])
+    value = SlotContrastiveLoss(temperature=0.2)(
+        None, model_output(torch.empty(0), torch.empty(0), slots=slots)
+    )
+    assert_close(value.double(), torch.stack(terms).mean(), rtol=1e-6, atol=0)
+
+
+def test_slot_contrast_stays_fp32_under_bf16_autocast() -> None:
+    torch.manual_seed(7)
+    slots = torch.randn(4, 4, 7, 64).bfloat16()
+    loss = SlotContrastiveLoss(temperature=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(None, model_output(torch.empty(0), torch.empty(0), slots=slots))
+    assert mixed.dtype == torch.float32
+    exact = slot_contrast(slots.float(), 0.1)
+    assert_close(mixed, exact, rtol=1e-6, atol=0)
+
+
+def test_slot_contrast_needs_two_frames() -> None:
+    loss = SlotContrastiveLoss()
+    with pytest.raises(ValueError, match=r"loss.slotslot .*dataset.train_clip_frames=1 must be >= 2"):
+        loss.check_clip("slotslot", 1)
+    loss.check_clip("slotslot", 2)
+    with pytest.raises(ValueError, match=r"loss.slotslot needs clips of >= 2 frames"):
+        loss(None, model_output(torch.empty(0), torch.empty(0), slots=torch.randn(2, 1, 3, 4)))
+
+
+def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One DDP rank: its half of the batch, negatives gathered (or not) from the other rank."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        slots = torch.randn(4, 3, 5, 8, generator=torch.Generator().manual_seed(0))
+        half = slots[2 * rank : 2 * rank + 2].clone().requires_grad_(True)
+        results = {}
+        for gather in (True, False):
+            loss = SlotContrastiveLoss(gather_negatives=gather).train()
+            value = loss(None, model_output(torch.empty(0), torch.empty(0), slots=half))
+            (grad,) = torch.autograd.grad(value, half)
+            results[gather] = (value.detach(), grad)
+        with torch.no_grad():  # validation: per device even when gathering is on
+            loss = SlotContrastiveLoss(gather_negatives=True).eval()
+            results["eval"] = loss(None, model_output(torch.empty(0), torch.empty(0), slots=half))
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_gathered_negatives_equal_one_process_with_the_whole_batch(tmp_path: Path) -> None:
+    """2 gloo ranks x 2 videos, gather_negatives=true: the mean of the ranks' losses is the loss of
+    4 videos on one device, and each rank's gradient (summed over the ranks' losses by the gather's
+    backward) is world x the whole-batch gradient of its videos, so DDP's averaging updates as one
+    device would. Per device (the original), the ranks' losses differ from it."""
+    torch.multiprocessing.spawn(
+        _gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    slots = torch.randn(4, 3, 5, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    whole = slot_contrast(slots, 0.1)
+    (grad,) = torch.autograd.grad(whole, slots)
+    gathered = (ranks[0][True][0] + ranks[1][True][0]) / 2
+    assert_close(gathered, whole.detach(), rtol=1e-6, atol=0)
+    for r in range(2):
+        assert_close(ranks[r][True][1], 2 * grad[2 * r : 2 * r + 2], rtol=1e-5, atol=1e-8)
+        per_device = slot_contrast(slots[2 * r : 2 * r + 2].detach(), 0.1)
+        assert_close(ranks[r][False][0], per_device, rtol=1e-6, atol=0)
+        assert_close(ranks[r]["eval"], per_device, rtol=1e-6, atol=0)
+    assert (ranks[0][False][0] + ranks[1][False][0]) / 2 < whole - 0.1  # fewer negatives, lower loss
