@@ -28,6 +28,23 @@ def test_hard_masks_match_reference(mask_resize: dict) -> None:
     assert torch.equal(hard, mask_resize["outputs"]["hard"])
 
 
+def test_slotcontrast_masks_at_336_match_original(reference: Callable[[str], Any]) -> None:
+    """SlotContrast scores MOVi at the input size: a 24x24 patch grid to 336x336 pixels."""
+    entry = reference("slotcontrast/slotcontrast_modules.pt")["mask_resize"]
+    assert entry["config"]["resizer"]["resize_mode"] == "bilinear"
+    size = tuple(entry["inputs"]["size"])
+    soft = resize_patch_masks(entry["inputs"]["masks"], size)  # (1, 2, 11, 336, 336)
+    assert list(soft.shape) == entry["outputs"]["soft_shape"]
+    outputs = entry["outputs"]
+    torch.testing.assert_close(soft[..., :56, :56], outputs["soft_crop_top_left_56"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        soft[..., 140:196, 140:196], outputs["soft_crop_center_56"], rtol=1e-5, atol=1e-7
+    )
+    hard = hard_masks(soft)
+    assert torch.equal(hard.argmax(dim=2), outputs["hard_index"].long())
+    assert torch.equal(hard.sum(dim=2), torch.ones(1, 2, 336, 336))
+
+
 def test_hard_masks_one_hot_and_ties_go_to_first_slot() -> None:
     soft = torch.rand(2, 3, 5, 4, 6)
     soft[0, 0, :, 0, 0] = 0.5  # a five-way tie

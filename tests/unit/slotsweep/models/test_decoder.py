@@ -46,6 +46,28 @@ def test_mlp_decoder_matches_reference(reference) -> None:
     assert_close(masks, entry["outputs"]["masks"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["w1024", "p576_w64"])
+def test_mlp_decoder_matches_slotcontrast(reference, name: str) -> None:
+    """SlotContrast's decoder: 3 x 1024 at the released D 64 and F 384, and the 576-patch grid."""
+    entry = reference("slotcontrast/slotcontrast_modules.pt")[f"mlp_decoder.{name}"]
+    config = entry["config"]
+    decoder = MLPDecoder(
+        config["inp_dim"], config["outp_dim"], config["n_patches"], tuple(config["hidden_dims"])
+    ).eval()
+    decoder.load_state_dict(reference_to_local(entry["state_dict"]))  # strict
+    slots = entry["inputs"]["slots"]
+    with torch.no_grad():
+        reconstruction, masks = decoder(slots)
+    B, S, _ = slots.shape
+    assert reconstruction.shape == (B, config["n_patches"], 384) and masks.shape == (
+        B,
+        S,
+        config["n_patches"],
+    )
+    assert_close(reconstruction, entry["outputs"]["reconstruction"], rtol=1e-5, atol=1e-5)
+    assert_close(masks, entry["outputs"]["masks"], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("decoder_cls", [SlotMixerDecoder, MLPDecoder])
 def test_decoders_are_permutation_invariant_over_slots(decoder_cls: type) -> None:
     """Reordering the slots reorders the masks and leaves the reconstruction unchanged."""

@@ -24,6 +24,10 @@ REFERENCE_SHAPES = {
     "dino_vitb16": (196, 768),
     "dinov2_vitb14": (1369, 768),
     "dinov2": (1369, 768),
+    # SlotContrast (slotcontrast.md §2): S/14 and B/14 at 336 (MOVi) and 518 (YT-VIS)
+    "dinov2_vits14": (1369, 384),
+    "dinov2_vits14_336": (576, 384),
+    "dinov2_vitb14_336": (576, 768),
     "tiny": (64, 192),
 }
 TINY = dict(model_name="vit_tiny_patch16_224", img_size=32, pretrained=False)
@@ -50,6 +54,8 @@ def test_preset_shapes(preset: str) -> None:
     assert out.features.shape == out.keys.shape == (1, n_patches, width)
     assert (n_patches, width) == REFERENCE_SHAPES.get(preset, (n_patches, width))
     assert isinstance(encoder.model.norm, torch.nn.Identity)  # no final norm: pre-norm tokens
+    if preset.startswith("dinov2"):  # [Q] every DINOv2 preset stores the 518-px 37x37 table
+        assert encoder.model.pos_embed.shape == (1, 1 + 37 * 37, width)
 
 
 @pytest.mark.parametrize("block", [1, 2])

@@ -40,6 +40,25 @@ def test_slot_attention_matches_reference(reference, use_mlp: bool, n_iters: int
     assert_close(masks, expected[f"n_iters{n_iters}.masks"], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_iters", [3, 2, 1])
+@pytest.mark.parametrize("config", ["movi_c", "movi_e"])
+def test_slot_attention_with_mlp_matches_slotcontrast(reference, config: str, n_iters: int) -> None:
+    """SlotContrast's grouper: use_mlp at D 64 / S 11 and D 128 / S 15 over 576 patches."""
+    entry = reference("slotcontrast/slotcontrast_modules.pt")[f"slot_attention.{config}"]
+    assert entry["config"]["use_mlp"] and entry["config"]["n_iters"] == 2
+    sa = reference_slot_attention(entry)
+    inputs = entry["inputs"]
+    with torch.no_grad():
+        slots, masks = sa(inputs["features"], inputs["slots"], n_iters=n_iters)
+        default, _ = sa(inputs["features"], inputs["slots"])
+    B, S, D = inputs["slots"].shape
+    assert slots.shape == (B, S, D) and masks.shape == (B, S, 576)
+    expected = entry["outputs"][f"n_iters_{n_iters}"]
+    assert_close(slots, expected["slots"], rtol=1e-4, atol=1e-5)
+    assert_close(masks, expected["masks"], rtol=1e-4, atol=1e-6)
+    assert_close(default, entry["outputs"]["n_iters_2"]["slots"], rtol=1e-4, atol=1e-5)
+
+
 def test_slot_attention_defaults_to_constructor_iterations(reference) -> None:
     entry = reference("modules.pt")["slot_attention.use_mlp_False"]
     sa = reference_slot_attention(entry)  # n_iters=3 in the fixture config

@@ -1,6 +1,7 @@
 """The assembled model: feature projection and the scan over time against the reference."""
 
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from slotsweep.contracts import EncoderOutput
 from slotsweep.models.decoder import SlotMixerDecoder
 from slotsweep.models.encoder import ViTEncoder
 from slotsweep.models.grouper import SlotAttention
+from slotsweep.models.initializers import FixedLearnedInit
 from slotsweep.models.layers import feature_projection
 from slotsweep.models.object_centric import ObjectCentricModel
 from slotsweep.models.transformer import TransformerEncoder
@@ -19,15 +21,18 @@ from slotsweep.models.weights import reference_to_local
 FEAT_DIM, N_PATCHES, IMG = 192, 16, 32
 
 
-def tiny_model(slot_dim: int = 16, n_slots: int = 4, predictor: bool = True) -> ObjectCentricModel:
-    """A random-weight model on a 1-block ViT: 16 patches of 192-d per 32x32 frame."""
+def tiny_model(
+    slot_dim: int = 16, n_slots: int = 4, predictor: bool = True, **grouper: Any
+) -> ObjectCentricModel:
+    """A random-weight model on a 1-block ViT: 16 patches of 192-d per 32x32 frame; `grouper`:
+    more SlotAttention arguments."""
     torch.manual_seed(0)
     encoder = ViTEncoder(
         "vit_tiny_patch16_224", IMG, pretrained=False, model_kwargs=dict(patch_size=8, depth=1)
     )
     return ObjectCentricModel(
         encoder=encoder,
-        grouper=SlotAttention(n_slots, slot_dim, n_iters=2, n_iters_first=3),
+        grouper=SlotAttention(n_slots, slot_dim, n_iters=2, n_iters_first=3, **grouper),
         predictor=partial(TransformerEncoder, n_blocks=1, n_heads=4) if predictor else nn.Identity,
         decoder=partial(SlotMixerDecoder, renderer_hidden_dims=(32,), renderer_dim=32),
         decoder_channels=10,
@@ -78,6 +83,34 @@ def test_scan_matches_reference_processor(reference) -> None:
     assert_close(slots, expected["corrector.slots"], rtol=1e-4, atol=1e-5)
     assert_close(predicted, expected["state_predicted"], rtol=1e-4, atol=1e-5)
     assert_close(masks, expected["corrector.masks"], rtol=1e-4, atol=1e-6)
+
+
+def test_scan_matches_slotcontrast_processor(reference) -> None:
+    """SlotContrast's recurrent core: SA with its MLP (3 iterations on frame 0, then 2) and the
+    1-block predictor, from the same learned slots for both videos."""
+    entry = reference("slotcontrast/slotcontrast_modules.pt")["processor"]
+    config = entry["config"]
+    assert (
+        config["grouper"]["use_mlp"]
+        and config["latent_processor"]["first_step_corrector_args"]["n_iters"] == 3
+    )
+    model = tiny_model(slot_dim=64, n_slots=11, use_mlp=True, initializer=FixedLearnedInit)
+    named = {f"processor.{k}": v for k, v in entry["state_dict"].items()}  # module.corrector.* ...
+    result = model.load_state_dict(reference_to_local(named), strict=False)
+    assert result.unexpected_keys == []
+    assert {k for k in result.missing_keys if k.startswith(("grouper.", "predictor."))} == {
+        "grouper.initializer.slots"
+    }
+    inputs = entry["inputs"]
+    with torch.no_grad():
+        slots, predicted, masks = model.scan(inputs["features"], inputs["initial_state"])
+    expected = entry["outputs"]
+    assert slots.shape == predicted.shape == (2, 4, 11, 64) and masks.shape == (2, 4, 11, 64)
+    # the fixtures' tolerance for recurrent outputs: 4 frames of sharp (x sqrt(d)) predictor
+    # attention carry float noise to ~3e-5 on entries up to 6
+    assert_close(slots, expected["state"], rtol=1e-4, atol=1e-4)
+    assert_close(predicted, expected["state_predicted"], rtol=1e-4, atol=1e-4)
+    assert_close(masks, expected["corrector"]["masks"], rtol=1e-4, atol=1e-5)
 
 
 def test_forward_shapes_and_slot_count_override() -> None:
