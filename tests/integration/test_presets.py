@@ -1,11 +1,13 @@
-"""The five reference presets: the reference's hyperparameters, its released model layouts, and
-two training steps + evaluation on tiny shards in the real formats (tests/real_formats.py).
+"""The reference presets (VideoSAUR, DINOSAUR, SlotContrast): the originals' hyperparameters, their
+released model layouts, and two training steps + evaluation on tiny shards in the real formats
+(tests/real_formats.py).
 
 Training runs at a small input size (the ViT-B encoders on a shared 2-core CPU); the `slow` test
 runs each preset's model at its true size on one small batch.
 """
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from omegaconf import DictConfig
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.data.video_transforms import frames_to_video
+from slotsweep.errors import SlotsweepError
 from slotsweep.models.weights import reference_to_local
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
@@ -26,6 +29,89 @@ from slotsweep.training import scoring, task
 from slotsweep.training.task import build_task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# What every row shares unless it says otherwise (the VideoSAUR/DINOSAUR values).
+SHARED = dict(
+    layout="state_dict_keys.json",  # fixture file of the released key -> shape layouts
+    mask_size=224,  # metric resolution
+    pos_embed_size=None,  # [Q] stored position-table size when it differs from img_size
+    initializer="RandomInit",
+    hflip=True,
+    checkpoint_every=1000,
+)
+# slotcontrast.md §3: the three released SlotContrast configs, one column each.
+SLOTCONTRAST = {
+    "slotcontrast/movi_c": dict(
+        reference="movi_c",
+        exp_name="slotcontrast_movi_c",
+        encoder="vit_small_patch14_dinov2.lvd142m",
+        img_size=336,
+        pos_embed_size=518,
+        n_patches=576,
+        n_slots=11,
+        slot_dim=64,
+        mask_channels=11,
+        val_batch=16,
+        lr=4e-4,
+        max_steps=100_000,
+        mask_size=336,
+        hflip=True,
+        val_protocol="videos",
+    ),
+    "slotcontrast/movi_e": dict(
+        reference="movi_e",
+        exp_name="slotcontrast_movi_e",
+        encoder="vit_base_patch14_dinov2.lvd142m",
+        img_size=336,
+        pos_embed_size=518,
+        n_patches=576,
+        n_slots=15,
+        slot_dim=128,
+        mask_channels=24,
+        val_batch=4,
+        lr=4e-4,
+        max_steps=300_000,
+        mask_size=336,
+        hflip=True,
+        val_protocol="videos",
+    ),
+    "slotcontrast/ytvis": dict(
+        reference="ytvis",
+        exp_name="slotcontrast_ytvis",
+        encoder="vit_base_patch14_dinov2.lvd142m",
+        img_size=518,
+        pos_embed_size=None,
+        n_patches=1369,
+        n_slots=7,
+        slot_dim=64,
+        mask_channels=25,
+        val_batch=1,
+        lr=8e-4,
+        max_steps=100_000,
+        mask_size=518,
+        hflip=False,
+        val_protocol="videos",
+    ),
+}
+# Everything the three share (slotcontrast.md §2-3).
+SLOTCONTRAST_SHARED = dict(
+    layout="slotcontrast/state_dict_keys_slotcontrast.json",
+    initializer="FixedLearnedInit",
+    n_iters=(3, 2),
+    use_mlp=True,
+    predictor=True,
+    decoder="MLPDecoder",
+    mlp_hidden=[1024] * 3,
+    losses={"featrec": (1.0, None), "slotslot": (0.5, 0.1)},
+    batch=64,
+    warmup=2500,
+    clip=0.05,
+    clip_frames=4,
+    val_every=2500,
+    log_every=2500,
+    checkpoint_every=2500,
+    workers=4,
+)
 
 # videosaur.md §4, one column per preset.
 TABLE = {
@@ -172,12 +258,26 @@ TABLE = {
         workers=4,
         val_protocol="videos",
         mask_channels=63,
+        pos_embed_size=518,
     ),
+}
+TABLE = {name: SHARED | row for name, row in TABLE.items()}
+TABLE |= {
+    name: SHARED | SLOTCONTRAST_SHARED | row | dict(decay=row["max_steps"])  # decay = max_steps
+    for name, row in SLOTCONTRAST.items()
 }
 PRESETS = list(TABLE)
 # Their two-step trainings run in make test-all only (CI time): each shares its code path with a
-# preset that make test trains (videosaur/movi_c), and its keys are checked by the tests above.
-TWO_STEPS_HEAVY = {"videosaur/movi_e", "videosaur/ytvis", "videosaur/ytvis_dinov2", "dinosaur/coco_dinov2"}
+# preset that make test trains (videosaur/movi_c, slotcontrast/movi_c), and its keys are checked by
+# the tests above.
+TWO_STEPS_HEAVY = {
+    "videosaur/movi_e",
+    "videosaur/ytvis",
+    "videosaur/ytvis_dinov2",
+    "dinosaur/coco_dinov2",
+    "slotcontrast/movi_e",
+    "slotcontrast/ytvis",
+}
 
 # Where each preset's dataset lives in the fixture data root, and its shard count there.
 FIXTURE_SHARDS = {
@@ -201,6 +301,11 @@ FIXTURE_SHARDS = {
         "coco/coco-train-{000000..000002}.tar",
         "coco/coco-validation-{000000..000002}.tar",
     ),
+}
+FIXTURE_SHARDS |= {  # SlotContrast reads the same shards (YT-VIS: the 320-px folder, at input 518)
+    "slotcontrast/movi_c": FIXTURE_SHARDS["videosaur/movi_c"],
+    "slotcontrast/movi_e": FIXTURE_SHARDS["videosaur/movi_e"],
+    "slotcontrast/ytvis": FIXTURE_SHARDS["videosaur/ytvis"],
 }
 
 
@@ -226,10 +331,11 @@ def compose_on_fixtures(compose_train, preset: str, data_dir: Path, *overrides: 
 
 
 def test_every_preset_is_in_the_table():
-    """Every reference preset (conf/experiment/videosaur/, dinosaur/) has a row; `demo` is ours."""
+    """Every reference preset (conf/experiment/videosaur/, dinosaur/, slotcontrast/) has a row;
+    `demo` is ours."""
     found = sorted(
         p.relative_to(CONF / "experiment").with_suffix("").as_posix()
-        for folder in ("videosaur", "dinosaur")
+        for folder in ("videosaur", "dinosaur", "slotcontrast")
         for p in (CONF / "experiment" / folder).glob("*.yaml")
     )
     assert found == sorted(PRESETS)
@@ -246,8 +352,12 @@ def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., D
     assert cfg.exp_name == want["exp_name"]
     assert cfg.encoder.model_name == want["encoder"] and cfg.encoder.img_size == want["img_size"]
     assert cfg.encoder.pretrained and cfg.encoder.frozen and cfg.encoder.block is None  # block 12
-    assert cfg.dataset.input_size == want["img_size"] and cfg.dataset.mask_size == 224
+    assert cfg.dataset.input_size == want["img_size"] and cfg.dataset.mask_size == want["mask_size"]
+    assert cfg.encoder.pos_embed_size == want["pos_embed_size"]  # [Q] a 37x37 table resampled
+    assert cfg.dataset.hflip == want["hflip"]
     g = cfg.grouper
+    initializer = g.get("initializer")  # absent: the grouper's own RandomInit
+    assert (initializer._target_.rsplit(".", 1)[1] if initializer else "RandomInit") == want["initializer"]
     assert (g.n_slots, g.slot_dim, (g.n_iters_first, g.n_iters), g.use_mlp) == (
         want["n_slots"],
         want["slot_dim"],
@@ -271,8 +381,15 @@ def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., D
         assert d.n_heads == 4 and d.inverted_scale
     else:
         assert list(cfg.decoder.hidden_dims) == want["mlp_hidden"]
-        assert cfg.encoder.pos_embed_size == 518  # [Q] the 37x37 table resampled to 16x16
     assert {name: (loss.weight, loss.get("temperature")) for name, loss in cfg.loss.items()} == want["losses"]
+    if "slotslot" in cfg.loss:  # the original's form: per-device batch negatives, positive included
+        ss = cfg.loss.slotslot
+        assert (ss.batch_contrast, ss.direction, ss.include_positive, ss.gather_negatives) == (
+            True,
+            "next_to_prev",
+            True,
+            False,
+        )
     assert all(loss.offset == 1 and loss.threshold == 0.0 for loss in cfg.loss.values() if "offset" in loss)
     lr = cfg.optim.base_lr * cfg.dataset.batch_size / cfg.optim.reference_batch_size  # lr scaling rule
     assert cfg.dataset.batch_size == want["batch"] and lr == pytest.approx(want["lr"])
@@ -285,7 +402,7 @@ def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., D
         want["val_every"],
         want["log_every"],
     )
-    assert t.precision == "32-true" and cfg.checkpoint_every_n_steps == 1000
+    assert t.precision == "32-true" and cfg.checkpoint_every_n_steps == want["checkpoint_every"]
     d = cfg.dataset
     assert (d.train_clip_frames, d.val_batch_size, d.num_workers) == (
         want["clip_frames"],
@@ -299,8 +416,9 @@ def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., D
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_model_has_the_released_checkpoint_layout(compose_train, reference, preset: str):
-    """Loading the released checkpoint needs these names and shapes (fixtures/state_dict_keys.json)."""
-    expected = reference("state_dict_keys.json")[TABLE[preset]["reference"]]
+    """Loading the released checkpoint needs these names and shapes (fixtures/state_dict_keys.json,
+    slotcontrast/state_dict_keys_slotcontrast.json)."""
+    expected = reference(TABLE[preset]["layout"])[TABLE[preset]["reference"]]
     model, _ = build_model(compose_train(f"experiment={preset}", "encoder.pretrained=false", debug=False))
     assert model.encoder.n_patches == TABLE[preset]["n_patches"]
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -322,7 +440,7 @@ def _eval_config(ckpt: Path, *overrides: str) -> DictConfig:
     "preset", [pytest.param(p, marks=pytest.mark.heavy) if p in TWO_STEPS_HEAVY else p for p in PRESETS]
 )
 def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path, preset: str):
-    small = 28 if "dinov2" in preset else 32  # 4x4 or 2x2 patches: the ViT-B blocks stay cheap
+    small = 28 if "dinov2" in TABLE[preset]["encoder"] else 32  # 2x2 patches: the ViT-B blocks stay cheap
     cfg = compose_on_fixtures(
         compose_train,
         preset,
@@ -366,6 +484,13 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         videos = whole["metrics"]
         assert all(0 <= videos[key] <= 1 for key in ("val/video_fg_ari", "val/video_mbo"))
         assert videos["val/video_fg_ari"] != evaluated["val/video_fg_ari"]  # other clips, other score
+    if "slotslot" in cfg.loss:  # validated on the same whole clips as the metrics
+        assert 0 < results["metrics"]["val/slotslot"] < math.inf
+    if TABLE[preset]["initializer"] == "FixedLearnedInit":  # the learned count is the only one
+        eval_cfg = _eval_config(run_dir / LAST_CHECKPOINT)
+        eval_cfg.n_slots = 5
+        with pytest.raises(SlotsweepError, match=r"n_slots=5: this model learned exactly \d+ initial slots"):
+            scoring.evaluate(eval_cfg)
 
 
 @pytest.mark.heavy
@@ -399,8 +524,9 @@ def test_preset_runs_at_its_true_size(compose_train, fixture_data: Path, preset:
         _, pred = module.predict_masks(val)
     assert out.decoder_masks.shape == (1, T, S, P)
     assert torch.isfinite(losses["loss"])
-    assert val["masks"].shape == (1, T, TABLE[preset]["mask_channels"], 224, 224)
-    assert pred.shape == (1, T, S, 224, 224) and (pred.sum(dim=2) == 1).all()
+    size = TABLE[preset]["mask_size"]
+    assert val["masks"].shape == (1, T, TABLE[preset]["mask_channels"], size, size)
+    assert pred.shape == (1, T, S, size, size) and (pred.sum(dim=2) == 1).all()
     assert isinstance(instantiate(cfg.optim), type(module.optim))
 
 
@@ -424,7 +550,7 @@ def test_encoder_and_dataset_options_compose_into_a_dinov2_ytvis_run(compose_tra
 def test_released_checkpoint_loads_into_the_preset(compose_train, reference, tmp_path: Path, preset: str):
     """load_weights=<the released Lightning .ckpt>: every tensor of the reference's layout lands in
     the preset's model (random distinct values, so a tensor left out or loaded twice would show)."""
-    layout = reference("state_dict_keys.json")[TABLE[preset]["reference"]]["keys"]
+    layout = reference(TABLE[preset]["layout"])[TABLE[preset]["reference"]]["keys"]
     generator = torch.Generator().manual_seed(0)
     state = {name: torch.randn(shape, generator=generator) for name, shape in layout.items()}
     ckpt = tmp_path / "videosaur.ckpt"
