@@ -22,7 +22,9 @@ from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shard
 from slotsweep.build import build_datamodule, build_model
 from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
+from slotsweep.evaluation.protocol import protocol_of
 from slotsweep.models.weights import reference_to_local
+from slotsweep.results.published import load_published
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.training import scoring, task
@@ -427,6 +429,26 @@ def test_preset_model_has_the_released_checkpoint_layout(compose_train, referenc
     theirs = {k: torch.empty(shape, device="meta") for k, shape in expected["keys"].items()}
     assert {k: tuple(v.shape) for k, v in reference_to_local(theirs).items()} == ours
     assert trainable == expected["n_trainable_params"]
+
+
+# The method whose published rows belong beside each preset's runs (conf/baselines/published.yaml).
+METHODS = {"videosaur": "VideoSAUR", "dinosaur": "DINOSAUR", "slotcontrast": "SlotContrast"}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_protocol_is_its_published_rows(compose_train: Callable[..., DictConfig], preset: str):
+    """A preset's validation is stamped with the protocol its paper's numbers were measured under
+    (SlotContrast: whole videos, masks at the input size), so aggregate.py puts them side by side."""
+    cfg = compose_train(f"experiment={preset}", debug=False)
+    layout = cfg.dataset.layout  # the datamodules' conventions: MOVi has a background channel,
+    protocol = protocol_of(cfg, layout == "movi", layout == "coco")  # COCO overlapping masks
+    assert protocol.mask_size == TABLE[preset]["mask_size"]
+    method = METHODS[preset.split("/")[0]]
+    rows = [
+        row for row in load_published() if row.name.startswith(method) and row.matches(protocol.as_dict())
+    ]
+    assert rows, (preset, protocol.describe())  # (rows state no encoder: YT-VIS chunks has two)
+    assert all(row.protocol["mask_size"] == TABLE[preset]["mask_size"] for row in rows)
 
 
 def _eval_config(ckpt: Path, *overrides: str) -> DictConfig:
