@@ -489,7 +489,15 @@ def test_named_sweep_composes_and_sweeps_existing_keys(name: str):
     assert cfg.hydra.sweep.dir == f"{cfg.paths.runs_dir}/sweeps/{name}/{cfg.exp_name}"  # stable: resumable
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert params, f"sweeps/{name}.yaml sweeps nothing"
-    space = parse_search_space([f"{key}={value}" for key, value in params.items()])
+    groups = {key: value for key, value in params.items() if key.startswith("+")}  # +method=a,b
+    for key, options in groups.items():  # each option composes on top of the sweep
+        for option in str(options).split(","):
+            assert (CONF / key[1:] / f"{option}.yaml").is_file(), f"sweeps/{name}.yaml: no {key}={option}"
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                compose("train", overrides=[f"+sweep={name}", f"{key}={option}"])
+    values = [f"{key}={value}" for key, value in params.items() if key not in groups]
+    space = parse_search_space(values)
     for key in [*space.distributions, *(f.split("=")[0] for f in space.fixed)]:
         assert OmegaConf.select(cfg, key) is not None, f"sweeps/{name}.yaml sweeps {key}, not a config key"
 
@@ -735,3 +743,44 @@ def test_seed_grid_writes_a_run_per_seed_and_skips_finished_seeds(
     assert [p.stat().st_mtime_ns for p in results] == written
     log = again.stdout + again.stderr
     assert log.count("already completed (force=true re-runs it)") == 2
+
+
+@pytest.mark.slow
+def test_methods_sweep_trains_both_methods_into_one_table(
+    data_dir: Path, tmp_path: Path, two_step_overrides: list[str]
+):
+    """+sweep=methods: VideoSAUR and SlotContrast on the same shapes clips, then one table under
+    one protocol with a row per method (docs/methods.md)."""
+    command = [
+        *TRAIN_MULTIRUN,
+        "+sweep=methods",
+        "seed=0",
+        "hydra/launcher=local",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.data_dir={data_dir}",
+        *two_step_overrides,
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = {
+        json.loads(p.read_text())["config"]["exp_name"]: json.loads(p.read_text())
+        for p in (tmp_path / "runs").glob("*/seed0/results.json")
+    }
+    assert sorted(results) == ["slotcontrast", "videosaur"]
+    assert set(results["slotcontrast"]["config"]["loss"]) == {"featrec", "slotslot"}
+    assert set(results["videosaur"]["config"]["loss"]) == {"featrec", "timesim"}
+    assert results["slotcontrast"]["protocol"] == results["videosaur"]["protocol"]  # one protocol
+    sweep_dir = tmp_path / "runs" / "sweeps" / "methods" / "shapes"
+    table = subprocess.run(
+        [sys.executable, str(REPO / "src" / "aggregate.py"), str(sweep_dir)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
+    assert table.returncode == 0, table.stderr[-3000:]
+    assert table.stdout.count("protocol: shapes validation") == 1  # one column set for both
+    rows = [
+        line for line in table.stdout.splitlines() if line.startswith(("| slotcontrast-", "| videosaur-"))
+    ]
+    assert len(rows) == 2, table.stdout
