@@ -90,7 +90,7 @@ def reference() -> Callable[[str], Any]:
     def _load(name: str) -> Any:
         path = FIXTURES / name
         if not path.is_file():
-            pytest.skip(f"reference fixture {path} is absent: parity with VideoSAUR is not checked")
+            pytest.skip(f"reference fixture {path} is absent: parity with the original code is not checked")
         if name not in loaded:
             text = name.endswith(".json")
             loaded[name] = json.loads(path.read_text()) if text else torch.load(path, weights_only=True)

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from slotsweep.checkpoints import reference_to_local
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.initializers import FixedLearnedInit, MaskBoxInit, RandomInit
+from slotsweep.models.weights import reference_to_local
 
 
 def test_mask_boxes_encode_each_first_frame_box() -> None:
