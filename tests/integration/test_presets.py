@@ -508,6 +508,10 @@ def test_preset_trains_two_steps_and_evaluates(compose_train, fixture_data: Path
         assert videos["val/video_fg_ari"] != evaluated["val/video_fg_ari"]  # other clips, other score
     if "slotslot" in cfg.loss:  # validated on the same whole clips as the metrics
         assert 0 < results["metrics"]["val/slotslot"] < math.inf
+        # re-scored under another method's mask size: stamped with the size it was scored at
+        (other,) = scoring.evaluate(_eval_config(run_dir / LAST_CHECKPOINT, "dataset.mask_size=32"))
+        assert (results["protocol"]["mask_size"], other["protocol"]["mask_size"]) == (16, 32)
+        assert 0 <= other["metrics"]["val/video_fg_ari"] <= 1
     if TABLE[preset]["initializer"] == "FixedLearnedInit":  # the learned count is the only one
         eval_cfg = _eval_config(run_dir / LAST_CHECKPOINT)
         eval_cfg.n_slots = 5

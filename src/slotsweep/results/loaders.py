@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import OverrideParseException
@@ -124,13 +125,47 @@ def _sweep_space(hydra: Any) -> tuple[dict[str, list[Any]], list[str], list[int]
         key = override.key_or_group
         if not override.is_sweep_override():
             continue
-        if key in groups or isinstance(override.value(), IntervalSweep):
+        options = [] if isinstance(override.value(), IntervalSweep) else list(override.sweep_iterator())
+        global_keys = _global_group_keys(hydra, key, options)  # None: not a _global_ group
+        if global_keys is not None:  # a method or experiment: each option sets keys anywhere
+            free.extend([key, *global_keys])
+        elif key in groups or isinstance(override.value(), IntervalSweep):
             free.append(key)  # a swept group changes every key below it; an interval has no list
         else:
-            allowed[key] = list(override.sweep_iterator())
+            allowed[key] = options
     # The Optuna sweeper runs every trial with each of `hydra.sweeper.seeds`.
     seeds = allowed.pop("seed", None) or hydra.sweeper.get("seeds") or []
     return allowed, free, sorted(int(seed) for seed in seeds)
+
+
+def _global_group_keys(hydra: Any, group: str, options: list[Any]) -> list[str] | None:
+    """The keys that a swept config group of the `_global_` package may set (`+method=a,b`,
+    `experiment=a,b`): every key its options' bodies set and every group their defaults override,
+    read from the sweep's own config folders. None when `group` is no such group."""
+    sources = OmegaConf.select(hydra, "runtime.config_sources", default=None) or []
+    folders = [Path(s.path) for s in sources if s.schema == "file"]
+    files = [f / group / f"{option}.yaml" for option in options for f in folders]
+    files = [f for f in files if f.is_file()]
+    if not files or not any(f.read_text().startswith("# @package _global_") for f in files):
+        return None
+    keys: list[str] = []
+    seen: set[Path] = set()
+    while files:
+        path = files.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        body = yaml.safe_load(path.read_text()) or {}
+        for entry in body.pop("defaults", []):
+            name, option = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+            name = name.removeprefix("override ").strip()
+            if name.startswith("/"):  # another group, e.g. /loss or /grouper/initializer@grouper.initializer
+                package = name.split("@")[1] if "@" in name else name.lstrip("/").replace("/", ".")
+                keys.append(package)
+            elif name != "_self_":  # an option of the same group (a preset building on another)
+                files += [f for f in (fo / group / f"{name}.yaml" for fo in folders) if f.is_file()]
+        keys += list(flatten(body))
+    return keys
 
 
 def _in_sweep(config: dict[str, Any], reference: dict[str, Any], allowed: dict, free: list[str]) -> bool:

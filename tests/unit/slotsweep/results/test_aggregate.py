@@ -460,3 +460,18 @@ def test_sweep_dir_leaves_out_a_run_of_the_same_config_with_an_unplanned_seed(ru
     runs, planned = loaders.load_local(sweep)
     assert planned == [0, 1]
     assert sorted((run.exp_id, run.seed) for run in runs) == [("toy-aaaa0001", 0), ("toy-aaaa0001", 1)]
+
+
+def test_a_swept_global_group_frees_the_keys_its_options_set() -> None:
+    """+method=videosaur,slotcontrast (a `_global_` group) changes loss, decoder and grouper keys:
+    those keys may differ between the sweep's runs; a plain group or key is not such a group."""
+    hydra = OmegaConf.create({"runtime": {"config_sources": [{"path": str(CONF), "schema": "file"}]}})
+    keys = loaders._global_group_keys(hydra, "method", ["videosaur", "slotcontrast"])
+    assert {"loss", "decoder", "grouper.initializer", "grouper.use_mlp", "exp_name"} <= set(keys)
+    assert "dataset" not in keys and "encoder" not in keys  # the data and encoder stay shared
+    presets = loaders._global_group_keys(hydra, "experiment", ["slotcontrast/movi_e"])  # + its base
+    assert {"encoder", "grouper.n_slots", "grouper.use_mlp", "trainer.max_steps"} <= set(
+        presets
+    )  # + its base
+    assert loaders._global_group_keys(hydra, "loss", ["videosaur", "slotcontrast"]) is None
+    assert loaders._global_group_keys(hydra, "seed", [0, 1]) is None
