@@ -1,4 +1,4 @@
-"""Training objectives (videosaur.md §3, slotcontrast.md §1), each a contracts.Loss owning a slice
+"""Training objectives (videosaur.md §3, docs/methods.md), each a contracts.Loss owning a slice
 of the decoder output (the slot-slot contrastive loss owns none: it reads the slots).
 
 A loss's config key, its log key (`train/<key>`) and its weight key (`loss.<key>.weight`) are the
@@ -131,7 +131,7 @@ class TemporalSimilarityLoss(nn.Module):
         return -(probs * logp).sum(dim=-1).mean()
 
 
-# Which frame's slots are the anchors (slotcontrast.md §1.4): the original classifies each slot of
+# Which frame's slots are the anchors (docs/methods.md): the original classifies each slot of
 # frame t+1 among the slots of frame t; the paper's formula anchors frame t among frame t+1's.
 CONTRAST_DIRECTIONS = ("next_to_prev", "prev_to_next", "symmetric")
 
@@ -181,7 +181,7 @@ def slot_contrast(
     include_positive: bool = True,
     gather_negatives: bool = False,
 ) -> Tensor:
-    """Slot-slot contrastive loss over consecutive frames (slotcontrast.md §1.2).
+    """Slot-slot contrastive loss over consecutive frames (docs/methods.md).
 
     Cosine similarity of L2-normalised slots over a temperature. With direction next_to_prev (the
     original), slot k of frame t+1 is classified among the slots of frame t: its positive is slot k
@@ -216,7 +216,7 @@ def slot_contrast(
 
 
 class SlotContrastiveLoss(nn.Module):
-    """SlotContrast's slot-slot contrastive loss on the decoded slots (slotcontrast.md §1).
+    """SlotContrast's slot-slot contrastive loss on the decoded slots (docs/methods.md).
 
     It reads out.slots (B, T, S, D), the slots after grouping each frame (the original's
     `processor.state`), and no decoder channels. Computed in fp32 even under autocast.
@@ -231,10 +231,12 @@ class SlotContrastiveLoss(nn.Module):
         include_positive: the positive stays in the softmax denominator (the original's
             cross-entropy); false = the paper's form, negatives only.
         gather_negatives: [Q] the original contrasts within each device's batch only, so its
-            result depends on the per-device batch (slotcontrast.md §1.3); true gathers every
+            result depends on the per-device batch (docs/methods.md); true gathers every
             rank's slots as negatives during training (validation stays per device: ranks may
             hold different numbers of validation batches). Needs equal per-device batches.
     """
+
+    reads_keys = False  # reads the slots: a feature cache needs only the block-N tokens
 
     def __init__(
         self,

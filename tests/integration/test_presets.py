@@ -41,7 +41,7 @@ SHARED = dict(
     hflip=True,
     checkpoint_every=1000,
 )
-# slotcontrast.md §3: the three released SlotContrast configs, one column each.
+# docs/methods.md: the three released SlotContrast configs, one column each.
 SLOTCONTRAST = {
     "slotcontrast/movi_c": dict(
         reference="movi_c",
@@ -95,7 +95,7 @@ SLOTCONTRAST = {
         val_protocol="videos",
     ),
 }
-# Everything the three share (slotcontrast.md §2-3).
+# Everything the three share (docs/methods.md).
 SLOTCONTRAST_SHARED = dict(
     layout="slotcontrast/state_dict_keys_slotcontrast.json",
     initializer="FixedLearnedInit",

@@ -54,9 +54,9 @@ class RandomInit(nn.Module):
 class FixedLearnedInit(nn.Module):
     """SlotContrast's initial slots: S learned vectors, the same for every video, never sampled.
 
-    Deterministic (slotcontrast.md §2): every video starts from the same S0, so evaluation needs no
+    Deterministic (docs/methods.md): every video starts from the same S0, so evaluation needs no
     seed. The slot count is fixed by the parameter: an evaluation with another count is an error
-    ([Q] the original silently keeps its S when asked for another, slotcontrast.md §7.1).
+    ([Q] the original silently keeps its S when asked for another, docs/methods.md).
 
     Args:
         n_slots: S, the number of learned slots.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from slotsweep.cache import stored_arrays
 from slotsweep.contracts import EncoderOutput, ModelOutput
 from slotsweep.losses import (
     CONTRAST_DIRECTIONS,
@@ -236,6 +237,12 @@ def test_channel_counts() -> None:
     assert SlotContrastiveLoss().n_channels(feat_dim=768, n_patches=196) == 0  # reads the slots
 
 
+def test_slotcontrast_feature_cache_holds_the_tokens_only() -> None:
+    """loss=slotcontrast reads no attention keys: a feature cache stores half as much."""
+    assert stored_arrays([FeatureReconstructionLoss(), SlotContrastiveLoss()]) == ("features",)
+    assert stored_arrays([SlotContrastiveLoss(), TemporalSimilarityLoss()]) == ("features", "keys")
+
+
 @pytest.mark.parametrize(
     ("build", "key"),
     [
@@ -265,7 +272,7 @@ def test_offset_must_be_shorter_than_the_clip() -> None:
         loss(torch.randn(1, 3, 4, 4), model_output(keys, keys))
 
 
-# --- SlotContrast's slot-slot contrastive loss (slotcontrast.md §1) ------------------------------
+# --- SlotContrast's slot-slot contrastive loss (docs/methods.md) ------------------------------
 
 SC_LOSSES = "slotcontrast/slotcontrast_losses.pt"
 SC_INPUTS = ["rand_3x4x5x8", "rand_1x2x3x8", "rand_4x24x11x64", "identical_3x4x5x8"]

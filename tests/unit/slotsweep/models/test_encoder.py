@@ -24,7 +24,7 @@ REFERENCE_SHAPES = {
     "dino_vitb16": (196, 768),
     "dinov2_vitb14": (1369, 768),
     "dinov2": (1369, 768),
-    # SlotContrast (slotcontrast.md §2): S/14 and B/14 at 336 (MOVi) and 518 (YT-VIS)
+    # SlotContrast (docs/methods.md): S/14 and B/14 at 336 (MOVi) and 518 (YT-VIS)
     "dinov2_vits14": (1369, 384),
     "dinov2_vits14_336": (576, 384),
     "dinov2_vitb14_336": (576, 768),
