@@ -168,13 +168,22 @@ class _SteppedLoader(DataLoader):
         return iter(EpochStream(self, self._stream_seed, done // batches, done % batches))
 
 
+def _n_batches(loader: DataLoader) -> int:
+    """len(loader), or 0 where it has none: a DataLoader over an IterableDataset without __len__
+    (the shard streams) raises TypeError on len()."""
+    try:
+        return len(loader)
+    except TypeError:
+        return 0
+
+
 def use_epoch_stream(datamodule: L.LightningDataModule, trainer: L.Trainer, seed: int) -> None:
     """Make the datamodule's train loader iterate as EpochStreams of `seed` at `trainer`'s step."""
     make_loader = datamodule.train_dataloader
 
     def train_dataloader() -> Any:
         loader = make_loader()
-        if type(loader) is not DataLoader or not len(loader):  # an iterable stream: left as it is
+        if type(loader) is not DataLoader or not _n_batches(loader):  # an iterable stream: left as it is
             return loader
         loader.__class__ = _SteppedLoader
         loader._stream_seed = seed
