@@ -41,6 +41,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from slotsweep import numerics
 from slotsweep.build import build_datamodule
 from slotsweep.config import check_config
 from slotsweep.contracts import EncoderOutput
@@ -156,11 +157,18 @@ class PoolModule(L.LightningModule):
         pool: {"id", "size"} recorded in every head's results.json.
     """
 
-    def __init__(self, heads: list[ObjectCentricModule], runs: list[HeadRun], pool: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        heads: list[ObjectCentricModule],
+        runs: list[HeadRun],
+        pool: dict[str, Any],
+        resolved: numerics.Numerics,
+    ) -> None:
         super().__init__()
         self.heads = nn.ModuleList(heads)
         self.runs = runs
         self.pool = pool
+        self.resolved = resolved  # the pool's numerics: every head trains and validates at them
         self.automatic_optimization = False
         self.encoder = SharedEncoder(heads[0].model.encoder)
         self._clock = nn.Parameter(torch.zeros(()))  # the clock optimizer's: never has a gradient
@@ -169,6 +177,10 @@ class PoolModule(L.LightningModule):
         self.head_optimizers: list[tuple[torch.optim.Optimizer, Any]] = []
         self._restored: list[dict[str, Any]] | None = None
         self.session_start = 0
+
+    def check_finite(self) -> None:
+        """VerifiedCheckpoint asks this before keeping a checkpoint. A head's loss is checked at its
+        own step (training_step: a NaN stops that head alone), so nothing is left to check here."""
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self.head_optimizers = [
@@ -328,7 +340,8 @@ def write_head_results(pool: PoolModule, k: int) -> dict[str, Any]:
         "run_dir": str(run.directory),
         "max_steps": run.cfg.trainer.max_steps,
         "config": OmegaConf.to_container(run.cfg, resolve=True),
-        "protocol": _protocol(run.cfg, trainer.datamodule, pool.heads[k]).as_dict(),
+        "protocol": _protocol(run.cfg, trainer.datamodule, pool.heads[k], pool.resolved).as_dict(),
+        "precision": pool.resolved.label,
         "status": run.status,
         "error": run.error,
         "step": step,
@@ -403,7 +416,9 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
         Path(pool_dir) if pool_dir is not None else Path(cfgs[0].paths.runs_dir) / "pools" / pool_id(cfgs)
     )
     apply_cpu_share()
-    _check_trainer(cfgs[0])
+    resolved = numerics.resolve(cfgs[0])  # trainer.precision=auto, as a solo run resolves it
+    numerics.apply(resolved)
+    _check_trainer(cfgs[0], resolved)
     datamodule, heads = build_pool(cfgs)  # bad input fails here, before anything is written
     runs: list[HeadRun] = []
     try:
@@ -415,8 +430,8 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
             clear_stop_request(run_dir)
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             run.logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))
-        pool = PoolModule(heads, runs, {"id": directory.name, "size": len(cfgs)})
-        trainer = _pool_trainer(cfgs[0], directory)
+        pool = PoolModule(heads, runs, {"id": directory.name, "size": len(cfgs)}, resolved)
+        trainer = _pool_trainer(cfgs[0], directory, resolved)
         use_epoch_stream(datamodule, trainer, cfgs[0].seed)  # the batches of a solo run of the seed
         resume = resume_checkpoint(directory / "checkpoints")
         if resume is not None:
@@ -438,7 +453,7 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
     return [_objective(run.cfg, run.last_metrics) if run.status != "failed" else float("nan") for run in runs]
 
 
-def _pool_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
+def _pool_trainer(cfg: DictConfig, directory: Path, resolved: numerics.Numerics) -> L.Trainer:
     """The Trainer of a pool: a solo run's (build_trainer) without the per-run callbacks, which the
     pool does per head, and without clipping, which it does per head too."""
     checkpoints = VerifiedCheckpoint(
@@ -451,6 +466,7 @@ def _pool_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
     )
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(
+        precision=resolved.precision,
         default_root_dir=directory,
         callbacks=[checkpoints, ExactResume(), *progress],  # training draws as in a solo run
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in progress),
