@@ -120,6 +120,7 @@ def test_bf16_mixed_trains_and_is_its_own_experiment(compose_train: Callable[...
     assert all(math.isfinite(results["metrics"][key]) for key in CONTRACT_METRICS)
 
 
+@pytest.mark.heavy  # ~2 min of inductor compilation on 2 CPU cores: make test-all
 def test_compiled_and_eager_runs_give_the_same_losses(
     compose_train: Callable[..., DictConfig], tmp_path: Path
 ):
