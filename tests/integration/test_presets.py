@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from real_formats import write_coco_shards, write_movi_shards, write_ytvis_shards
 from slotsweep.build import build_datamodule, build_model
@@ -112,7 +112,6 @@ SLOTCONTRAST_SHARED = dict(
     val_every=2500,
     log_every=2500,
     checkpoint_every=2500,
-    workers=4,
 )
 
 # videosaur.md §4, one column per preset.
@@ -142,7 +141,6 @@ TABLE = {
         val_every=1000,
         log_every=500,
         val_batch=16,
-        workers=8,
         val_protocol="videos",
         mask_channels=11,
     ),
@@ -171,7 +169,6 @@ TABLE = {
         val_every=1000,
         log_every=500,
         val_batch=16,
-        workers=8,
         val_protocol="videos",
         mask_channels=24,
     ),
@@ -200,7 +197,6 @@ TABLE = {
         val_every=1000,
         log_every=500,
         val_batch=16,
-        workers=8,
         val_protocol="chunks",
         mask_channels=25,
     ),
@@ -229,7 +225,6 @@ TABLE = {
         val_every=1000,
         log_every=500,
         val_batch=16,
-        workers=8,
         val_protocol="chunks",
         mask_channels=25,
     ),
@@ -257,7 +252,6 @@ TABLE = {
         val_every=2500,
         log_every=200,
         val_batch=64,
-        workers=4,
         val_protocol="videos",
         mask_channels=63,
         pos_embed_size=518,
@@ -408,14 +402,36 @@ def test_preset_has_the_reference_hyperparameters(compose_train: Callable[..., D
     assert (t.precision, cfg.strict_fp32) == ("auto", False)
     assert cfg.checkpoint_every_n_steps == want["checkpoint_every"]
     d = cfg.dataset
-    assert (d.train_clip_frames, d.val_batch_size, d.num_workers) == (
-        want["clip_frames"],
-        want["val_batch"],
-        want["workers"],
-    )
+    assert (d.train_clip_frames, d.val_batch_size) == (want["clip_frames"], want["val_batch"])
     assert (d.val_protocol, d.n_mask_channels) == (want["val_protocol"], want["mask_channels"])
     if d.val_protocol == "chunks":
         assert d.val_chunk_frames == 6
+
+
+# Loader workers per GPU (docs/datasets.md, "Loader budget per GPU"): what an H100 in bf16 needs
+# (estimate) at the CPU cost per frame benchmarks/bench_input.py measured, x1.5, and enough for a
+# validation within 5% of the training between two, capped at what slurm_gpu's cores leave.
+LOADER_WORKERS = {
+    "videosaur/movi_c": 6,
+    "videosaur/movi_e": 6,
+    "videosaur/ytvis": 14,
+    "videosaur/ytvis_dinov2": 14,
+    "dinosaur/coco_dinov2": 10,
+    "slotcontrast/movi_c": 7,
+    "slotcontrast/movi_e": 4,
+    "slotcontrast/ytvis": 9,
+}
+
+
+def test_preset_workers_are_the_budget_and_fit_the_slurm_gpu_cores(compose_train: Callable[..., DictConfig]):
+    """Every preset's dataset.num_workers is its budget, and slurm_gpu's cpus_per_task (per GPU) holds
+    them plus the training process and its pin-memory thread."""
+    assert sorted(LOADER_WORKERS) == sorted(PRESETS)
+    launcher = OmegaConf.load(CONF / "hydra" / "launcher" / "slurm_gpu.yaml")
+    for preset, workers in LOADER_WORKERS.items():
+        dataset = compose_train(f"experiment={preset}", debug=False).dataset
+        assert (preset, dataset.num_workers, dataset.prefetch_factor) == (preset, workers, 2)
+        assert dataset.num_workers + 2 <= launcher.cpus_per_task, preset
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -471,6 +471,10 @@ def test_a_trial_whose_values_do_not_compose_together_fails_before_launch(tmp_pa
 
     check_ok(run)
     assert "Launching" not in run.stdout + run.stderr
+    # the start-of-sweep forecast (sweeps/forecast.py) of the planned trial on an H100 and this CPU
+    forecast = "Forecast (an estimate, not a measurement): 1 trial(s) x 1 seed(s) x 100000 steps"
+    assert forecast in run.stdout + run.stderr
+    assert "NVIDIA H100 SXM 80GB, bf16: " in run.stdout + run.stderr
     (trial,) = load_study(tmp_path / "sweep").trials
     assert trial.state.name == "FAIL"
     assert trial.user_attrs["fail_reason"].startswith("config: Could not override 'loss.featrec.weight'")

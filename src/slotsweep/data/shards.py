@@ -344,6 +344,8 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: train clips per batch and device.
         val_batch_size: validation clips per batch.
         num_workers: DataLoader workers for train and validation (0 = main process).
+        prefetch_factor: batches each worker keeps ready (with num_workers > 0); host memory per
+            worker is about this many batches.
     """
 
     def __init__(
@@ -365,6 +367,7 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: int,
         val_batch_size: int,
         num_workers: int,
+        prefetch_factor: int = 2,  # torch's default; a run config saved before this key has none
     ) -> None:
         super().__init__()
         check(layout in LAYOUTS, "layout", layout, f"choose from {sorted(LAYOUTS)}")
@@ -382,6 +385,12 @@ class ShardDataModule(L.LightningDataModule):
             )
         )
         check(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "must be >= 0")
+        check(
+            isinstance(prefetch_factor, int) and prefetch_factor >= 1,
+            "prefetch_factor",
+            prefetch_factor,
+            "must be >= 1",
+        )
         check(isinstance(hflip, bool), "hflip", hflip, "must be true or false")
         check(train_crops is None or train_crops >= 1, "train_crops", train_crops, "must be >= 1 or null")
         self.layout_name, self.layout = layout, LAYOUTS[layout]
@@ -397,7 +406,7 @@ class ShardDataModule(L.LightningDataModule):
         self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
         self.shuffle_size = shuffle_size
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
-        self.num_workers = num_workers
+        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
         self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
 
     @property
@@ -457,6 +466,8 @@ class ShardDataModule(L.LightningDataModule):
             dataset,
             batch_size=None,  # the stream batches itself, inside the workers
             num_workers=num_workers,
+            # torch refuses a prefetch_factor without workers
+            prefetch_factor=self.prefetch_factor if num_workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=num_workers > 0,
         )

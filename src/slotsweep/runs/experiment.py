@@ -64,6 +64,7 @@ NON_RESULT_KEYS = (
     "trainer.log_every_n_steps",
     "checkpoint_every_n_steps",  # where a run can resume from, not what it computes
     "dataset.num_workers",
+    "dataset.prefetch_factor",
     "compile",  # how the same operations run, not which (fused kernels round differently)
     "encoder.weights",  # enters by content (identity(): the file's sha256), never by path
 )

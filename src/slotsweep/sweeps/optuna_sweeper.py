@@ -31,6 +31,7 @@ from slotsweep.runs import experiment
 from slotsweep.runs.study_storage import open_storage
 from slotsweep.sweeps import confirmation
 from slotsweep.sweeps.curves import write_curves
+from slotsweep.sweeps.forecast import sweep_forecast
 from slotsweep.sweeps.job_devices import check_local_devices, check_slurm_tasks
 from slotsweep.sweeps.jobs import Jobs, make_jobs
 from slotsweep.sweeps.promoting import PromotionLoop
@@ -87,6 +88,7 @@ class OptunaSweep:
             settings.budget_hours,
         )
         self.confirm = OmegaConf.create(settings.confirm)
+        self.forecast_gpu = settings.forecast_gpu
         # hydra/sweeper/pruner=asha: the sweeper pauses and promotes (sweeps/promoting.py)
         self.rungs_cfg = self.pruner_cfg if self.pruner_cfg._target_ == ASHA_TARGET else None
         if self.rungs_cfg is not None and self.confirm.top_k > 0:
@@ -128,10 +130,17 @@ class OptunaSweep:
         )
         self._check(space, config)
         rungs = self._rungs(config) if self.rungs_cfg is not None else None  # bad rungs fail here
-        storage, dashboard = open_storage(self.storage, sweep_dir)
-        study_name = self.study_name or OmegaConf.select(config, "sweep") or sweep_dir.name
         sampler_class = get_class(self.sampler_cfg._target_)
         is_grid = issubclass(sampler_class, optuna.samplers.GridSampler)
+        planned = self.n_trials
+        if is_grid:
+            n_points = math.prod(len(values) for values in space.listed.values())
+            planned = min(planned, n_points)
+            log.info(f"Grid of {n_points} points: {planned} trials")
+        if self.forecast_gpu is not None:  # a bad device name fails here, before the study exists
+            self._log_forecast(space, config, planned)
+        storage, dashboard = open_storage(self.storage, sweep_dir)
+        study_name = self.study_name or OmegaConf.select(config, "sweep") or sweep_dir.name
         sampler = (
             instantiate(self.sampler_cfg, search_space=space.grid())
             if is_grid
@@ -151,11 +160,6 @@ class OptunaSweep:
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2, unchanged since
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(list(objective))
-        planned = self.n_trials
-        if is_grid:
-            n_points = math.prod(len(values) for values in space.listed.values())
-            planned = min(planned, n_points)
-            log.info(f"Grid of {n_points} points: {planned} trials")
         log.info(f"Study '{study_name}' in {dashboard}: {planned} trials of {len(self.seeds)} seed(s)")
         backend = make_jobs(launcher, config, hydra_context, task_function)
         if rungs is not None:
@@ -261,6 +265,18 @@ class OptunaSweep:
                     raise SlotsweepError(message) from error
                 check_slurm_tasks(job_cfg)  # a multi-task job's trainer, before any trial exists
                 check_local_devices(job_cfg)
+
+    def _log_forecast(self, space: SearchSpace, config: DictConfig, planned: int) -> None:
+        """Log what the planned trials x seeds x steps cost (sweeps/forecast.py), for the sweep's
+        config with its fixed overrides, composed as a job's (the swept keys at their defaults)."""
+        job_cfg = self.config_loader.load_sweep_config(
+            master_config=config, sweep_overrides=list(space.fixed)
+        )
+        with open_dict(job_cfg):
+            del job_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
+        block = sweep_forecast(job_cfg, self.forecast_gpu, planned, len(self.seeds))
+        if block is not None:
+            log.info(block)
 
     def _check_same_study(
         self, study: optuna.Study, space: SearchSpace, config: DictConfig, sweep_dir: Path

@@ -195,6 +195,11 @@ class OptunaSweeperConf:
     # device-hours (GPU-hours on GPU, CPU-hours otherwise; summed from the jobs' results.json) after
     # which no new trial is launched; trials in flight finish or are pruned. null: no budget
     budget_hours: float | None = None
+    # the GPU of conf/estimate/devices.yaml (h100, h200, a100, l40s) whose device-hours the sweep's
+    # start-of-sweep forecast states, beside this machine's CPU (src/estimate.py's forecast for
+    # trials x seeds x trainer.max_steps; it counts the model's FLOPs once on meta tensors, a few
+    # seconds of CPU). null: no forecast
+    forecast_gpu: str | None = "h100"
     # local launcher: job slot k of n_jobs x len(seeds) gets the k-th block of the machine's GPUs and
     # cores (sweeps/local_shares.py); false: every job sees every GPU and core
     split_local_devices: bool = True

@@ -37,7 +37,7 @@ _CACHE_BYTES = 2  # float16 features and keys
 
 
 def load_devices(path: Path = DEVICES_FILE) -> dict[str, Any]:
-    """The device table: {name: {name, tflops, efficiency, host_gb_s}, loader_ms_per_megapixel}."""
+    """The device table: {name: {name, tflops, efficiency, host_gb_s}, loader_ms_per_megapixel_read}."""
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
@@ -225,13 +225,15 @@ def forecast(
         encoded = sum(split_frames[s] * views[s] for s in split_frames) * flops.encoder_per_frame
         build_hours = seconds(encoded, fmt) / 3600
     frames_per_s = frames / step[fmt]
-    megapixels = stored[0] * stored[1] / 1e6
-    loader_cores = None if cached else frames_per_s * devices["loader_ms_per_megapixel"] * megapixels / 1e3
+    # A worker reads a visited video's whole tar member to take one clip of it: its CPU cost goes
+    # with the stored megapixels read per frame used, the video's frames over the clip's.
+    read = stored[0] * stored[1] / 1e6 * (sizes["train"]["frames_per_video"] / T if sizes else 1)
+    loader_cores = None if cached else frames_per_s * devices["loader_ms_per_megapixel_read"] * read / 1e3
     assumptions = [
         f"{spec['name']}: datasheet peaks {spec['tflops']} TFLOP/s x efficiency {spec['efficiency']}"
         + (" (measured on this machine)" if device == "cpu" else " (estimated without a GPU)"),
         "FLOPs counted on the real modules (fake tensors), batch 1 scaled linearly",
-        f"loader: {devices['loader_ms_per_megapixel']} CPU ms per stored megapixel (this machine)",
+        f"loader: {devices['loader_ms_per_megapixel_read']} CPU ms per stored megapixel read (this machine)",
     ]
     if not sizes:
         assumptions.append(

@@ -283,6 +283,7 @@ def test_write_shards_round_trips_in_the_reference_layout(tmp_path):
         ),
         ("batch_size", 0, "dataset.batch_size=0 is invalid: must be an integer >= 1"),
         ("num_workers", -1, "dataset.num_workers=-1 is invalid"),
+        ("prefetch_factor", 0, "dataset.prefetch_factor=0 is invalid: must be >= 1"),
     ],
 )
 def test_bad_arguments_name_the_key(root, key, value, match):
