@@ -1,7 +1,8 @@
 """Run every benchmark (`make bench`); each prints its table and writes benchmarks/results/<name>.md.
 
 Each runs in its own process, so one's settings (the metrics benchmark's single thread) do not leak
-into the next. About 16 minutes on 2 loaded cores; the GPU benchmark skips itself without CUDA.
+into the next. About 16 minutes on 2 loaded cores. The GPU benchmark refuses to run without CUDA,
+so it is skipped here on a machine without it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,21 @@ BENCHMARKS = [
     "bench_pools.py",
 ]
 
+GPU_ONLY = {"bench_gpu.py"}
+
+
+def _has_cuda() -> bool:
+    import torch  # here only: the other benchmarks run in their own processes
+
+    return torch.cuda.is_available()
+
 
 def main() -> int:
     failed = []
     for script in BENCHMARKS:
+        if script in GPU_ONLY and not _has_cuda():
+            print(f"\n=== {script}: skipped, no CUDA device ===", flush=True)
+            continue
         print(f"\n=== {script} ===", flush=True)
         start = time.perf_counter()
         if subprocess.run([sys.executable, str(HERE / script)], cwd=HERE.parent).returncode != 0:

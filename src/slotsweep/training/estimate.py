@@ -179,6 +179,7 @@ class Forecast:
     cache_views: dict[str, int]
     loader_frames_per_s: float  # what the device consumes at the config's format
     loader_cores: float | None  # CPU cores the loader needs to keep up (uint8 path, this machine's cores)
+    loader_workers: int  # dataset.num_workers: what the config gives it (docs/datasets.md, loader budget)
     split_sizes: dict[str, dict[str, int]] | None
     assumptions: list[str]
 
@@ -261,6 +262,7 @@ def forecast(
         cache_views=views,
         loader_frames_per_s=frames_per_s,
         loader_cores=loader_cores,
+        loader_workers=int(data.num_workers),
         split_sizes=sizes,
         assumptions=assumptions,
     )
@@ -298,7 +300,7 @@ def render_text(f: Forecast) -> str:
     if f.loader_cores is not None:
         lines.append(
             f"  loader: {f.loader_frames_per_s:.0f} frames/s consumed -> {math.ceil(f.loader_cores)} CPU "
-            f"cores ({f.loader_cores:.1f})"
+            f"cores ({f.loader_cores:.1f}); dataset.num_workers={f.loader_workers}"
         )
     if f.cache_bytes is not None:
         lines.append(

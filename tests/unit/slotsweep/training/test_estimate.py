@@ -101,6 +101,10 @@ def test_forecast_of_the_movi_c_preset_without_data():
     assert forecast["cache_bytes"]["train"] == 233_688 * 2 * 2 * 784 * 768 * 2  # frames, views, keys+features
     assert forecast["cache_bytes"]["val"] == 6000 * 2 * 784 * 768 * 2
     assert forecast["loader_bytes_per_step"] == 512 * 128 * 128 * 3
+    # the loader: 5 ms per megapixel read (conf/estimate/devices.yaml), a 24-frame video per 4-frame clip
+    read_ms = 5.0 * 128 * 128 / 1e6 * 24 / 4
+    assert forecast["loader_cores"] == pytest.approx(forecast["loader_frames_per_s"] * read_ms / 1e3)
+    assert forecast["loader_workers"] == 6  # the preset's budget (docs/datasets.md)
     assert forecast["gpu_hours"]["bf16"] < forecast["gpu_hours"]["tf32"] < forecast["gpu_hours"]["fp32"]
 
 
