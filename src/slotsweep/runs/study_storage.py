@@ -6,6 +6,7 @@ dashboard find the files the sweeper wrote below a sweep dir and open them the s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,11 +41,34 @@ def dashboard_argument(path: Path) -> str:
 def open_storage_file(path: Path) -> str | BaseStorage:
     """The storage behind one of STORAGE_FILES: a SQLite URL or a journal storage."""
     if path.name == SQLITE_FILE:
+        _create_sqlite_schema(path)
         return f"sqlite:///{path.resolve()}"
     # An append-only file with file locks: works on NFS/Lustre, where SQLite's locking does not.
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path.resolve())))
+
+
+def _create_sqlite_schema(path: Path) -> None:
+    """Give a new SQLite study file its whole schema before anyone can see it.
+
+    Optuna creates its tables when a storage is first opened; two processes opening a new file at
+    once (the sweeper, and aggregate.py or the dashboard polling the sweep dir) both create them and
+    one fails with "table ... already exists". Built under a private name and linked into place, the
+    file is either absent or complete.
+    """
+    if path.exists():
+        return
+    from optuna.storages import RDBStorage
+
+    private = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        RDBStorage(f"sqlite:///{private.resolve()}").engine.dispose()
+        os.link(private, path)  # atomic; fails if another process linked its file first
+    except FileExistsError:
+        pass
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def open_storage(storage: str | None, sweep_dir: Path) -> tuple[str | BaseStorage, str]:
