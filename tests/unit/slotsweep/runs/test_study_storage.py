@@ -17,7 +17,8 @@ def _tables(path: Path) -> set[str]:
 def test_a_new_study_file_appears_with_its_whole_schema_and_nothing_beside_it(tmp_path: Path):
     storage, dashboard = open_storage(None, tmp_path)
 
-    assert {"studies", "trials", "trial_intermediate_values", "version_info"} <= _tables(tmp_path / SQLITE_FILE)
+    schema = {"studies", "trials", "trial_intermediate_values", "version_info"}
+    assert schema <= _tables(tmp_path / SQLITE_FILE)
     assert sorted(p.name for p in tmp_path.iterdir()) == [SQLITE_FILE]
     assert dashboard == storage == f"sqlite:///{(tmp_path / SQLITE_FILE).resolve()}"
 
