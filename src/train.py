@@ -13,12 +13,14 @@ from slotsweep.runs import experiment
 @report_errors  # outermost: errors from Hydra itself become one line too
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
-    experiment.locate(cfg)  # bad input fails here, before torch and Lightning are imported (seconds)
+    # bad input fails here, before torch and Lightning are imported (seconds); checked once, the
+    # identity computed once: run() takes them as they are
+    located = experiment.locate(cfg)
     from slotsweep.training import task  # torch and Lightning: not needed for --help or a config error
 
     # objective(s) for the sweeper; run() owns the run dir and results.json, and its cost counts
     # from this process's start
-    return task.run(cfg, job=True)
+    return task.run(cfg, job=True, located=located)
 
 
 if __name__ == "__main__":

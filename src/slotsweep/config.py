@@ -7,15 +7,13 @@ anything heavy is built, so a bad sweep trial fails in milliseconds rather than 
 import inspect
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from braceexpand import braceexpand
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from slotsweep.errors import SlotsweepError
@@ -81,6 +79,9 @@ class TrainConfig:
     optim: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    # validation metrics beside the registry's (metric_names.METRICS): {name: a contracts.Metric's
+    # config}, logged as val/<name>; they add numbers and change none, so they stay out of exp_id
+    metrics: Any = field(default_factory=dict)
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
@@ -91,12 +92,15 @@ def check_config(cfg: DictConfig) -> None:
 
     The files and folders come first (no torch imported yet: a missing file is refused in about a
     second), then each part's value types against its constructor, then the values themselves.
+    What needs a built part (a part's constructor checks, its contract, a loss against the clip
+    length) is checked by build.py as it builds the parts, once, before the encoder.
     """
     check_paths(cfg)
     for group in ("encoder", "grouper", "predictor", "decoder", "dataset", "optim", "trainer"):
         check_types(cfg[group], group)
-    for name, loss in cfg.loss.items():
-        check_types(loss, f"loss.{name}")
+    for group in ("loss", "metrics"):
+        for name, node in cfg[group].items():
+            check_types(node, f"{group}.{name}")
     pictures = cfg.val_pictures
     if pictures.n_clips < 0 or pictures.every < 1:
         raise SlotsweepError(
@@ -108,12 +112,6 @@ def check_config(cfg: DictConfig) -> None:
             raise SlotsweepError(f"loss.{name}.weight={weight} must be >= 0 (0 disables the loss)")
     if not any(w > 0 for w in weights.values()):
         raise SlotsweepError(f"all loss weights are 0 ({weights}): at least one must be > 0")
-    _build(cfg.grouper)  # its constructor checks its own keys (n_slots >= 1, ...)
-    _build(cfg.optim)  # base_lr > 0, warmup before decay
-    n_frames = cfg.dataset.train_clip_frames
-    for name, loss in {name: _build(node) for name, node in cfg.loss.items()}.items():
-        if loss.weight > 0:
-            _one_line(loss.check_clip, name, n_frames)
     if cfg.cache not in (False, True, "float16", "int8"):
         raise SlotsweepError(f"cache={cfg.cache} is not a cache setting: give false, true (float16) or int8")
     if cfg.cache and not cfg.encoder.frozen:  # also checked by the cache, after the ViT loads
@@ -216,27 +214,3 @@ def _fits(value: Any, kind: type) -> bool:
     if kind is Path:
         return isinstance(value, str)
     return isinstance(value, kind)
-
-
-def _build(node: DictConfig) -> Any:
-    """A cheap part (the grouper, a loss), built so that its constructor checks its keys. The
-    random state is restored: the model built after a seed must get the same weights."""
-    import torch  # here: train.py imports this module for the schema, and --help needs no torch
-
-    with torch.random.fork_rng(devices=[]):
-        return _one_line(instantiate, node)
-
-
-def _one_line(check: Callable[..., Any], *args: Any) -> Any:
-    """Run a part's check; its ValueError (one line naming key and value) as a SlotsweepError,
-    not inside Hydra's multi-line instantiation error."""
-    try:
-        return check(*args)
-    except InstantiationException as error:
-        if not isinstance(error.__cause__, ValueError):
-            raise
-        raise SlotsweepError(str(error.__cause__)) from error.__cause__
-    except ValueError as error:
-        if isinstance(error, SlotsweepError):
-            raise
-        raise SlotsweepError(str(error)) from error

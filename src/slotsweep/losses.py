@@ -1,8 +1,10 @@
 """Training objectives (videosaur.md §3, docs/methods.md), each a contracts.Loss owning a slice
 of the decoder output (the slot-slot contrastive loss owns none: it reads the slots).
 
-A loss's config key, its log key (`train/<key>`) and its weight key (`loss.<key>.weight`) are the
-same word; `channel_layout` sizes the decoder and splits its output among the losses, in dict order.
+A loss's name is its key in the loss YAML: its log key (`train/<name>`) and its weight key
+(`loss.<name>.weight`) are that word, and build.py prefixes `loss.<name>.` to a constructor's error
+(so the messages here name the argument only). `channel_layout` sizes the decoder and splits its
+output among the losses, in dict order.
 """
 
 from collections.abc import Mapping
@@ -31,11 +33,6 @@ def channel_layout(losses: Mapping[str, Loss], encoder: Encoder) -> list[int]:
     return [loss.n_channels(encoder.feat_dim, encoder.n_patches) for loss in losses.values()]
 
 
-def _check_weight(name: str, weight: float) -> None:
-    if not weight >= 0:  # also rejects NaN
-        raise ValueError(f"loss.{name}.weight={weight} must be >= 0 (0 disables the loss)")
-
-
 class FeatureReconstructionLoss(nn.Module):
     """MSE between the decoded features and the raw block-N encoder tokens (all frames).
 
@@ -47,7 +44,6 @@ class FeatureReconstructionLoss(nn.Module):
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        _check_weight("featrec", weight)
         self.weight = weight
 
     def n_channels(self, feat_dim: int, n_patches: int) -> int:
@@ -98,11 +94,10 @@ class TemporalSimilarityLoss(nn.Module):
         self, weight: float = 0.1, temperature: float = 0.1, offset: int = 1, threshold: float = 0.0
     ) -> None:
         super().__init__()
-        _check_weight("timesim", weight)
         if not temperature > 0:
-            raise ValueError(f"loss.timesim.temperature={temperature} must be > 0")
+            raise ValueError(f"temperature={temperature} must be > 0")
         if offset < 1:
-            raise ValueError(f"loss.timesim.offset={offset} must be >= 1")
+            raise ValueError(f"offset={offset} must be >= 1")
         self.weight, self.temperature, self.offset, self.threshold = weight, temperature, offset, threshold
 
     def n_channels(self, feat_dim: int, n_patches: int) -> int:
@@ -121,7 +116,9 @@ class TemporalSimilarityLoss(nn.Module):
         Target: the similarity of out.encoder.keys between frames t and t + offset."""
         T = prediction.shape[1]
         if self.offset >= T:
-            raise ValueError(f"loss.timesim.offset={self.offset} must be shorter than the clip ({T} frames)")
+            raise ValueError(
+                f"TemporalSimilarityLoss: offset={self.offset} must be shorter than the clip ({T} frames)"
+            )
         keys = out.encoder.keys.detach().float()
         # plain fp32 under bf16 autocast and TF32 (slotsweep.numerics): bf16 cosines (3 significant
         # digits) divided by a small temperature would move the target distribution by percents
@@ -248,14 +245,13 @@ class SlotContrastiveLoss(nn.Module):
         gather_negatives: bool = False,
     ) -> None:
         super().__init__()
-        _check_weight("slotslot", weight)
         if not temperature > 0:
-            raise ValueError(f"loss.slotslot.temperature={temperature} must be > 0")
+            raise ValueError(f"temperature={temperature} must be > 0")
         if direction not in CONTRAST_DIRECTIONS:
-            raise ValueError(f"loss.slotslot.direction={direction} is not one of {list(CONTRAST_DIRECTIONS)}")
+            raise ValueError(f"direction={direction} is not one of {list(CONTRAST_DIRECTIONS)}")
         if gather_negatives and not batch_contrast:
             raise ValueError(
-                "loss.slotslot.gather_negatives=true needs loss.slotslot.batch_contrast=true "
+                "gather_negatives=true needs batch_contrast=true "
                 "(intra-video negatives have nothing to gather)"
             )
         self.weight, self.temperature, self.batch_contrast = weight, temperature, batch_contrast
@@ -280,10 +276,12 @@ class SlotContrastiveLoss(nn.Module):
         """prediction: (B, T, P, 0), unused; out.slots (B, T, S, D) -> scalar."""
         slots = out.slots
         if slots.shape[1] < 2:
-            raise ValueError(f"loss.slotslot needs clips of >= 2 frames, got slots {tuple(slots.shape)}")
+            raise ValueError(
+                f"SlotContrastiveLoss needs clips of >= 2 frames, got slots {tuple(slots.shape)}"
+            )
         if not self.include_positive and not self.batch_contrast and slots.shape[2] == 1:
             raise ValueError(
-                "loss.slotslot.include_positive=false with one slot per video leaves no negatives"
+                "SlotContrastiveLoss: include_positive=false with one slot per video leaves no negatives"
             )
         # fp32 under bf16 autocast: cosines / 0.1 in bf16 would move the logits by percents
         with torch.autocast(slots.device.type, enabled=False):

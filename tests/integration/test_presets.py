@@ -458,8 +458,8 @@ def test_preset_protocol_is_its_published_rows(compose_train: Callable[..., Dict
     """A preset's validation is stamped with the protocol its paper's numbers were measured under
     (SlotContrast: whole videos, masks at the input size), so aggregate.py puts them side by side."""
     cfg = compose_train(f"experiment={preset}", debug=False)
-    layout = cfg.dataset.layout  # the datamodules' conventions: MOVi has a background channel,
-    protocol = protocol_of(cfg, layout == "movi", layout == "coco")  # COCO overlapping masks
+    # the datamodule's declared facts: the dataset, frames, mask size and mask conventions
+    protocol = protocol_of(build_datamodule(cfg.dataset), cfg.grouper.n_slots)
     assert protocol.mask_size == TABLE[preset]["mask_size"]
     method = METHODS[preset.split("/")[0]]
     rows = [

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
+from slotsweep.contracts import val_frames
 from slotsweep.data.arguments import check, is_int
 from slotsweep.data.streams import map_stream
 from slotsweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
@@ -501,6 +502,10 @@ class ShapesDataModule(L.LightningDataModule):
         hflip: train augmentation, a horizontal flip of a whole sample with probability 0.5.
     """
 
+    # the facts of contracts.DataModule (mask_size is the resolution, a property)
+    dataset_name = "shapes"
+    val_frames = val_frames()  # whole clips of n_frames
+    val_batch_keys = ("video", "masks", "rgb", "index")
     ignore_background = True  # channel 0 of the val masks is the background, MOVi style
     ignore_overlaps = False  # each pixel belongs to exactly one channel
 
@@ -587,6 +592,11 @@ class ShapesDataModule(L.LightningDataModule):
     @property
     def resolution(self) -> int:
         """Frame side H = W in pixels."""
+        return self.params.resolution
+
+    @property
+    def mask_size(self) -> int:
+        """Validation masks are at the frame resolution."""
         return self.params.resolution
 
     @property

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
 from slotsweep.config import check_shards
+from slotsweep.contracts import val_frames
 from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.layouts import LAYOUTS, SampleLayout
@@ -315,6 +316,11 @@ class ValClips:
                 yield clip
 
 
+# Shard directories that hold the same validation videos at another storage resolution: one dataset
+# for the protocol stamp (evaluation.protocol).
+_SAME_DATA = {"ytvis2021_resized": "ytvis2021", "ytvis2021_resized_518": "ytvis2021"}
+
+
 class ShardDataModule(L.LightningDataModule):
     """A reference dataset (MOVi-C/E, YT-VIS, COCO) from its shards; args are conf/dataset/<name>.yaml.
 
@@ -408,6 +414,13 @@ class ShardDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
         self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache
+        # the facts of contracts.DataModule
+        directory = Path(val_shards).parts[0]
+        self.dataset_name = _SAME_DATA.get(directory, directory)
+        images = self.layout.frames_key == "image"
+        self.val_frames = val_frames(self.val_chunk_frames, images=images)
+        self.mask_size = mask_size
+        self.val_batch_keys = ("video", "masks", "rgb", "index")
 
     @property
     def ignore_background(self) -> bool:

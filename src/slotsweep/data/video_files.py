@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from slotsweep.cache import ClipSource, ClipViews, FeatureStore
+from slotsweep.contracts import val_frames
 from slotsweep.data import cache_sources
 from slotsweep.data.arguments import check, check_positive_ints
 from slotsweep.data.shards import VAL_PROTOCOLS
@@ -319,6 +320,11 @@ class VideoFolderDataModule(L.LightningDataModule):
         self.val_chunk_frames = val_chunk_frames if val_protocol == "chunks" else None
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
+        # the facts of contracts.DataModule
+        self.dataset_name = f"video_folder:{self.root.name}"
+        self.val_frames = val_frames(self.val_chunk_frames)
+        self.mask_size = mask_size
+        self.val_batch_keys = ("video", "masks", "rgb", "index")
         self.train_clips: list[VideoClip] = []
         self.val_clips: list[VideoClip] = []
         self.feature_stores: dict[str, FeatureStore] = {}  # set by slotsweep.cache

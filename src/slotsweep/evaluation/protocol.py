@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
+from slotsweep.contracts import DataModule
 from slotsweep.errors import SlotsweepError
 
 __all__ = ["MASK_SOURCES", "MATCHING", "METRIC_VERSION", "EvalProtocol", "protocol_of"]
@@ -79,43 +77,19 @@ class EvalProtocol:
         return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}
 
 
-# Shard directories that hold the same validation videos at another storage resolution.
-_SAME_DATA = {"ytvis2021_resized": "ytvis2021", "ytvis2021_resized_518": "ytvis2021"}
-
-
-def _dataset_name(dataset: DictConfig) -> str:
-    """The data a config reads: its shard directory, a video folder's name, or the generator."""
-    if "val_shards" in dataset:
-        directory = Path(dataset.val_shards).parts[0]
-        return _SAME_DATA.get(directory, directory)
-    if "root" in dataset:
-        return f"video_folder:{Path(dataset.root).name}"
-    return dataset._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
-
-
-def _frames(dataset: DictConfig) -> str:
-    if dataset.get("layout") == "coco":
-        return "images"
-    if dataset.get("val_protocol") == "chunks":
-        return f"chunks of {dataset.val_chunk_frames} frames"
-    return "whole videos"
-
-
 def protocol_of(
-    cfg: DictConfig,
-    ignore_background: bool,
-    ignore_overlaps: bool,
-    n_slots: int | None = None,
+    data: DataModule,
+    n_slots: int,
     masks: str = "decoder",
     limit_batches: int | float | None = None,
     precision: str = "32-true",
 ) -> EvalProtocol:
-    """The protocol of validating a training config (conf/train.yaml) on its dataset.
+    """The protocol of validating on a datamodule: its declared facts (contracts.DataModule) decide
+    the data, the frames, the mask size and the mask conventions.
 
     Args:
-        cfg: the run's config; its dataset node decides the data, frames and mask size.
-        ignore_background, ignore_overlaps: the datamodule's mask conventions.
-        n_slots: slots at evaluation; None = the grouper's.
+        data: the datamodule (built; it need not be set up).
+        n_slots: slots at evaluation.
         masks: which masks are scored, one of MASK_SOURCES.
         limit_batches: Lightning's limit_val_batches: a count or fraction of the validation
             batches; None or 1.0 = all.
@@ -123,24 +97,21 @@ def protocol_of(
     """
     if masks not in MASK_SOURCES:
         raise SlotsweepError(f"masks={masks} is not a mask source; choose from {list(MASK_SOURCES)}")
-    dataset = cfg.dataset
     split = "validation"
     everything = limit_batches is None or (isinstance(limit_batches, float) and limit_batches == 1.0)
     if not everything:  # a subset scores other numbers
-        unit = (
-            "of the batches" if isinstance(limit_batches, float) else f"batches of {dataset.val_batch_size}"
-        )
+        unit = "of the batches" if isinstance(limit_batches, float) else f"batches of {data.val_batch_size}"
         split += f" (first {limit_batches} {unit})"
     return EvalProtocol(
-        dataset=_dataset_name(dataset),
+        dataset=data.dataset_name,
         split=split,
-        frames=_frames(dataset),
-        mask_size=int(dataset.get("mask_size") or dataset.resolution),
+        frames=data.val_frames,
+        mask_size=int(data.mask_size),
         masks=masks,
-        background="channel 0 dropped" if ignore_background else "no background channel",
-        overlaps="pixels left out" if ignore_overlaps else "none allowed",
+        background="channel 0 dropped" if data.ignore_background else "no background channel",
+        overlaps="pixels left out" if data.ignore_overlaps else "none allowed",
         matching=MATCHING,
-        n_slots=int(n_slots if n_slots is not None else cfg.grouper.n_slots),
+        n_slots=int(n_slots),
         metric_version=METRIC_VERSION,
         precision=precision,
     )

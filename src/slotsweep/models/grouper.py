@@ -1,6 +1,6 @@
 """Slot attention (videosaur.md §2.1 step 3, §2.3): a contracts.Grouper."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ class SlotAttention(nn.Module):
     """Slot attention with the reference's details, plus the slot initializer it starts from.
 
     Args:
-        n_slots: number of slots S (>= 1); an inference-time override is `initial_slots(n_slots=k)`.
+        n_slots: number of slots S (>= 1); an evaluation override is `SlotRequest.n_slots`.
         slot_dim: slot width D; the encoder features are projected to this width.
         n_iters: iterations on every frame after the first.
         n_iters_first: iterations on the first frame (the reference uses 3, later frames 2).
@@ -99,16 +99,6 @@ class SlotAttention(nn.Module):
     @property
     def n_slots(self) -> int:
         return self.initializer.n_slots
-
-    def initial_slots(
-        self,
-        batch_size: int,
-        n_slots: int | None = None,
-        generator: torch.Generator | None = None,
-        conditions: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
-        """(B, S, D) first-frame slots from the initializer (contracts.Grouper)."""
-        return self.initializer(batch_size, n_slots, generator, conditions)
 
     def group(self, features: Tensor, slots: Tensor, first_frame: bool) -> tuple[Tensor, Tensor]:
         """One frame with `n_iters_first` iterations on a first frame, else `n_iters` (contracts.Grouper)."""

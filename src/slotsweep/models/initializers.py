@@ -5,11 +5,11 @@ The grouper owns one; `grouper.initializer` picks another (a partial called with
 """
 
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
+from slotsweep.contracts import SlotRequest
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.layers import mlp
 
@@ -37,17 +37,13 @@ class RandomInit(nn.Module):
         self.mean = nn.Parameter(torch.zeros(1, 1, dim))
         self.log_std = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
 
-    def forward(
-        self,
-        batch_size: int,
-        n_slots: int | None = None,
-        generator: torch.Generator | None = None,
-        conditions: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
-        """Returns (B, S, D) initial slots; `generator` makes evaluation repeatable; no conditions."""
-        n_slots = self.n_slots if n_slots is None else check_n_slots(n_slots, "n_slots")
-        shape = (batch_size, n_slots, self.mean.shape[-1])
-        noise = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+    def forward(self, request: SlotRequest) -> Tensor:
+        """(B, S, D) initial slots, drawn with request.generator; no conditions."""
+        n_slots = self.n_slots if request.n_slots is None else check_n_slots(request.n_slots, "n_slots")
+        shape = (request.batch_size, n_slots, self.mean.shape[-1])
+        noise = torch.randn(
+            shape, generator=request.generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.log_std.exp() * noise
 
 
@@ -68,21 +64,16 @@ class FixedLearnedInit(nn.Module):
         self.n_slots = check_n_slots(n_slots)
         self.slots = nn.Parameter(torch.randn(1, n_slots, dim) * dim**-0.5)
 
-    def forward(
-        self,
-        batch_size: int,
-        n_slots: int | None = None,
-        generator: torch.Generator | None = None,
-        conditions: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
+    def forward(self, request: SlotRequest) -> Tensor:
         """(B, S, D): the learned slots for every video (a view); no sampling, no conditions."""
+        n_slots = request.n_slots
         if n_slots is not None and n_slots != self.n_slots:
             raise SlotsweepError(
                 f"n_slots={n_slots}: this model learned exactly {self.n_slots} initial slots "
                 f"(grouper.initializer=FixedLearnedInit); evaluate with n_slots=null or {self.n_slots}, "
                 f"or train with grouper.n_slots={n_slots}"
             )
-        return self.slots.expand(batch_size, -1, -1)  # (B, S, D), one copy in memory
+        return self.slots.expand(request.batch_size, -1, -1)  # (B, S, D), one copy in memory
 
 
 class MaskBoxInit(nn.Module):
@@ -104,14 +95,9 @@ class MaskBoxInit(nn.Module):
         self.encode_box = mlp(4, [hidden_dim], dim)
         self.empty = nn.Parameter(torch.zeros(1, 1, dim))
 
-    def forward(
-        self,
-        batch_size: int,
-        n_slots: int | None = None,
-        generator: torch.Generator | None = None,
-        conditions: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
-        """conditions["masks"]: (B, K, H, W) bool first-frame GT masks -> (B, S, D) slots."""
+    def forward(self, request: SlotRequest) -> Tensor:
+        """request.conditions["masks"]: (B, K, H, W) bool first-frame GT masks -> (B, S, D) slots."""
+        conditions, n_slots = request.conditions, request.n_slots
         if conditions is None or "masks" not in conditions:
             raise ValueError(
                 "grouper.initializer=MaskBoxInit needs first-frame masks: train and validate on a "

@@ -1,9 +1,10 @@
 """The assembled model: encoder -> projection -> grouper over time -> predictor -> decoder.
 
-It uses the parts only through their contracts (slotsweep.contracts).
+It uses the parts only through their contracts (slotsweep.contracts), which build.py checks
+before it assembles them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -11,13 +12,12 @@ from torch import Tensor, nn
 
 from slotsweep.contracts import (
     Decoder,
-    DecoderFactory,
     Encoder,
     EncoderOutput,
     Grouper,
     ModelOutput,
-    PredictorFactory,
-    require,
+    Predictor,
+    SlotRequest,
 )
 from slotsweep.models.layers import feature_projection, fold_time
 
@@ -39,13 +39,11 @@ class ObjectCentricModel(nn.Module):
         self,
         encoder: Encoder,
         grouper: Grouper,
-        predictor: PredictorFactory,
-        decoder: DecoderFactory,
+        predictor: Callable[..., Predictor],
+        decoder: Callable[..., Decoder],
         decoder_channels: int,
     ) -> None:
         super().__init__()
-        require(encoder, Encoder, "encoder")
-        require(grouper, Grouper, "grouper")
         self.encoder = encoder
         self.projection = feature_projection(encoder.feat_dim, grouper.slot_dim)
         self.grouper = grouper
@@ -53,7 +51,6 @@ class ObjectCentricModel(nn.Module):
         self.decoder = decoder(
             inp_dim=grouper.slot_dim, outp_dim=decoder_channels, n_patches=encoder.n_patches
         )
-        require(self.decoder, Decoder, "decoder")
 
     def compile_parts(self, **options: Any) -> None:
         """torch.compile the encoder and each trainable part in place, one graph each: the loop
@@ -99,7 +96,7 @@ class ObjectCentricModel(nn.Module):
         first_frame = carried_slots is None
         slots = initial_slots if first_frame else carried_slots
         if slots is None:
-            slots = self.grouper.initial_slots(B, n_slots, generator, conditions)
+            slots = self.grouper.initializer(SlotRequest(B, n_slots, generator, conditions))
         slots_t, predicted, masks = self.scan(x, slots, first_frame)
         reconstruction, decoder_masks = self.decoder(fold_time(slots_t))
         return ModelOutput(

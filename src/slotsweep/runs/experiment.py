@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +20,7 @@ from slotsweep.errors import SlotsweepError
 __all__ = [
     "EVAL_DIR",
     "IDENTITY_FILE",
+    "Located",
     "NON_RESULT_DECLARATION",
     "NON_RESULT_KEYS",
     "SPLIT_SIZES_DECLARATION",
@@ -58,6 +59,7 @@ NON_RESULT_KEYS = (
     "visualize",
     "val_pictures",  # what is drawn, not what is computed
     "eval_jandf",  # adds metrics, changes none
+    "metrics",  # the extra validation metrics: add numbers, change none
     "trainer.devices",  # enter as the total batch (identity(): batch x devices x nodes)
     "trainer.num_nodes",
     "trainer.enable_progress_bar",
@@ -142,8 +144,8 @@ def _encoder_weights(encoder: DictConfig) -> str | None:
 
 
 def _file_sha256(path: Path) -> str:
-    """The file's sha256, computed once per (path, size, mtime): a run asks for its identity three
-    times (exp_id, the run-dir check, the identity record), and a ViT-L weights file is ~1 GB."""
+    """The file's sha256, computed once per (path, size, mtime): a sweep's process asks for many
+    runs' identities, and a ViT-L weights file is ~1 GB."""
     try:
         stat = path.stat()
     except OSError as e:
@@ -196,10 +198,12 @@ def identity(cfg: DictConfig, resolved: numerics.Numerics | None = None) -> dict
 
 def experiment_id(cfg: DictConfig, resolved: numerics.Numerics | None = None) -> str:
     """`<exp_name>-<8 hex>`: a hash of identity(cfg, resolved)."""
-    digest = hashlib.sha256(
-        json.dumps(identity(cfg, resolved), sort_keys=True, default=str).encode()
-    ).hexdigest()
-    return f"{cfg.exp_name}-{digest[:8]}"
+    return _hashed(cfg.exp_name, identity(cfg, resolved))
+
+
+def _hashed(exp_name: str, tree: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{exp_name}-{digest[:8]}"
 
 
 def run_dir(cfg: DictConfig, exp_id: str) -> Path:
@@ -222,19 +226,31 @@ def check_writable(directory: Path) -> None:
         )
 
 
-def locate(cfg: DictConfig) -> tuple[str, Path]:
+class Located(NamedTuple):
+    """A checked config's place, computed once per run (locate) and passed down: exp_id, the run
+    dir, the identity tree exp_id hashes (identity.json records it) and the resolved numerics."""
+
+    exp_id: str
+    directory: Path
+    identity: dict[str, Any]
+    resolved: numerics.Numerics
+
+
+def locate(cfg: DictConfig) -> Located:
     """exp_id and run dir of a checked config: every check that needs neither the model nor the data
     (the config across groups, the numerics, the run dir's owner, a writable place), so `src/train.py`
-    runs them before it builds anything, and training.run again for the callers that skip the CLI.
-    The numerics (slotsweep.numerics.resolve) probe CUDA, which imports torch, unless
-    trainer.accelerator=cpu; GPUs asked for without a usable CUDA are refused here."""
+    runs them before it builds anything and hands the result to training.run. The numerics
+    (slotsweep.numerics.resolve) probe CUDA, which imports torch, unless trainer.accelerator=cpu;
+    GPUs asked for without a usable CUDA are refused here."""
     check_data(cfg)  # first: a missing dataset is refused before torch is imported
     check_config(cfg)
-    exp_id = experiment_id(cfg)
-    directory = run_dir(cfg, exp_id)
-    check_run_dir(directory, cfg, exp_id)  # another config's run: refuse before reading its results
-    check_writable(directory)
-    return exp_id, directory
+    resolved = numerics.resolve(cfg)
+    tree = identity(cfg, resolved)
+    exp_id = _hashed(cfg.exp_name, tree)
+    located = Located(exp_id, run_dir(cfg, exp_id), tree, resolved)
+    check_run_dir(located, cfg)  # another config's run: refuse before reading its results
+    check_writable(located.directory)
+    return located
 
 
 def write_results(directory: Path, results: dict[str, Any]) -> Path:
@@ -254,17 +270,18 @@ def read_results(directory: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def write_identity(directory: Path, cfg: DictConfig, exp_id: str) -> None:
-    """Record who owns `directory` (check_run_dir reads it): exp_id, seed and the hashed tree."""
-    record = {"exp_id": exp_id, "seed": cfg.seed, "identity": identity(cfg)}
-    tmp = Path(directory) / f"{IDENTITY_FILE}.tmp{os.getpid()}"
+def write_identity(located: Located, seed: int) -> None:
+    """Record who owns the run dir (check_run_dir reads it): exp_id, seed and the hashed tree."""
+    record = {"exp_id": located.exp_id, "seed": seed, "identity": located.identity}
+    tmp = located.directory / f"{IDENTITY_FILE}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, Path(directory) / IDENTITY_FILE)
+    os.replace(tmp, located.directory / IDENTITY_FILE)
 
 
-def check_run_dir(directory: Path, cfg: DictConfig, exp_id: str) -> None:
+def check_run_dir(located: Located, cfg: DictConfig) -> None:
     """Refuse a run dir that holds another config's run (an explicit run_dir=, a hash collision,
     a hand-copied dir), naming the keys that differ. force=true sets such a run aside instead."""
+    directory, exp_id = located.directory, located.exp_id
     path = Path(directory) / IDENTITY_FILE
     if cfg.force or not path.is_file():
         return
@@ -276,7 +293,7 @@ def check_run_dir(directory: Path, cfg: DictConfig, exp_id: str) -> None:
             f"{path} is unreadable ({type(e).__name__}): pass force=true to set the dir aside, "
             "or another run_dir"
         ) from e
-    ours = (exp_id, cfg.seed, identity(cfg))
+    ours = (exp_id, cfg.seed, located.identity)
     if theirs[:2] == ours[:2]:
         return
     differences = _differences({**theirs[2], "seed": theirs[1]}, {**ours[2], "seed": ours[1]})

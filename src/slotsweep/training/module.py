@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
-from slotsweep.contracts import EncoderOutput, Loss, ModelOutput
+from slotsweep.contracts import EncoderOutput, Loss, Metric, ModelOutput, SlotRequest
 from slotsweep.data.video_transforms import frames_to_video
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.jandf import JandF
@@ -74,6 +74,8 @@ class ObjectCentricModule(L.LightningModule):
             torch's global one: the global one then draws only the data order, which so depends on
             the seed alone, not on how many numbers building this model drew; trials of a seed see
             the same batches, and heads of a pool (training/pool.py) train as their solo runs.
+        metrics: {name: contracts.Metric} validated beside the registry's (the config's `metrics`),
+            on the same masks; logged as val/<name>, best by the metric's own higher_is_better.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class ObjectCentricModule(L.LightningModule):
         eval_masks: str = "decoder",
         eval_jandf: bool = False,
         train_seed: int = 0,
+        metrics: dict[str, Metric] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -102,6 +105,7 @@ class ObjectCentricModule(L.LightningModule):
         self.run_config = run_config
         self.eval_masks = eval_masks
         self.metrics = make_metrics(ignore_background, ignore_overlaps)
+        self.extra_metrics = nn.ModuleDict(metrics or {})
         # val/<loss> = its sum over the validation clips / their count; NaN stays NaN. (Not
         # MeanMetric: its nan_strategy="disable" drops the weights, torchmetrics 1.9.)
         self.val_loss_sums = nn.ModuleDict(
@@ -205,7 +209,8 @@ class ObjectCentricModule(L.LightningModule):
         for b, index in enumerate(indices):
             generator = torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + index)
             clip_conditions = {key: value[b : b + 1] for key, value in conditions.items()}
-            slots.append(self.model.grouper.initial_slots(1, self.eval_n_slots, generator, clip_conditions))
+            request = SlotRequest(1, self.eval_n_slots, generator, clip_conditions)
+            slots.append(self.model.grouper.initializer(request))
         return torch.cat(slots)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
@@ -219,6 +224,8 @@ class ObjectCentricModule(L.LightningModule):
             self.val_loss_sums[name].update(value * batch_size)
         self.val_clips.update(batch_size)
         self.metrics.update(batch["masks"], pred)
+        for metric in self.extra_metrics.values():
+            metric.update(batch["masks"], pred)
         if self.jandf is not None:
             self.jandf.update(batch["masks"], pred)
         return {"output": out, "masks": pred}
@@ -234,6 +241,7 @@ class ObjectCentricModule(L.LightningModule):
         and updates best_metrics (a pool's heads report through this too: training/pool.py)."""
         # compute() syncs the states over all ranks: the values are the whole validation set's
         values = {name: metric.compute().item() for name, metric in self.metrics.items()}
+        values |= {name: metric.compute().item() for name, metric in self.extra_metrics.items()}
         if self.jandf is not None:  # opt-in, outside the registry: one metric gives three values
             values |= {f"video_{name}": value.item() for name, value in self.jandf.compute().items()}
         n_clips = self.val_clips.compute()  # clips (or chunks, images) scored, each once
@@ -241,17 +249,26 @@ class ObjectCentricModule(L.LightningModule):
             f"val/{name}": (sums.compute() / n_clips).item() for name, sums in self.val_loss_sums.items()
         }
         results["val/n_clips"] = n_clips.item()  # NaN losses above when it is 0: nothing to average
-        for metric in [*self.metrics.values(), *self.val_loss_sums.values(), self.val_clips, self.jandf]:
+        resets = [*self.metrics.values(), *self.extra_metrics.values(), *self.val_loss_sums.values()]
+        for metric in [*resets, self.val_clips, self.jandf]:
             if metric is not None:
                 metric.reset()
         for name, value in values.items():
             spec, key = METRICS.get(name), val_key(name)
             results[key] = value
             best = self.best_metrics.get(key)
-            improved = best is None or (spec.better(value, best) if spec is not None else value > best)
+            improved = best is None or (
+                spec.better(value, best) if spec is not None else self._better(name, value, best)
+            )
             if not math.isnan(value) and improved:
                 self.best_metrics[key] = value
         return results
+
+    def _better(self, name: str, value: float, than: float) -> bool:
+        """Outside the registry: an extra metric's own direction; J&F's values are higher-better."""
+        metric = self.extra_metrics[name] if name in self.extra_metrics else None  # noqa: SIM401 (no .get)
+        higher = metric is None or metric.higher_is_better is not False
+        return value > than if higher else value < than
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -43,7 +43,6 @@ from torch import Tensor, nn
 
 from slotsweep import numerics
 from slotsweep.build import build_datamodule
-from slotsweep.config import check_config
 from slotsweep.contracts import EncoderOutput
 from slotsweep.errors import SlotsweepError
 from slotsweep.runs import experiment
@@ -385,12 +384,11 @@ def check_stream(cfgs: list[DictConfig]) -> None:
 
 
 def build_pool(cfgs: list[DictConfig]) -> tuple[L.LightningDataModule, list[ObjectCentricModule]]:
-    """The shared datamodule and one module per config, their encoders one object. Each head is
-    built after seeding with its seed, as task.run builds a solo run's module, so its initial
-    weights are the solo run's; the global generator is seeded again last (the data order)."""
+    """The shared datamodule and one module per checked config (experiment.locate), their encoders
+    one object. Each head is built after seeding with its seed, as task.run builds a solo run's
+    module, so its initial weights are the solo run's; the global generator is seeded again last
+    (the data order)."""
     check_stream(cfgs)
-    for cfg in cfgs:
-        check_config(cfg)
     datamodule = build_datamodule(cfgs[0].dataset)
     datamodule.setup("fit")
     heads = []
@@ -416,17 +414,18 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
         Path(pool_dir) if pool_dir is not None else Path(cfgs[0].paths.runs_dir) / "pools" / pool_id(cfgs)
     )
     apply_cpu_share()
-    resolved = numerics.resolve(cfgs[0])  # trainer.precision=auto, as a solo run resolves it
+    resolved = located[0].resolved  # trainer.precision=auto, as a solo run resolves it
     numerics.apply(resolved)
     _check_trainer(cfgs[0], resolved)
     datamodule, heads = build_pool(cfgs)  # bad input fails here, before anything is written
     runs: list[HeadRun] = []
     try:
-        for cfg, (exp_id, run_dir) in zip(cfgs, located, strict=True):
+        for cfg, place in zip(cfgs, located, strict=True):
+            exp_id, run_dir = place.exp_id, place.directory
             run = HeadRun(cfg, exp_id, run_dir, DeviceClock(experiment.read_results(run_dir)))
             run.lock = claim_run_dir(run_dir, False, 0)
             runs.append(run)
-            experiment.write_identity(run_dir, cfg, exp_id)
+            experiment.write_identity(place, cfg.seed)
             clear_stop_request(run_dir)
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             run.logger = instantiate(cfg.logger)(**tracking.logger_kwargs(cfg, exp_id, run_dir))

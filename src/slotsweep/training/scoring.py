@@ -15,6 +15,8 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep.build import build_datamodule
+from slotsweep.config import check_config
+from slotsweep.contracts import DataModule
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.jandf import JandF
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
@@ -56,22 +58,26 @@ def _train_config(ckpt: Path, config: Path | None, cfg: DictConfig) -> DictConfi
         )
     train_cfg = OmegaConf.merge(trained, {"dataset": dataset}, OmegaConf.from_dotlist(list(cfg.overrides)))
     train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
+    check_config(train_cfg)  # once per checkpoint, before anything is built
     return train_cfg
 
 
-def _protocol(train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None) -> EvalProtocol:
-    """The protocol of scoring with this config, from the datamodule's conventions (not set up)."""
-    datamodule = build_datamodule(train_cfg.dataset)
-    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
-    return protocol_of(train_cfg, *conventions, n_slots, cfg.masks, cfg.limit_batches)
+def _protocol(
+    train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None, datamodule: DataModule | None = None
+) -> EvalProtocol:
+    """The protocol of scoring with this config, from the datamodule's declarations (not set up)."""
+    datamodule = build_datamodule(train_cfg.dataset) if datamodule is None else datamodule
+    n_slots = train_cfg.grouper.n_slots if n_slots is None else n_slots  # None: as trained
+    return protocol_of(datamodule, n_slots, cfg.masks, cfg.limit_batches)
 
 
 def score_checkpoint(
     ckpt: Path, train_cfg: DictConfig, cfg: DictConfig, n_slots: int | None
 ) -> dict[str, Any]:
     """Validate `ckpt` under the eval options; write and return its eval record."""
-    protocol = _protocol(train_cfg, cfg, n_slots)
-    datamodule, module = build_task(train_cfg, stage="validate")
+    datamodule = build_datamodule(train_cfg.dataset)
+    protocol = _protocol(train_cfg, cfg, n_slots, datamodule)
+    datamodule, module = build_task(train_cfg, "validate", datamodule)
     load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)
     module.eval_seed, module.eval_n_slots, module.eval_masks = cfg.eval_seed, n_slots, cfg.masks
     if cfg.jandf:

@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from slotsweep import numerics
-from slotsweep.build import build_datamodule, build_model
+from slotsweep.build import build_datamodule, build_metrics, build_model, build_optim, build_parts
 from slotsweep.cache import (
     FeatureStore,
     attach_feature_cache,
@@ -31,6 +31,7 @@ from slotsweep.cache import (
     stored_arrays,
 )
 from slotsweep.config import check_config
+from slotsweep.contracts import DataModule
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
 from slotsweep.runs import experiment
@@ -60,31 +61,43 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def build_task(cfg: DictConfig, stage: str = "fit") -> tuple[L.LightningDataModule, ObjectCentricModule]:
-    """Datamodule and LightningModule from a composed config (checked first, built second).
+def build_task(
+    cfg: DictConfig, stage: str = "fit", datamodule: DataModule | None = None
+) -> tuple[DataModule, ObjectCentricModule]:
+    """Datamodule (`datamodule`, else built here) and LightningModule of a checked config
+    (config.check_config: experiment.locate runs it); each part built once.
 
     The datamodule is set up for `stage` before the model is built, so missing data fails in
     milliseconds rather than after a ViT has loaded.
     """
-    check_config(cfg)
-    log.info(f"Instantiating datamodule <{cfg.dataset._target_}>")
-    datamodule = build_datamodule(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset) if datamodule is None else datamodule
+    if cfg.visualize is not None and "rgb" not in datamodule.val_batch_keys:
+        raise SlotsweepError(
+            f'visualize: the report draws the validation batches\' "rgb" frames, and '
+            f"{type(datamodule).__name__}'s are {list(datamodule.val_batch_keys)} "
+            "(contracts.DataModule.val_batch_keys); set visualize=null"
+        )
     datamodule.setup(stage)
     return datamodule, build_module(cfg, datamodule, stage)
 
 
-def build_module(
-    cfg: DictConfig, datamodule: L.LightningDataModule, stage: str = "fit"
-) -> ObjectCentricModule:
-    """The LightningModule of a config over a set-up datamodule (a pool builds one per head)."""
+def build_module(cfg: DictConfig, datamodule: DataModule, stage: str = "fit") -> ObjectCentricModule:
+    """The LightningModule of a config over a set-up datamodule (a pool builds one per head). Every
+    refusal (a part that breaks its contract, a loss that cannot train on the clips, the optimizer's
+    and the metrics' arguments) comes before the encoder is built."""
+    training = stage == "fit"
+    parts = build_parts(cfg, datamodule.train_clip_frames if training else None)
+    optim = build_optim(cfg.optim)
+    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
+    metrics = build_metrics(cfg.metrics, *conventions)
     sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
-    model, losses = build_model(cfg)
+    model, losses = build_model(cfg, parts)
     if sources is not None:  # after loading: the cache is keyed by the encoder weights in use
         _attach_cache(cfg, datamodule, sources, model, losses)
     return ObjectCentricModule(
         model=model,
         losses=losses,
-        optim=instantiate(cfg.optim),
+        optim=optim,
         total_batch_size=experiment.total_batch_size(cfg),
         ignore_background=datamodule.ignore_background,
         ignore_overlaps=datamodule.ignore_overlaps,
@@ -92,6 +105,7 @@ def build_module(
         run_config=OmegaConf.to_container(cfg, resolve=True),
         eval_jandf=cfg.eval_jandf,
         train_seed=cfg.seed,
+        metrics=metrics,
     )
 
 
@@ -123,8 +137,9 @@ def build_cache(cfg: DictConfig) -> dict[str, FeatureStore]:
     check_config(cfg)
     datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("fit")
+    parts = build_parts(cfg, datamodule.train_clip_frames)
     sources = feature_cache_sources(datamodule, "fit")
-    model, losses = build_model(cfg)
+    model, losses = build_model(cfg, parts)
     return _attach_cache(cfg, datamodule, sources, model, losses)
 
 
@@ -193,14 +208,19 @@ def build_trainer(
     )
 
 
-def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
+def run(
+    cfg: DictConfig, job: bool = False, located: experiment.Located | None = None
+) -> float | tuple[float, ...]:
     """Train (or resume, or skip if finished) one seed of one experiment; return the objective(s).
 
     `job`: this process was started for this run (src/train.py, a sweep's job), so its cost counts
-    from the process's start (slotsweep.training.cost).
+    from the process's start (slotsweep.training.cost). `located`: experiment.locate(cfg) when the
+    caller ran it (src/train.py, before importing torch); else it runs here. Either way the config
+    is checked and its identity computed once.
     """
     quiet_lightning()  # each Lightning line once, no adverts, no srun hint outside SLURM
-    exp_id, directory = experiment.locate(cfg)
+    located = experiment.locate(cfg) if located is None else located
+    directory, resolved = located.directory, located.resolved
     pause = _pause_step(cfg)  # checked first: bad input fails even for a finished run
     previous = experiment.read_results(directory)
     if previous is not None and previous["status"] == "completed" and not cfg.force:
@@ -220,7 +240,6 @@ def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
 
     apply_cpu_share()  # in a local sweep job: its share of the cores, before any thread
     L.seed_everything(cfg.seed, workers=True)
-    resolved = numerics.resolve(cfg)  # as locate() resolved it for the exp_id (the probe is cached)
     numerics.apply(resolved)
     _check_trainer(cfg, resolved)
     datamodule, module = build_task(cfg)  # bad input fails here, before anything is written
@@ -234,9 +253,7 @@ def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
         clock = DeviceClock(previous if not cfg.force else None, job)  # a resumed run's cost goes on
         segments = list(previous.get("segments", [])) if previous is not None and not cfg.force else []
         started = "promoted" if previous is not None and previous["status"] == "paused" else "requeued"
-        return _train(
-            cfg, exp_id, directory, datamodule, module, clock, _Segments(segments, started), resolved
-        )
+        return _train(cfg, located, datamodule, module, clock, _Segments(segments, started))
     finally:
         if lock is not None:
             lock.release()
@@ -244,19 +261,18 @@ def run(cfg: DictConfig, job: bool = False) -> float | tuple[float, ...]:
 
 def _train(
     cfg: DictConfig,
-    exp_id: str,
-    directory: Path,
-    datamodule: L.LightningDataModule,
+    located: experiment.Located,
+    datamodule: DataModule,
     module: ObjectCentricModule,
     clock: DeviceClock,
     segments: "_Segments",
-    resolved: numerics.Numerics,
 ) -> float | tuple[float, ...]:
     """Fit, validate and write results.json in a claimed run dir (completed, paused, pruned, failed
     or interrupted). Under DDP every rank trains; only rank 0 writes the run dir's files."""
+    exp_id, directory, resolved = located.exp_id, located.directory, located.resolved
     writer = rank_zero_only.rank == 0
     if writer:
-        experiment.write_identity(directory, cfg, exp_id)
+        experiment.write_identity(located, cfg.seed)
         clear_stop_request(directory)  # left by a job that was cancelled before it could stop
         (directory / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     results: dict[str, Any] = {
@@ -398,16 +414,13 @@ def _n_gpus(trainer: L.Trainer) -> int:
 
 
 def _protocol(
-    cfg: DictConfig,
-    datamodule: L.LightningDataModule,
-    module: ObjectCentricModule,
-    resolved: numerics.Numerics,
+    cfg: DictConfig, datamodule: DataModule, module: ObjectCentricModule, resolved: numerics.Numerics
 ) -> EvalProtocol:
     """The protocol of the run's validations (and so of results.json's metrics): they run at the
     training precision."""
-    conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
+    n_slots = module.eval_n_slots or module.model.grouper.n_slots
     limit = cfg.trainer.get("limit_val_batches")
-    return protocol_of(cfg, *conventions, module.eval_n_slots, module.eval_masks, limit, resolved.label)
+    return protocol_of(datamodule, n_slots, module.eval_masks, limit, resolved.label)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:

@@ -4,8 +4,6 @@ Their YAMLs are in conf/ next to this file; tests/integration/test_extension.py 
 Hydra's search path and this one on PYTHONPATH, then trains through src/train.py.
 """
 
-from collections.abc import Mapping
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -36,15 +34,6 @@ class SoftKMeansGrouper(nn.Module):
     def n_slots(self) -> int:
         return self.initializer.n_slots
 
-    def initial_slots(
-        self,
-        batch_size: int,
-        n_slots: int | None = None,
-        generator: torch.Generator | None = None,
-        conditions: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
-        return self.initializer(batch_size, n_slots, generator, conditions)
-
     def group(self, features: Tensor, slots: Tensor, first_frame: bool) -> tuple[Tensor, Tensor]:
         """features (B, P, D), slots (B, S, D) -> slots (B, S, D), masks (B, S, P)."""
         tokens = F.normalize(features, dim=-1)
@@ -64,8 +53,6 @@ class MaskEntropyLoss(nn.Module):
 
     def __init__(self, weight: float = 0.01) -> None:
         super().__init__()
-        if not weight >= 0:
-            raise ValueError(f"loss.entropy.weight={weight} must be >= 0")
         self.weight = weight
 
     def n_channels(self, feat_dim: int, n_patches: int) -> int:
@@ -91,6 +78,10 @@ class BlobsDataModule(L.LightningDataModule):
         seed: as the built-in datamodules' keys of the same names.
     """
 
+    # the facts of contracts.DataModule
+    dataset_name = "blobs"
+    val_frames = "whole videos"
+    val_batch_keys = ("video", "masks", "index")
     ignore_background = True  # channel 0 is the background
     ignore_overlaps = False  # a later square hides an earlier one: one channel per pixel
 
@@ -114,6 +105,7 @@ class BlobsDataModule(L.LightningDataModule):
         self.train = self._clips(n_train_clips, train_clip_frames, resolution, n_objects, generator)
         self.val = self._clips(n_val_clips, n_frames, resolution, n_objects, generator)
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        self.train_clip_frames, self.mask_size = train_clip_frames, resolution
 
     @staticmethod
     def _clips(n: int, T: int, size: int, K: int, generator: torch.Generator) -> list[dict[str, Tensor]]:

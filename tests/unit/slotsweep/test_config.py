@@ -44,22 +44,10 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["grouper.n_slots=0"], "grouper.n_slots=0 must be >= 1"),
-        (["grouper.n_slots=-2"], "grouper.n_slots=-2 must be >= 1"),
         (["loss.timesim.weight=-1"], "loss.timesim.weight=-1"),
         (["loss.featrec.weight=-0.5"], "loss.featrec.weight=-0.5"),
         (["loss.timesim.weight=nan"], "loss.timesim.weight=nan"),
         (["loss.timesim.weight=0", "loss.featrec.weight=0"], "all loss weights are 0"),
-        # the fixture's clips are dataset.train_clip_frames=3 frames long
-        (
-            ["loss.timesim.offset=3"],
-            r"loss.timesim.offset=3 must be in \[1, 2\] \(dataset.train_clip_frames=3\)",
-        ),
-        (["loss.timesim.offset=0"], r"loss.timesim.offset=0 must be >= 1"),  # the loss's constructor
-        (
-            ["loss.timesim.offset=4", "dataset.train_clip_frames=4"],
-            r"loss.timesim.offset=4 must be in \[1, 3\] \(dataset.train_clip_frames=4\)",
-        ),
         (["load_weights=/nonexistent.ckpt"], "load_weights=/nonexistent.ckpt does not exist"),
         (["encoder.weights=/nonexistent.safetensors"], "encoder.weights=/nonexistent.safetensors does not"),
         (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0 must be >= 1"),
@@ -72,7 +60,6 @@ def test_schema_types_checked_at_compose_time(compose_train: Callable[..., DictC
         (["trainer.max_steps=abc"], r"trainer.max_steps=abc: expected an integer \(int\)$"),
         (["dataset.batch_size=true"], r"dataset.batch_size=true: expected an integer \(int\)$"),
         (["loss.timesim.temperature=warm"], r"loss.timesim.temperature=warm: expected a number"),
-        (["optim.warmup_steps=10", "optim.decay_steps=5"], "optim.warmup_steps=10, optim.decay_steps=5"),
     ],
 )
 def test_check_config_rejects(compose_train: Callable[..., DictConfig], overrides: list[str], message: str):
@@ -83,16 +70,7 @@ def test_check_config_rejects(compose_train: Callable[..., DictConfig], override
     assert isinstance(error.value, ValueError)
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["loss.timesim.weight=0", "loss.timesim.offset=9"],  # a disabled loss needs no valid offset
-        ["loss=dinosaur", "dataset.train_clip_frames=1"],  # no similarity loss: single frames are fine
-        ["loss=timesim", "loss.timesim.offset=2"],  # offset 2 < 3 frames
-        ["grouper.n_slots=1"],
-        ["val_pictures.n_clips=0"],  # no pictures
-    ],
-)
+@pytest.mark.parametrize("overrides", [["grouper.n_slots=1"], ["val_pictures.n_clips=0"]])  # no pictures
 def test_check_config_accepts(compose_train: Callable[..., DictConfig], overrides: list[str]):
     check_config(compose_train(*overrides))
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from slotsweep.contracts import SlotRequest
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.initializers import RandomInit
 from slotsweep.models.weights import reference_to_local
@@ -70,7 +71,7 @@ def test_slot_attention_defaults_to_constructor_iterations(reference) -> None:
 def test_masks_are_a_distribution_over_slots() -> None:
     torch.manual_seed(0)
     sa = SlotAttention(n_slots=5, slot_dim=8, inp_dim=12)
-    _, masks = sa(torch.randn(2, 9, 12), sa.initializer(2))
+    _, masks = sa(torch.randn(2, 9, 12), sa.initializer(SlotRequest(2)))
     assert masks.shape == (2, 5, 9)
     assert_close(masks.sum(dim=1), torch.ones(2, 9))
 
@@ -90,7 +91,7 @@ def test_n_slots_override_at_call_time() -> None:
     torch.manual_seed(2)
     sa = SlotAttention(n_slots=4, slot_dim=8)
     for n_slots in (1, 4, 9):
-        init = sa.initializer(3, n_slots=n_slots)
+        init = sa.initializer(SlotRequest(3, n_slots=n_slots))
         slots, masks = sa(torch.randn(3, 10, 8), init)
         assert init.shape == slots.shape == (3, n_slots, 8)
         assert masks.shape == (3, n_slots, 10)
@@ -122,7 +123,7 @@ def test_random_init_matches_reference_stream(reference) -> None:
     init.load_state_dict(entry["state_dict"])
     torch.manual_seed(int(entry["inputs"]["torch_manual_seed_before_forward"]))
     with torch.no_grad():
-        slots = init(int(entry["inputs"]["batch_size"]))
+        slots = init(SlotRequest(int(entry["inputs"]["batch_size"])))
     assert torch.equal(slots, entry["outputs"]["slots"])
     noise = (slots - init.mean) / init.log_std.exp()
     assert_close(noise, entry["outputs"]["noise"], rtol=1e-5, atol=1e-6)
@@ -130,9 +131,9 @@ def test_random_init_matches_reference_stream(reference) -> None:
 
 def test_random_init_generator_is_repeatable() -> None:
     init = RandomInit(n_slots=4, dim=8)
-    draw = [init(2, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    draw = [init(SlotRequest(2, generator=torch.Generator().manual_seed(7))) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])
-    assert not torch.equal(draw[0], init(2, generator=torch.Generator().manual_seed(8)))
+    assert not torch.equal(draw[0], init(SlotRequest(2, generator=torch.Generator().manual_seed(8))))
     assert_close(init.log_std, torch.full((1, 1, 8), math.log(8**-0.5)))
 
 
@@ -183,7 +184,7 @@ def test_kmeans_init_clusters_before_training() -> None:
         for scale, seed_scores in scores.items():
             torch.manual_seed(0)
             sa = SlotAttention(n_slots=4, slot_dim=32, n_iters=3, kmeans_init_scale=scale)
-            slots = sa.initializer(1, generator=torch.Generator().manual_seed(1))
+            slots = sa.initializer(SlotRequest(1, generator=torch.Generator().manual_seed(1)))
             seed_scores.append(agreement(sa(tokens, slots)[1], labels))
     kmeans, reference = (sum(v) / len(v) for v in (scores[4.0], scores[None]))
     assert kmeans > 0.9

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from slotsweep.contracts import SlotRequest
 from slotsweep.errors import SlotsweepError
 from slotsweep.models.grouper import SlotAttention
 from slotsweep.models.initializers import FixedLearnedInit, MaskBoxInit, RandomInit
@@ -16,7 +17,7 @@ def test_mask_boxes_encode_each_first_frame_box() -> None:
     masks[0, 0, 2:5, 1:4] = True
     masks[0, 1, 7, :] = True
     init = MaskBoxInit(n_slots=4, dim=6)
-    slots = init(1, conditions={"masks": masks})
+    slots = init(SlotRequest(1, conditions={"masks": masks}))
     assert slots.shape == (1, 4, 6)
     boxes = torch.tensor([[2 / 8, 1 / 10, 5 / 8, 4 / 10], [7 / 8, 0.0, 1.0, 1.0]])  # (y0, x0, y1, x1)
     torch.testing.assert_close(slots[0, :2], init.encode_box(boxes))
@@ -26,10 +27,15 @@ def test_mask_boxes_encode_each_first_frame_box() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda init: init(1), "needs first-frame masks"),
-        (lambda init: init(1, conditions={"masks": torch.ones(1, 5, 4, 4, dtype=torch.bool)}), "n_slots=4"),
+        (lambda init: init(SlotRequest(1)), "needs first-frame masks"),
         (
-            lambda init: init(1, n_slots=3, conditions={"masks": torch.ones(1, 2, 4, 4, dtype=torch.bool)}),
+            lambda init: init(SlotRequest(1, conditions={"masks": torch.ones(1, 5, 4, 4, dtype=torch.bool)})),
+            "n_slots=4",
+        ),
+        (
+            lambda init: init(
+                SlotRequest(1, n_slots=3, conditions={"masks": torch.ones(1, 2, 4, 4, dtype=torch.bool)})
+            ),
             "3",
         ),
     ],
@@ -43,7 +49,7 @@ def test_slot_counts_are_checked_once_with_the_key() -> None:
     with pytest.raises(SlotsweepError, match="grouper.n_slots=0 must be >= 1"):
         MaskBoxInit(n_slots=0, dim=6)
     with pytest.raises(SlotsweepError, match="n_slots=0 must be >= 1"):
-        RandomInit(n_slots=3, dim=6)(2, n_slots=0)
+        RandomInit(n_slots=3, dim=6)(SlotRequest(2, n_slots=0))
 
 
 def test_fixed_learned_init_matches_original(reference) -> None:
@@ -53,14 +59,14 @@ def test_fixed_learned_init_matches_original(reference) -> None:
     init = FixedLearnedInit(config["n_slots"], config["dim"])
     assert_close(init.slots.detach(), entry["state_dict_default_init"]["slots"], rtol=0, atol=0)
     init.load_state_dict(entry["state_dict"])  # strict: one parameter, `slots` (1, S, D)
-    slots = init(entry["inputs"]["batch_size"])
+    slots = init(SlotRequest(entry["inputs"]["batch_size"]))
     assert slots.shape == (3, 11, 64)
     assert_close(slots, entry["outputs"]["slots"], rtol=0, atol=0)
     assert checks["all_videos_identical"] and checks["two_calls_identical"]
-    assert torch.equal(init(3), slots) and torch.equal(slots[0], slots[2])  # no sampling
+    assert torch.equal(init(SlotRequest(3)), slots) and torch.equal(slots[0], slots[2])  # no sampling
     assert checks["output_is_expand_view"] and slots.stride(0) == 0
     generator = torch.Generator().manual_seed(1)
-    assert torch.equal(init(3, n_slots=11, generator=generator), slots)  # its own count is fine
+    assert torch.equal(init(SlotRequest(3, n_slots=11, generator=generator)), slots)  # its own count is fine
 
 
 def test_fixed_learned_init_rejects_another_slot_count(reference) -> None:
@@ -69,7 +75,7 @@ def test_fixed_learned_init_rejects_another_slot_count(reference) -> None:
     assert checks["n_slots_attr_set_to_5_output_shape"] == [3, 11, 64]  # the original's no-op
     init = FixedLearnedInit(11, 64)
     with pytest.raises(SlotsweepError, match=r"n_slots=5: this model learned exactly 11 initial slots"):
-        init(3, n_slots=5)
+        init(SlotRequest(3, n_slots=5))
     with pytest.raises(SlotsweepError, match="grouper.n_slots=0 must be >= 1"):
         FixedLearnedInit(0, 64)
 
@@ -80,4 +86,4 @@ def test_fixed_learned_init_in_the_grouper_has_the_released_name() -> None:
     assert tuple(sa.state_dict()["initializer.slots"].shape) == (1, 7, 64)
     mapped = reference_to_local({"initializer.slots": torch.zeros(1, 7, 64)})
     assert list(mapped) == ["grouper.initializer.slots"]
-    assert torch.equal(sa.initial_slots(2)[0], sa.initial_slots(2)[1])
+    assert torch.equal(sa.initializer(SlotRequest(2))[0], sa.initializer(SlotRequest(2))[1])

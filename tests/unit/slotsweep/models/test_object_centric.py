@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from slotsweep.contracts import EncoderOutput
+from slotsweep.contracts import EncoderOutput, SlotRequest
 from slotsweep.models.decoder import SlotMixerDecoder
 from slotsweep.models.encoder import ViTEncoder
 from slotsweep.models.grouper import SlotAttention
@@ -128,7 +128,7 @@ def test_forward_chains_frames_through_the_predictor() -> None:
     features = random_features()
     with torch.no_grad():
         out = model(features=features, generator=torch.Generator().manual_seed(5))
-        init = model.grouper.initializer(2, generator=torch.Generator().manual_seed(5))
+        init = model.grouper.initializer(SlotRequest(2, generator=torch.Generator().manual_seed(5)))
         x = model.projection(features.features)
         first, _ = model.grouper(x[:, 0], init, n_iters=3)
         second, masks = model.grouper(x[:, 1], model.predictor(first), n_iters=2)
@@ -157,7 +157,7 @@ def test_given_first_frame_slots_reproduce_the_sampled_run() -> None:
     features = random_features()
     with torch.no_grad():
         sampled = model(features=features, generator=torch.Generator().manual_seed(3))
-        slots = model.grouper.initial_slots(2, generator=torch.Generator().manual_seed(3))
+        slots = model.grouper.initializer(SlotRequest(2, generator=torch.Generator().manual_seed(3)))
         given = model(features=features, initial_slots=slots)
         carried = model(features=features, carried_slots=slots)
     for name in ("slots", "slots_predicted", "grouping_masks", "reconstruction", "decoder_masks"):
@@ -165,14 +165,6 @@ def test_given_first_frame_slots_reproduce_the_sampled_run() -> None:
     assert not torch.allclose(carried.slots[:, 0], given.slots[:, 0], atol=1e-4)  # n_iters, not first
     with pytest.raises(ValueError, match="not both"):
         model(features=features, initial_slots=slots, carried_slots=slots)
-
-
-def test_parts_outside_their_contract_are_named() -> None:
-    model = tiny_model()
-    with pytest.raises(
-        TypeError, match=r"grouper: Linear is not a slotsweep.contracts.Grouper; it lacks \['slot_dim'"
-    ):
-        ObjectCentricModel(model.encoder, nn.Linear(2, 2), nn.Identity, lambda **_: nn.Identity(), 10)
 
 
 def test_video_frames_are_encoded_independently() -> None:

@@ -159,18 +159,18 @@ def test_hub_weights_enter_by_their_pretrained_identity(compose_train: Callable[
 
 
 def test_run_dir_of_another_config_is_refused(compose_train: Callable[..., DictConfig], tmp_path: Path):
-    owner = compose_train("decoder=slot_mixer", "grouper.n_slots=5")
-    experiment.write_identity(tmp_path, owner, experiment.experiment_id(owner))
-    same = compose_train("decoder=slot_mixer", "grouper.n_slots=5", "logger=none")
-    experiment.check_run_dir(tmp_path, same, experiment.experiment_id(same))  # no raise: the same experiment
-    other = compose_train("decoder=mlp", "grouper.n_slots=5", "seed=3")
+    here = f"run_dir={tmp_path}"
+    owner = compose_train("decoder=slot_mixer", "grouper.n_slots=5", here)
+    experiment.write_identity(experiment.locate(owner), owner.seed)
+    same = compose_train("decoder=slot_mixer", "grouper.n_slots=5", "logger=none", here)
+    experiment.locate(same)  # no raise: the same experiment
+    other = compose_train("decoder=mlp", "grouper.n_slots=5", "seed=3", here)
     with pytest.raises(experiment.SlotsweepError) as refused:
-        experiment.check_run_dir(tmp_path, other, experiment.experiment_id(other))
+        experiment.locate(other)
     message = str(refused.value)
     assert "decoder: SlotMixerDecoder -> MLPDecoder" in message and "seed: 0 -> 3" in message
     assert "force=true" in message and "grouper" not in message
-    forced = compose_train("decoder=mlp", "force=true")
-    experiment.check_run_dir(tmp_path, forced, experiment.experiment_id(forced))  # force sets it aside later
+    experiment.locate(compose_train("decoder=mlp", "force=true", here))  # force sets it aside later
 
 
 def test_exp_id_independent_of_key_order(compose_train: Callable[..., DictConfig]):
