@@ -112,8 +112,8 @@ def build_parts(cfg: DictConfig, train_clip_frames: int | None = None) -> ModelP
     if train_clip_frames is not None:
         for name, loss in losses.items():
             _one_line(loss.check_clip, name, train_clip_frames)
-    grouper = _built(cfg.grouper, Grouper, "grouper")
-    require(grouper.initializer, SlotInitializer, "grouper.initializer")
+    # its initializer first: a grouper's n_slots is usually its initializer's
+    grouper = _built(cfg.grouper, Grouper, "grouper", member=("initializer", SlotInitializer))
     predictor, decoder = _instantiate(cfg.predictor), _instantiate(cfg.decoder)
     require(predictor, Predictor, "predictor")  # partials: their classes are checked
     require(decoder, Decoder, "decoder")
@@ -141,13 +141,23 @@ def build_model(
     return model, parts.losses
 
 
-def _built(node: Any, contract: type, key: str, prefix: str = "", **kwargs: Any) -> Any:
+def _built(
+    node: Any,
+    contract: type,
+    key: str,
+    prefix: str = "",
+    member: tuple[str, type] | None = None,
+    **kwargs: Any,
+) -> Any:
     """The part of `node` built with `kwargs`, checked against `contract` under `key`: its class
     before its constructor runs (a class outside the contract may not even construct), the built
-    part's declared facts after."""
+    part's declared facts after; `member` (name, contract), a part it owns, checked in between
+    as `<key>.<name>`."""
     factory = _instantiate(node, _partial_=True, **kwargs)
     require(factory, contract, key)
     part = _one_line(factory, prefix=prefix)
+    if member is not None and hasattr(part, member[0]):
+        require(getattr(part, member[0]), member[1], f"{key}.{member[0]}")
     require(part, contract, key)
     return part
 
