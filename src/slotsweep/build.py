@@ -5,12 +5,16 @@ wherever it is used, and each is checked against its contract (slotsweep.contrac
 The order puts every refusal before the expensive part: the datamodule and the cheap parts are
 built and checked (the grouper and its initializer, the predictor and decoder classes, the losses
 against the clip length), then the encoder (a ViT, loading its weights). `models/` and `data/`
-know nothing of Hydra; this module is where their YAML meets their constructors.
+know nothing of Hydra; this module is where their YAML meets their constructors. A checkpoint's
+model is built here too: `checkpoint_config` then `build_model(cfg, ckpt=...)` (eval, infer); a
+resume builds `build_model(cfg)` and Lightning loads the checkpoint into it, through the same check
+of the frozen encoder (models.weights).
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -32,9 +36,10 @@ from slotsweep.errors import SlotsweepError
 from slotsweep.losses import channel_layout
 from slotsweep.metric_names import METRICS
 from slotsweep.models.object_centric import ObjectCentricModel
-from slotsweep.models.weights import load_model_weights
+from slotsweep.models.weights import frozen_source, left_out_frozen, load_model_weights
 from slotsweep.optim import AdamWarmupDecay
 from slotsweep.runs import experiment
+from slotsweep.runs.checkpoint_files import load_run_config
 
 __all__ = [
     "ModelParts",
@@ -44,6 +49,7 @@ __all__ = [
     "build_model",
     "build_optim",
     "build_parts",
+    "checkpoint_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,10 +128,11 @@ def build_parts(cfg: DictConfig, train_clip_frames: int | None = None) -> ModelP
 
 
 def build_model(
-    cfg: DictConfig, parts: ModelParts | None = None
+    cfg: DictConfig, parts: ModelParts | None = None, ckpt: str | Path | None = None
 ) -> tuple[ObjectCentricModel, dict[str, Loss]]:
-    """The model (with `load_weights` loaded) and its {name: loss} dict, from `parts` (else built
-    here): the encoder is built last, a ViT loading its weights, and checked as built."""
+    """The model (with `load_weights` loaded, then `ckpt`'s weights: cfg from checkpoint_config)
+    and its {name: loss} dict, from `parts` (else built here): the encoder is built last, a ViT
+    loading its weights, and checked as built."""
     parts = build_parts(cfg) if parts is None else parts
     log.info(f"Instantiating encoder <{cfg.encoder._target_}>")
     encoder = _built(cfg.encoder, Encoder, "encoder", allow_pickle=cfg.allow_pickle)
@@ -137,8 +144,48 @@ def build_model(
         decoder_channels=sum(channel_layout(parts.losses, encoder)),
     )
     if cfg.load_weights is not None:  # a released reference checkpoint or one of ours
-        load_model_weights(model, cfg.load_weights, "load_weights", cfg.allow_pickle)
+        load_model_weights(model, cfg.load_weights, "load_weights", cfg.allow_pickle, _source(cfg))
+    if ckpt is not None:
+        load_model_weights(model, ckpt, "ckpt", cfg.allow_pickle, _source(cfg))
     return model, parts.losses
+
+
+def _source(cfg: DictConfig) -> str:
+    return frozen_source(OmegaConf.to_container(cfg, resolve=True))
+
+
+def checkpoint_config(
+    ckpt: str | Path,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    allow_pickle: bool = False,
+) -> DictConfig:
+    """The config that rebuilds checkpoint `ckpt`'s model with build_model(cfg, ckpt=ckpt): the
+    training config it carries (or the `config` file), with the dotlist `overrides`.
+
+    Where the checkpoint left its frozen encoder out, the config keeps the weights sources it was
+    trained with (encoder.weights, encoder.pretrained, load_weights): they rebuild the encoder,
+    checked by hash (a moved file: override encoder.weights). Where it holds every tensor (an older
+    checkpoint, a trainable encoder), they are dropped: no weights file is read, nothing downloaded.
+    """
+    cfg = OmegaConf.merge(
+        load_run_config(ckpt, config, allow_pickle), OmegaConf.from_dotlist(list(overrides))
+    )
+    if left_out_frozen(ckpt, "ckpt", allow_pickle):
+        files = {"encoder.weights": cfg.encoder.get("weights"), "load_weights": cfg.load_weights}
+        for key, path in files.items():
+            if path is not None and not Path(path).is_file():
+                raise SlotsweepError(
+                    f"ckpt={ckpt} left out its frozen encoder, which is rebuilt from {key}={path}; "
+                    f'that file does not exist: pass where it is now, e.g. overrides=["{key}=<file>"]'
+                )
+    else:
+        cfg.load_weights = None
+        for key, value in (("pretrained", False), ("weights", None)):
+            if key in cfg.encoder:  # the ViT's source keys; another encoder may have none
+                cfg.encoder[key] = value
+    cfg.allow_pickle = allow_pickle
+    return cfg
 
 
 def _built(

@@ -59,6 +59,7 @@ import shutil
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol, runtime_checkable
@@ -86,6 +87,7 @@ __all__ = [
     "feature_cache_sources",
     "storage_dtype",
     "stored_arrays",
+    "weights_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,6 +368,33 @@ def feature_cache_sources(datamodule: object, stage: str | None = None) -> dict[
     return datamodule.feature_cache_sources(stage)
 
 
+# module -> (its tensors' version counters, their sha256) of the last weights_sha256
+_WEIGHTS_SHA256: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and raw bytes, in name order).
+
+    Computed once per module and state: a frozen encoder is hashed once per process, however many
+    checkpoints and caches name it (ViT-B: ~0.3 GB of tensors). A tensor written in place (a load)
+    bumps its version counter, which makes the module's next call hash it again.
+    """
+    state = module.state_dict()
+    versions = tuple(tensor._version for tensor in state.values())
+    known = _WEIGHTS_SHA256.get(module)
+    if known is not None and known[0] == versions:
+        return known[1]
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy())  # the raw bytes, for any dtype
+    _WEIGHTS_SHA256[module] = (versions, digest.hexdigest())
+    return digest.hexdigest()
+
+
 def encoder_identity(encoder: FrameEncoder, config: dict[str, Any]) -> dict[str, Any]:
     """What decides the encoder's outputs: its config, a hash of its weights, timm and torch versions.
 
@@ -375,14 +404,9 @@ def encoder_identity(encoder: FrameEncoder, config: dict[str, Any]) -> dict[str,
         config: the encoder's config (`encoder.*`); `weights` (a path, which may differ between
             machines for the same file) is left out.
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy())  # the raw bytes, for any dtype
     return {
         "config": {k: v for k, v in config.items() if k != "weights"},
-        "weights_sha256": digest.hexdigest(),
+        "weights_sha256": weights_sha256(encoder),
         "timm": importlib.metadata.version("timm"),
         "torch": torch.__version__.split("+")[0],  # the CPU and CUDA builds compute the same features
     }

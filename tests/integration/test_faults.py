@@ -60,8 +60,9 @@ def test_same_config_twice_gives_identical_metrics(compose_train: Callable[..., 
 def test_damaged_last_checkpoint_resumes_from_the_newest_readable(
     compose_train: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
 ):
-    """last.ckpt cut short (a full disk, a copy cut off): the run resumes from its newest readable
-    step checkpoint with a warning, and ends with the metrics of the undamaged run."""
+    """last.ckpt cut short (a copy cut off that followed its link, a full disk): the run resumes
+    from its newest readable step checkpoint with a warning, and ends with the metrics of the
+    undamaged run, last.ckpt linking to its newest step checkpoint again."""
     caplog.set_level(logging.INFO)
     cfg = compose_train()
     task.run(cfg)
@@ -69,14 +70,16 @@ def test_damaged_last_checkpoint_resumes_from_the_newest_readable(
     first = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").unlink()  # as after a kill: not completed
     last = run_dir / LAST_CHECKPOINT
-    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    whole = last.read_bytes()
+    last.unlink()  # the link; its step checkpoint stays whole
+    last.write_bytes(whole[: len(whole) // 2])
     task.run(compose_train())
     assert f"{last} is unreadable" in caplog.text
     assert f"Resuming from {run_dir / 'checkpoints' / 'step0000004.ckpt'}" in caplog.text
     second = json.loads((run_dir / "results.json").read_text())
     assert second["status"] == "completed" and second["step"] == first["step"]
     assert second["metrics"] == first["metrics"]
-    assert is_readable(last)
+    assert is_readable(last) and last.is_symlink()
 
 
 def _wait_for(condition: Callable[[], bool], process, timeout_s: float = 300) -> None:

@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,13 +139,14 @@ def test_compiled_and_eager_runs_give_the_same_losses(
 
 
 def _wait_for_checkpoint(process, checkpoints: Callable[[], list[Path]]) -> None:
-    """Poll until the running process has written last.ckpt and a step checkpoint.
+    """Poll until the running process's last.ckpt links to a step checkpoint after training steps
+    (not step0000000.ckpt, the initial weights).
 
     Bounded by the process itself: if it exits first, the test fails (it finished too fast to kill).
     """
     while process.poll() is None:
-        names = {p.name for p in checkpoints()}
-        if "last.ckpt" in names and any(name.startswith("step") for name in names):
+        last = [p for p in checkpoints() if p.name == "last.ckpt"]
+        if last and os.readlink(last[0]) != "step0000000.ckpt":
             return
         time.sleep(0.05)
     pytest.fail(f"src/train.py exited with {process.returncode} before writing a step checkpoint")

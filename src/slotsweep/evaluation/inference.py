@@ -9,7 +9,7 @@ sides a centre crop cuts off) masks.npz holds `OUTSIDE` and the overlay is dimme
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,15 +20,13 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from slotsweep.build import build_model
+from slotsweep.build import build_model, checkpoint_config
 from slotsweep.data.transforms import frames_to_tensor
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.masks import patch_grid
 from slotsweep.evaluation.visualize import overlay
 from slotsweep.models.initializers import check_n_slots
 from slotsweep.models.object_centric import ObjectCentricModel
-from slotsweep.models.weights import load_model_weights
-from slotsweep.runs.checkpoint_files import load_run_config
 
 __all__ = [
     "OUTSIDE",
@@ -149,18 +147,19 @@ def resolve_device(accelerator: str) -> torch.device:
 
 
 def load_checkpoint_model(
-    ckpt: str | Path, config: str | Path | None = None, allow_pickle: bool = False
+    ckpt: str | Path,
+    config: str | Path | None = None,
+    allow_pickle: bool = False,
+    overrides: Sequence[str] = (),
 ) -> tuple[ObjectCentricModel, DictConfig]:
-    """The model of a training run: weights from `ckpt`, config from it (or from `config`).
+    """The model of a training run: weights from `ckpt`, config from it (or from `config`) with
+    the dotlist `overrides` (build.checkpoint_config; e.g. encoder.weights=<file> where a frozen
+    encoder it left out must be rebuilt from a file that has moved).
 
     allow_pickle: read a checkpoint that needs arbitrary unpickling (trusted files only).
     """
-
-    cfg = load_run_config(ckpt, config, allow_pickle)
-    cfg.encoder.pretrained, cfg.encoder.weights = False, None  # the checkpoint holds the encoder too
-    cfg.load_weights, cfg.allow_pickle = None, allow_pickle
-    model, _ = build_model(cfg)
-    load_model_weights(model, ckpt, "ckpt", allow_pickle)
+    cfg = checkpoint_config(ckpt, config, overrides, allow_pickle)
+    model, _ = build_model(cfg, ckpt=ckpt)
     return model.eval(), cfg
 
 
@@ -194,7 +193,7 @@ def run_inference(cfg: DictConfig) -> Path:
     _check_resize(cfg.resize)
     if cfg.n_slots is not None:
         check_n_slots(cfg.n_slots, "n_slots")
-    model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle)
+    model, _ = load_checkpoint_model(cfg.ckpt, cfg.config, cfg.allow_pickle, list(cfg.overrides))
     model.to(device)
     source = FrameSource(cfg.video)
     height, width = source.read(0, 1).shape[1:3]

@@ -1,14 +1,16 @@
-"""Checkpoint files that survive a kill: written whole or not at all, and a resume that skips a
-damaged one.
+"""Checkpoint files that survive a kill: written whole or not at all, one file per save, and a
+resume that skips a damaged one.
 
 A SIGKILL (preemption, OOM) during `torch.save` leaves half a file; written to a temporary name
 and renamed, a checkpoint is either the old one or the new one. A file damaged some other way
 (a full disk, a copy cut short) is found by its zip checksums before Lightning loads it.
+
+Each save is one step file (`step<N>.ckpt`); `last.ckpt` is a relative symbolic link to the newest,
+swapped in by a rename too, so it names a whole file at every moment and costs no second copy.
 """
 
 import logging
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,8 @@ __all__ = [
     "LAST_CHECKPOINT",
     "AtomicCheckpointIO",
     "SafeCheckpointIO",
-    "atomic_copy",
     "is_readable",
+    "link_last",
     "load_run_config",
     "resume_checkpoint",
 ]
@@ -59,14 +61,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy `source` over `target` so that `target` is never half written."""
-    tmp = _temporary(Path(target))
+def link_last(checkpoint: Path) -> Path:
+    """Point `last.ckpt` beside `checkpoint` at it (a relative link: a copied run dir keeps it);
+    the link is made under a temporary name and renamed over the old one. Returns the link."""
+    checkpoint = Path(checkpoint)
+    last = checkpoint.with_name(LAST)
+    tmp = _temporary(last)
+    tmp.unlink(missing_ok=True)
     try:
-        shutil.copyfile(source, tmp)
-        _replace(tmp, Path(target))
+        tmp.symlink_to(checkpoint.name)
+        os.replace(tmp, last)
     finally:
         tmp.unlink(missing_ok=True)
+    return last
 
 
 def is_readable(path: Path) -> bool:

@@ -4,40 +4,57 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from slotsweep.runs.checkpoint_files import atomic_copy
+from slotsweep.runs.checkpoint_files import LAST, link_last
 from slotsweep.training.module import NonFiniteLossError, ObjectCentricModule
 
 __all__ = ["VerifiedCheckpoint"]
 
 
 class VerifiedCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that never leaves a run with only weights whose loss was NaN/inf.
+    """ModelCheckpoint that writes one file per save, links `last.ckpt` to the newest
+    (runs.checkpoint_files.link_last), and never leaves a run with only weights whose loss was NaN/inf.
 
     A step checkpoint holds the weights after that step's update; their loss is only seen on the next
     batch. So the step checkpoint before the newest is deleted once a batch trained from the newest
     weights ends (its loss was finite), not when the newest is written. If that loss is NaN/inf
-    instead, the newest checkpoint is dropped and `last` rolls back to the one before.
+    instead, the newest checkpoint is dropped and `last` links back to the one before.
 
     A fresh run also checkpoints its initial weights (step 0), so a NaN within the first
     `every_n_train_steps` steps has a finite-loss checkpoint to roll back to as well.
+
+    Args: those of ModelCheckpoint, without `save_last` (always the link) and `save_top_k` (1: the
+    newest step checkpoint, as the reference keeps).
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(save_top_k=1, save_last=False, **kwargs)  # last.ckpt is our link, not a copy
         self._superseded: list[str] = []  # older step checkpoints, kept until the newest proves good
 
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            link_last(Path(filepath))
+
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        if filepath == self.last_model_path:
-            super()._remove_checkpoint(trainer, filepath)
-        else:
-            self._superseded.append(filepath)
+        self._superseded.append(filepath)
 
     def _drop_superseded(self, trainer: L.Trainer) -> None:
         for path in self._superseded:
             super()._remove_checkpoint(trainer, path)
         self._superseded.clear()
+
+    def save_final(self, trainer: L.Trainer) -> None:
+        """The state at the end of fit (after its last validation, with the step a pause stopped at)
+        as the newest step checkpoint, which a later resume, eval and aggregation read through
+        last.ckpt; it replaces a step checkpoint of the same step, and the older one is removed."""
+        path = self.format_checkpoint_name({"step": torch.tensor(trainer.global_step)})
+        previous, self.best_model_path = self.best_model_path, path  # before saving: part of the state
+        self._save_checkpoint(trainer, path)
+        if previous and previous != path:
+            super()._remove_checkpoint(trainer, previous)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         super().on_train_start(trainer, module)
@@ -47,7 +64,7 @@ class VerifiedCheckpoint(ModelCheckpoint):
         # a resumed session removes it like any other superseded checkpoint.
         if trainer.is_global_zero:
             for path in sorted(Path(self.dirpath).glob("*.ckpt")):
-                if str(path) != self.best_model_path and not path.name.startswith(self.CHECKPOINT_NAME_LAST):
+                if str(path) != self.best_model_path and path.name != LAST:
                     self._superseded.append(str(path))
         if trainer.global_step == 0:  # the initial weights: what a NaN in the first steps rolls back to
             initial = self.format_checkpoint_name(self._monitor_candidates(trainer))
@@ -79,6 +96,5 @@ class VerifiedCheckpoint(ModelCheckpoint):
             super()._remove_checkpoint(trainer, bad)
             self.best_model_path = good
             self._drop_superseded(trainer)
-        if self.best_model_path and trainer.is_global_zero:  # last.ckpt too, made if not saved yet
-            last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
-            atomic_copy(Path(self.best_model_path), last)
+        if self.best_model_path and trainer.is_global_zero:
+            link_last(Path(self.best_model_path))

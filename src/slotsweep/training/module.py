@@ -18,6 +18,13 @@ from slotsweep.evaluation.metrics import make_metrics
 from slotsweep.losses import channel_layout
 from slotsweep.metric_names import METRICS, val_key
 from slotsweep.models.object_centric import ObjectCentricModel
+from slotsweep.models.weights import (
+    FROZEN_RECORD,
+    frozen_record,
+    frozen_source,
+    leave_out_frozen,
+    put_back_frozen,
+)
 from slotsweep.optim import AdamWarmupDecay
 
 __all__ = [
@@ -66,7 +73,8 @@ class ObjectCentricModule(L.LightningModule):
         eval_seed: seed of the slot initialisation at validation, so metrics are repeatable.
         eval_n_slots: number of slots at validation; None = the grouper's (training) count.
         run_config: the resolved training config, stored in every checkpoint so that eval and
-            infer rebuild the model from the checkpoint alone (checkpoints.load_run_config).
+            infer rebuild the model from the checkpoint alone (build.checkpoint_config); its weights
+            sources rebuild the frozen encoder that checkpoints leave out (models.weights).
         eval_masks: which masks validation scores: "decoder" (the reference's) or "grouping"
             (slot attention's), see slotsweep.evaluation.protocol.MASK_SOURCES.
         eval_jandf: also score J&F (video datasets; costs boundary extraction, slotsweep.evaluation.jandf).
@@ -278,18 +286,44 @@ class ObjectCentricModule(L.LightningModule):
     def elapsed_s(self) -> float:
         return self.wall_time_s + time.monotonic() - self._session_start
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["slotsweep"] = {
+    def checkpoint_section(self) -> dict[str, Any]:
+        """The checkpoint's `slotsweep` section: what eval, infer and a resume read besides the
+        weights (the run's config, its frozen encoder's record, the training draws' state)."""
+        return {
             "best_metrics": self.best_metrics,
             "wall_time_s": self.elapsed_s(),
             "config": self.run_config,
             "train_generator": self.train_generator().get_state(),
+            FROZEN_RECORD: frozen_record(self.model, self._frozen_source()),
         }
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("slotsweep", {})
-        self.best_metrics = dict(state.get("best_metrics", {}))
-        self.wall_time_s = state.get("wall_time_s", 0.0)
-        self._train_generator_state = state.get("train_generator")
+    def load_section(self, section: dict[str, Any]) -> None:
+        """Restore what checkpoint_section saved (the weights apart)."""
+        self.best_metrics = dict(section.get("best_metrics", {}))
+        self.wall_time_s = section.get("wall_time_s", 0.0)
+        self._train_generator_state = section.get("train_generator")
         self._train_generator = None
         self._session_start = time.monotonic()
+
+    def _frozen_source(self) -> str:
+        return "this config" if self.run_config is None else frozen_source(self.run_config)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["slotsweep"] = self.checkpoint_section()
+        leave_out_frozen(checkpoint["state_dict"], self.model, "model.")  # rebuilt from its source
+
+    def restore_frozen(
+        self, state: dict[str, Tensor], section: dict[str, Any], prefix: str, name: str
+    ) -> None:
+        """Put this model's frozen encoder (rebuilt from the run config's source) into a checkpoint's
+        `state`, which holds the model under `prefix`, if the checkpoint (`name`, for messages) left
+        it out as its `section` records; models.weights.put_back_frozen checks its sha256."""
+        record = section.get(FROZEN_RECORD)
+        put_back_frozen(state, self.model, record, prefix, name, self._frozen_source())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        section = checkpoint.get("slotsweep", {})
+        self.restore_frozen(
+            checkpoint["state_dict"], section, "model.", f"checkpoint {self.trainer.ckpt_path}"
+        )
+        self.load_section(section)

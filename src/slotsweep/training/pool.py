@@ -45,6 +45,7 @@ from slotsweep import numerics
 from slotsweep.build import build_datamodule
 from slotsweep.contracts import EncoderOutput
 from slotsweep.errors import SlotsweepError
+from slotsweep.models.weights import leave_out_frozen
 from slotsweep.runs import experiment
 from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, SafeCheckpointIO, resume_checkpoint
 from slotsweep.runs.lock import RunDirLock, claim_run_dir
@@ -274,12 +275,13 @@ class PoolModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         heads = []
-        for head, run, (optimizer, schedule) in zip(self.heads, self.runs, self.head_optimizers, strict=True):
-            section: dict[str, Any] = {}
-            head.on_save_checkpoint(section)
+        for k, (head, run, (optimizer, schedule)) in enumerate(
+            zip(self.heads, self.runs, self.head_optimizers, strict=True)
+        ):
+            leave_out_frozen(checkpoint["state_dict"], head.model, f"heads.{k}.model.")  # as a solo run
             heads.append(
                 {
-                    "slotsweep": section["slotsweep"],
+                    "slotsweep": head.checkpoint_section(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "status": run.status,
@@ -297,8 +299,10 @@ class PoolModule(L.LightningModule):
                 f"pool checkpoint has {len(heads)} heads, this pool {len(self.heads)}: a pool resumes "
                 "with the configs it started with"
             )
-        for head, run, state in zip(self.heads, self.runs, heads, strict=True):
-            head.on_load_checkpoint({"slotsweep": state["slotsweep"]})
+        for k, (head, run, state) in enumerate(zip(self.heads, self.runs, heads, strict=True)):
+            name = f"pool checkpoint {self.trainer.ckpt_path}"
+            head.restore_frozen(checkpoint["state_dict"], state["slotsweep"], f"heads.{k}.model.", name)
+            head.load_section(state["slotsweep"])
             run.status, run.error, run.stopped_at = state["status"], state["error"], state["stopped_at"]
             run.start_step = state["start_step"]
         self._restored = heads
@@ -306,16 +310,14 @@ class PoolModule(L.LightningModule):
     def head_checkpoint(self, k: int) -> dict[str, Any]:
         """Head k as a solo run's checkpoint holds its module: what eval and infer read."""
         prefix = f"heads.{k}."
-        section: dict[str, Any] = {}
-        self.heads[k].on_save_checkpoint(section)
+        state = {
+            name[len(prefix) :]: value for name, value in self.state_dict().items() if name.startswith(prefix)
+        }
+        leave_out_frozen(state, self.heads[k].model, "model.")
         optimizer, schedule = self.head_optimizers[k]
         return {
-            "state_dict": {
-                name[len(prefix) :]: value
-                for name, value in self.state_dict().items()
-                if name.startswith(prefix)
-            },
-            "slotsweep": section["slotsweep"],
+            "state_dict": state,
+            "slotsweep": self.heads[k].checkpoint_section(),
             "optimizer_states": [optimizer.state_dict()],
             "lr_schedulers": [schedule.state_dict()],
             "global_step": self.global_step,
@@ -436,7 +438,7 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
         if resume is not None:
             log.info(f"pool {directory.name}: resuming from {resume}")
         trainer.fit(pool, datamodule=datamodule, ckpt_path=resume)
-        trainer.save_checkpoint(directory / LAST_CHECKPOINT, weights_only=False)
+        trainer.checkpoint_callback.save_final(trainer)
         finishing = [k for k, run in enumerate(runs) if run.status == "training"]
         for k in finishing:
             runs[k].status = "completed"
@@ -460,8 +462,6 @@ def _pool_trainer(cfg: DictConfig, directory: Path, resolved: numerics.Numerics)
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint_every_n_steps,
-        save_top_k=1,
-        save_last=True,
     )
     progress = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.trainer.log_every_n_steps)
     return instantiate(cfg.trainer)(

@@ -14,16 +14,15 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from slotsweep.build import build_datamodule
+from slotsweep.build import build_datamodule, checkpoint_config
 from slotsweep.config import check_config
 from slotsweep.contracts import DataModule
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.jandf import JandF
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
 from slotsweep.metric_names import METRICS, val_key
-from slotsweep.models.weights import load_model_weights
 from slotsweep.results.loaders import load_local
-from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, load_run_config
+from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT
 from slotsweep.runs.experiment import EVAL_DIR
 from slotsweep.training.quiet import quiet_lightning
 from slotsweep.training.task import build_task
@@ -46,9 +45,10 @@ def _slot_counts(cfg: DictConfig) -> list[int | None]:
 
 
 def _train_config(ckpt: Path, config: Path | None, cfg: DictConfig) -> DictConfig:
-    """The run's config (`config`, else the one the checkpoint carries) with the command line's
-    dataset keys (those not null) and overrides."""
-    trained = load_run_config(ckpt, config, cfg.allow_pickle)
+    """The config that rebuilds the checkpoint's model (build.checkpoint_config: the run's config,
+    `config`, else the one the checkpoint carries; the overrides) with the command line's dataset
+    keys (those not null)."""
+    trained = checkpoint_config(ckpt, config, list(cfg.overrides), cfg.allow_pickle)
     dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset).items() if v is not None}
     unknown = [f"dataset.{k}={v}" for k, v in dataset.items() if k not in trained.dataset]
     if unknown:
@@ -56,8 +56,7 @@ def _train_config(ckpt: Path, config: Path | None, cfg: DictConfig) -> DictConfi
             f"{', '.join(unknown)}: the dataset of {ckpt} ({trained.dataset._target_}) has no such "
             f"key; leave it null"
         )
-    train_cfg = OmegaConf.merge(trained, {"dataset": dataset}, OmegaConf.from_dotlist(list(cfg.overrides)))
-    train_cfg.load_weights, train_cfg.allow_pickle = None, cfg.allow_pickle
+    train_cfg = OmegaConf.merge(trained, {"dataset": dataset})
     check_config(train_cfg)  # once per checkpoint, before anything is built
     return train_cfg
 
@@ -77,8 +76,7 @@ def score_checkpoint(
     """Validate `ckpt` under the eval options; write and return its eval record."""
     datamodule = build_datamodule(train_cfg.dataset)
     protocol = _protocol(train_cfg, cfg, n_slots, datamodule)
-    datamodule, module = build_task(train_cfg, "validate", datamodule)
-    load_model_weights(module.model, ckpt, "ckpt", cfg.allow_pickle)
+    datamodule, module = build_task(train_cfg, "validate", datamodule, ckpt)
     module.eval_seed, module.eval_n_slots, module.eval_masks = cfg.eval_seed, n_slots, cfg.masks
     if cfg.jandf:
         module.jandf = JandF(datamodule.ignore_background, datamodule.ignore_overlaps)

@@ -35,7 +35,7 @@ from slotsweep.contracts import DataModule
 from slotsweep.errors import SlotsweepError
 from slotsweep.evaluation.protocol import EvalProtocol, protocol_of
 from slotsweep.runs import experiment
-from slotsweep.runs.checkpoint_files import LAST_CHECKPOINT, SafeCheckpointIO, resume_checkpoint
+from slotsweep.runs.checkpoint_files import SafeCheckpointIO, resume_checkpoint
 from slotsweep.runs.lock import claim_run_dir
 from slotsweep.runs.trial_files import clear_stop_request
 from slotsweep.training import tracking
@@ -62,10 +62,11 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 
 
 def build_task(
-    cfg: DictConfig, stage: str = "fit", datamodule: DataModule | None = None
+    cfg: DictConfig, stage: str = "fit", datamodule: DataModule | None = None, ckpt: Path | None = None
 ) -> tuple[DataModule, ObjectCentricModule]:
     """Datamodule (`datamodule`, else built here) and LightningModule of a checked config
-    (config.check_config: experiment.locate runs it); each part built once.
+    (config.check_config: experiment.locate runs it); each part built once. With `ckpt`, the model
+    holds its weights (eval: cfg from build.checkpoint_config).
 
     The datamodule is set up for `stage` before the model is built, so missing data fails in
     milliseconds rather than after a ViT has loaded.
@@ -78,10 +79,12 @@ def build_task(
             "(contracts.DataModule.val_batch_keys); set visualize=null"
         )
     datamodule.setup(stage)
-    return datamodule, build_module(cfg, datamodule, stage)
+    return datamodule, build_module(cfg, datamodule, stage, ckpt)
 
 
-def build_module(cfg: DictConfig, datamodule: DataModule, stage: str = "fit") -> ObjectCentricModule:
+def build_module(
+    cfg: DictConfig, datamodule: DataModule, stage: str = "fit", ckpt: Path | None = None
+) -> ObjectCentricModule:
     """The LightningModule of a config over a set-up datamodule (a pool builds one per head). Every
     refusal (a part that breaks its contract, a loss that cannot train on the clips, the optimizer's
     and the metrics' arguments) comes before the encoder is built."""
@@ -91,7 +94,7 @@ def build_module(cfg: DictConfig, datamodule: DataModule, stage: str = "fit") ->
     conventions = (datamodule.ignore_background, datamodule.ignore_overlaps)
     metrics = build_metrics(cfg.metrics, *conventions)
     sources = feature_cache_sources(datamodule, stage) if cfg.cache else None  # before the ViT
-    model, losses = build_model(cfg, parts)
+    model, losses = build_model(cfg, parts, ckpt=ckpt)
     if sources is not None:  # after loading: the cache is keyed by the encoder weights in use
         _attach_cache(cfg, datamodule, sources, model, losses)
     return ObjectCentricModule(
@@ -184,8 +187,6 @@ def build_trainer(
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint_every_n_steps,
-        save_top_k=1,  # monitor=None: keeps the newest step checkpoint, as the reference
-        save_last=True,
     )
     # Under SLURM, submitit owns requeueing; Lightning's own requeue handler would fight it.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -296,7 +297,7 @@ def _train(
         if resume is not None:
             log.info(f"Resuming from {resume}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        trainer.save_checkpoint(directory / LAST_CHECKPOINT, weights_only=False)  # for a later resume
+        trainer.checkpoint_callback.save_final(trainer)  # for a later resume, eval, aggregation
         reporter = _reporter(trainer)
         paused = _paused(trainer)
         if reporter.stopped:  # pruned by the sweep: the last validation is the result
