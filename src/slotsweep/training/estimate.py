@@ -107,6 +107,7 @@ class Flops:
     frames: int  # frames of the counted clip
     n_patches: int  # P
     feat_dim: int  # D of the features and keys
+    input_size: int  # side of the square model input in pixels (the encoder's img_size)
 
 
 def count_flops(cfg: DictConfig) -> Flops:
@@ -133,6 +134,7 @@ def count_flops(cfg: DictConfig) -> Flops:
         trainable_per_clip=_flops(lambda: trainable(True)),
         trainable_forward_per_clip=forward,
         frames=T,
+        input_size=S,
         n_patches=model.encoder.n_patches,
         feat_dim=model.encoder.feat_dim,
     )
@@ -202,7 +204,8 @@ def forecast(
     encoder_step = 0 if cached else flops.encoder_per_frame * frames
     trainable_step = flops.trainable_per_clip * B
     sizes = _split_sizes(data)
-    stored = (sizes["train"]["height"], sizes["train"]["width"]) if sizes else (data.input_size,) * 2
+    # without declared split sizes, frames are taken as stored at the model's input size
+    stored = (sizes["train"]["height"], sizes["train"]["width"]) if sizes else (flops.input_size,) * 2
     S = flops.n_patches, flops.feat_dim
     per_frame_cache = 2 * S[0] * S[1] * _CACHE_BYTES  # features and keys
     cache_step = frames * per_frame_cache
@@ -252,7 +255,7 @@ def forecast(
         encoder_flops_per_step=float(encoder_step),
         trainable_flops_per_step=float(trainable_step),
         loader_bytes_per_step=frames * stored[0] * stored[1] * 3,
-        loader_float32_bytes_per_step=frames * 3 * data.input_size**2 * 4,
+        loader_float32_bytes_per_step=frames * 3 * flops.input_size**2 * 4,
         cache_bytes_per_step=cache_step,
         step_seconds=step,
         gpu_hours=hours,
@@ -262,7 +265,7 @@ def forecast(
         cache_views=views,
         loader_frames_per_s=frames_per_s,
         loader_cores=loader_cores,
-        loader_workers=int(data.num_workers),
+        loader_workers=int(data.get("num_workers") or 0),  # a datamodule may have no such key
         split_sizes=sizes,
         assumptions=assumptions,
     )
