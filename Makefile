@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml Makefile
 demo: setup  ## short training on shapes: prints FG-ARI/mBO, writes mask pictures
 	$(PY) src/train.py experiment=demo
 
+# Two test processes at a time (pytest-xdist): many tests wait on SLURM polls and training
+# subprocesses (benchmarks/results/test_parallel.md); TEST_JOBS=0 runs them one at a time.
+TEST_JOBS ?= 2
 test: setup  ## run the test suite (starts the local SLURM cluster when its packages exist)
-	$(PY) -m pytest -q -m "not heavy"
+	$(PY) -m pytest -q -m "not heavy" -n $(TEST_JOBS)
 
 test-all: setup  ## the test suite plus the reference-sized models at their true size
 	$(PY) -m pytest -q
