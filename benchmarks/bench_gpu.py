@@ -14,7 +14,8 @@ On reference-format MOVi-C shards written to a temp dir (`tests/real_formats.py`
   host memory and copied to the device each step, so the loader does not enter these rows;
 - the train loader alone at the preset's `dataset.num_workers`, in frames/s;
 - one validation batch: making it on the CPU (the val stream in this process) and scoring it;
-- one checkpoint save (state dict and optimizer state, what a Lightning checkpoint mostly holds).
+- one checkpoint save (state dict without the frozen encoder, and optimizer state: what a run's
+  checkpoint holds).
 
 Rows are timed in alternating rounds (every row once per round, so all see the same machine state);
 each cell is the median over rounds with the min-max spread. Beside each row: what
@@ -42,6 +43,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from slotsweep import numerics
+from slotsweep.models.weights import leave_out_frozen
 from slotsweep.training import estimate, task
 
 # The steps run the module's training_step without a Trainer (rows alternate within one process):
@@ -168,10 +170,11 @@ class Stepper:
         return n
 
     def save(self, path: Path) -> float:
-        """What a Lightning checkpoint mostly holds: the state dict and the optimizer state."""
-        torch.save(
-            {"state_dict": self.module.state_dict(), "optimizer_states": [self.optimizer.state_dict()]}, path
-        )
+        """What a Lightning checkpoint mostly holds: the state dict without the frozen encoder (a run
+        rebuilds it from its source, as training/module.py saves) and the optimizer state."""
+        state = self.module.state_dict()
+        leave_out_frozen(state, self.module.model, "model.")
+        torch.save({"state_dict": state, "optimizer_states": [self.optimizer.state_dict()]}, path)
         return 1.0
 
 
