@@ -112,8 +112,9 @@ class ModelParts:
 def build_parts(cfg: DictConfig, train_clip_frames: int | None = None) -> ModelParts:
     """The model's cheap parts, each checked against its contract, and the encoder's class;
     `train_clip_frames` (a training run's, from its datamodule): each loss checks it can train on
-    such clips. The grouper draws from the global generator first, as it always did, so a seed
-    gives the same initial weights."""
+    such clips. These parts draw from the global generator before the encoder is built (the
+    encoder used to be built first): a seed gives other initial weights than before that change,
+    a random-init ViT's included (the demo's numbers moved with it)."""
     losses = build_losses(cfg.loss)
     if train_clip_frames is not None:
         for name, loss in losses.items():
