@@ -54,6 +54,13 @@ class TrainConfig:
     # higher one (or null: to trainer.max_steps) it resumes exactly where it stopped. Not part of
     # the experiment id: the run is the same, only cut in segments (a sweep's rungs)
     pause_at_step: int | None = None
+    # the position in the seed's data stream the run starts at: a trial pool's head that joined a
+    # running stream trains on its batches from there (training/pool.py); part of the experiment id
+    # when not 0
+    stream_start_step: int = 0
+    # set by a sweep with hydra.sweeper.pool_size > 1: this job runs the trial pool in that folder
+    # (its heads are the tickets there; runs/pool_queue.py), not one run
+    pool_dir: str | None = None
     load_weights: str | None = None  # initial weights (this project's or reference checkpoint)
     # Read checkpoints/weights files that need arbitrary unpickling (resume, load_weights,
     # encoder.weights). Unpickling can run code from the file: only for files you trust.

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, open_dict
 from conftest import REPO
 from slotsweep.errors import SlotsweepError
 from slotsweep.runs import experiment
-from slotsweep.runs.trial_files import read_reports
+from slotsweep.runs.pool_queue import PoolQueue
+from slotsweep.runs.trial_files import read_reports, request_stop
 from slotsweep.training import task
 from slotsweep.training.pool import run_pool
 
@@ -101,6 +103,51 @@ def test_a_killed_pool_resumes_every_head(debug_overrides: list[str], data_dir: 
     for directory in sorted((tmp_path / "runs").glob("*/seed0")):
         results = json.loads((directory / "results.json").read_text())
         assert results["status"] == "completed" and results["step"] == 30
-        # this session's steps: from the checkpoint it resumed (the newest one at the kill) to the end
-        assert 30 - results["steps"] >= killed_at >= 2
+        # the session resumed from the newest checkpoint at the kill and trained to the end
+        assert killed_at >= 2 and results["steps"] >= 30
+        assert results["segments"] == [
+            {"from_step": killed_at, "to_step": 30, "started": "requeued", "ended": "completed"}
+        ]
         assert sorted(read_reports(directory)) == [10, 20, 30]
+
+
+def test_a_pruned_head_is_replaced_by_one_that_joins_the_running_stream(
+    compose_train: Callable[..., DictConfig], tmp_path: Path
+):
+    """Head 0 is pruned at its first validation (step 2); a third trial handed to the running pool
+    then joins at a later validation step S and trains its 4 steps on the stream's batches from S.
+    Its results equal a solo run of its config with stream_start_step=S, and its id says S."""
+    long, pruned, joining = (
+        composed(compose_train, tmp_path / "pooled", *o)
+        for o in (["trainer.max_steps=8"], ["optim.base_lr=0.001"], ["grouper.n_slots=3"])
+    )
+    pool_dir = tmp_path / "pool"
+    queue = PoolQueue(pool_dir)
+
+    def prune_then_hand_over() -> None:
+        while (record := queue.accepted("head001")) is None:
+            time.sleep(0.01)
+        request_stop(Path(record["run_dir"]), "pruned by the test")
+        while queue.accepted("head001").get("status") is None:
+            time.sleep(0.01)
+        assert queue.submit("head002", joining)
+
+    helper = threading.Thread(target=prune_then_hand_over)
+    helper.start()
+    run_pool([long, pruned], pool_dir)
+    helper.join()
+
+    record = queue.accepted("head002")
+    assert record["status"] == "completed"
+    start = record["start_step"]
+    assert start in (2, 4, 6, 8), "a head joins at a validation step"
+    head = json.loads((Path(record["run_dir"]) / "results.json").read_text())
+    assert head["pool"]["start_step"] == start and head["step"] == 4
+    assert json.loads((Path(queue.accepted("head001")["run_dir"]) / "results.json").read_text())["step"] == 2
+    assert results_of(long)["step"] == 8 and results_of(long)["status"] == "completed"
+    solo = composed(compose_train, tmp_path / "solo", "grouper.n_slots=3", f"stream_start_step={start}")
+    task.run(solo)
+    assert results_of(solo)["exp_id"] == head["exp_id"] != experiment.experiment_id(joining)
+    assert head["metrics"] == pytest.approx(results_of(solo)["metrics"], rel=POOL_TOL)
+    reports = read_reports(Path(record["run_dir"]))
+    assert sorted(reports) == [2, 4], "its own steps, as the solo run's"

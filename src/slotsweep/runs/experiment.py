@@ -49,6 +49,7 @@ NON_RESULT_KEYS = (
     "seed",
     "force",
     "pause_at_step",  # where a session stops, not what the run computes (training/exact_resume.py)
+    "pool_dir",  # which process trains it (a trial pool's heads equal their solo runs)
     "allow_pickle",
     "run_dir",
     "objective",
@@ -181,6 +182,8 @@ def identity(cfg: DictConfig, resolved: numerics.Numerics | None = None) -> dict
     tree = OmegaConf.to_container(cfg, resolve=True)
     tree["trainer"]["precision"] = resolved.label
     tree.pop("strict_fp32", None)
+    if not tree.get("stream_start_step"):  # the stream from its start: ids from before the key stay
+        tree.pop("stream_start_step", None)
     declared = tree["dataset"].get(NON_RESULT_DECLARATION)
     skipped = non_result_keys(declared)
     unknown = [k for k in declared or [] if k not in tree["dataset"]]

@@ -18,6 +18,7 @@ settings, and is requeued by submitit on timeout or preemption:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -268,5 +269,6 @@ def make_jobs(launcher: Any, config: Any, hydra_context: Any, task_function: Any
     runner = LocalLauncher(submitit_folder=str(folder))
     runner.setup(hydra_context=hydra_context, task_function=task_function, config=config)
     sweeper = config.hydra.sweeper
-    n_slots = sweeper.n_jobs * max(1, len(sweeper.seeds or []))
+    # jobs in flight at once: one per trial and seed, or per pool (pool_size trials) and seed
+    n_slots = math.ceil(sweeper.n_jobs / sweeper.get("pool_size", 1)) * max(1, len(sweeper.seeds or []))
     return LocalJobs(_local_executor(folder), runner, folder, n_slots, sweeper.split_local_devices)

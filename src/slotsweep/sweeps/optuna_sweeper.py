@@ -34,6 +34,7 @@ from slotsweep.sweeps.curves import write_curves
 from slotsweep.sweeps.forecast import sweep_forecast
 from slotsweep.sweeps.job_devices import check_local_devices, check_slurm_tasks
 from slotsweep.sweeps.jobs import Jobs, make_jobs
+from slotsweep.sweeps.pools import Pools
 from slotsweep.sweeps.promoting import PromotionLoop
 from slotsweep.sweeps.promotion import Rungs
 from slotsweep.sweeps.search_space import SearchSpace, override_string, parse_search_space
@@ -89,12 +90,23 @@ class OptunaSweep:
         )
         self.confirm = OmegaConf.create(settings.confirm)
         self.forecast_gpu = settings.forecast_gpu
+        self.pool_size = settings.pool_size
+        self.pools: Pools | None = None  # set by run() when pool_size > 1
         # hydra/sweeper/pruner=asha: the sweeper pauses and promotes (sweeps/promoting.py)
         self.rungs_cfg = self.pruner_cfg if self.pruner_cfg._target_ == ASHA_TARGET else None
         if self.rungs_cfg is not None and self.confirm.top_k > 0:
             raise SlotsweepError(
                 f"hydra.sweeper.confirm.top_k={self.confirm.top_k} with hydra/sweeper/pruner=asha: its last "
                 "rung is the confirmation (every seed of hydra.sweeper.seeds); set confirm.top_k=0"
+            )
+        if self.pool_size < 1:
+            raise SlotsweepError(
+                f"hydra.sweeper.pool_size={self.pool_size} must be >= 1 (1: one job per trial and seed)"
+            )
+        if self.pool_size > 1 and self.rungs_cfg is not None:
+            raise SlotsweepError(
+                f"hydra.sweeper.pool_size={self.pool_size} with hydra/sweeper/pruner=asha: a pool's "
+                "heads do not pause at rungs yet; use pool_size=1 with asha, or another pruner"
             )
         pruning = get_class(self.pruner_cfg._target_) is not optuna.pruners.NopPruner
         if pruning and len(self.directions) > 1:
@@ -162,6 +174,8 @@ class OptunaSweep:
                 study.set_metric_names(list(objective))
         log.info(f"Study '{study_name}' in {dashboard}: {planned} trials of {len(self.seeds)} seed(s)")
         backend = make_jobs(launcher, config, hydra_context, task_function)
+        if self.pool_size > 1:
+            self.pools = Pools(sweep_dir / "pools", self.pool_size, backend)
         if rungs is not None:
             stopped, n_failed = PromotionLoop(self, study, space, backend, rungs).run(planned)
         else:
@@ -265,6 +279,19 @@ class OptunaSweep:
                     raise SlotsweepError(message) from error
                 check_slurm_tasks(job_cfg)  # a multi-task job's trainer, before any trial exists
                 check_local_devices(job_cfg)
+                if self.pool_size > 1:
+                    self._check_poolable(job_cfg)
+
+    def _check_poolable(self, job_cfg: DictConfig) -> None:
+        """pool_size > 1 trains training runs on one device each: refuse any other task or trainer."""
+        if _run_dir(job_cfg) is None:
+            raise SlotsweepError(
+                f"hydra.sweeper.pool_size={self.pool_size}: only src/train.py's runs can share a pool; "
+                "set hydra.sweeper.pool_size=1"
+            )
+        from slotsweep.training.pool import check_stream  # torch: only a pooled sweep needs it
+
+        check_stream([_task_config(job_cfg)])
 
     def _log_forecast(self, space: SearchSpace, config: DictConfig, planned: int) -> None:
         """Log what the planned trials x seeds x steps cost (sweeps/forecast.py), for the sweep's
@@ -326,7 +353,8 @@ class OptunaSweep:
         for seed in seeds:
             job = [*space.fixed, *overrides, *([] if seed is None else [f"{SEED_KEY}={seed}"]), *extra]
             job_cfg = self.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
-            jobs.append(SeedJob(seed=seed, overrides=job, run_dir=_run_dir(job_cfg)))
+            task_cfg = _task_config(job_cfg) if self.pools is not None else None  # a pooled head's ticket
+            jobs.append(SeedJob(seed=seed, overrides=job, run_dir=_run_dir(job_cfg), task_cfg=task_cfg))
         return jobs
 
     def _trial_jobs(self, study: optuna.Study, number: int, jobs: list[SeedJob]) -> TrialJobs:
@@ -336,6 +364,7 @@ class OptunaSweep:
             jobs=jobs,
             save=lambda attrs: study._storage.set_trial_user_attr(trial_id, JOBS_ATTR, attrs),
             as_values=lambda value: _as_values(value, len(self.directions)),
+            pools=self.pools,
         )
 
     def _launch(
@@ -364,7 +393,7 @@ class OptunaSweep:
     ) -> TrialJobs:
         """`_adopt` with the trial's jobs given (an asha trial's at its rung)."""
         for job, stored in zip(jobs, trial.user_attrs.get(JOBS_ATTR, []), strict=False):
-            job.job_id, job.kind = stored["job_id"], stored["kind"]
+            job.adopt(stored)
         adopted = self._trial_jobs(study, trial.number, jobs)
         adopted.reported = dict(trial.intermediate_values)  # pruning goes on from what was reported
         ids = [job.job_id for job in jobs if job.job_id is not None and job.kind == backend.kind]
@@ -489,14 +518,20 @@ def _tell(study: optuna.Study, trial: Trial | int, **outcome: Any) -> None:
             raise
 
 
+def _task_config(job_cfg: DictConfig) -> DictConfig:
+    """A job's config without its own hydra node (job num, ...), which is not resolvable here."""
+    task_cfg = job_cfg.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    return task_cfg
+
+
 def _run_dir(job_cfg: DictConfig) -> Path | None:
     """The run dir a training job of this config writes (slotsweep.runs.experiment); None for another task."""
     if OmegaConf.select(job_cfg, "paths.runs_dir") is None or "exp_name" not in job_cfg:
         return None
     launcher = {key: OmegaConf.select(job_cfg, f"hydra.launcher.{key}") for key in numerics.GPU_LAUNCHER_KEYS}
-    task_cfg = job_cfg.copy()
-    with open_dict(task_cfg):
-        del task_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
+    task_cfg = _task_config(job_cfg)
     # the job's numerics where it will run: a GPU launcher's jobs get a GPU, whatever this node has
     resolved = numerics.resolve(task_cfg, launcher, assume_gpu=True)
     return experiment.run_dir(task_cfg, experiment.experiment_id(task_cfg, resolved)).resolve()

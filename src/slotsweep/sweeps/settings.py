@@ -200,6 +200,10 @@ class OptunaSweeperConf:
     # trials x seeds x trainer.max_steps; it counts the model's FLOPs once on meta tensors, a few
     # seconds of CPU). null: no forecast
     forecast_gpu: str | None = "h100"
+    # trials of one input stream (same seed, data, encoder, trainer) trained as heads of one job
+    # over one encoder forward, this many at once (training/pool.py, sweeps/pools.py); a pool job
+    # takes the next trial's head as soon as one of its heads ends. 1: one job per trial and seed
+    pool_size: int = 1
     # local launcher: job slot k of n_jobs x len(seeds) gets the k-th block of the machine's GPUs and
     # cores (sweeps/local_shares.py); false: every job sees every GPU and core
     split_local_devices: bool = True

@@ -21,6 +21,7 @@ gives them fresh ones (same distribution, other draws). Under DDP Lightning repl
 with its distributed one and the epoch stream is not used: that resume restarts the epoch's data.
 """
 
+import contextlib
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,7 +32,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-__all__ = ["EpochStream", "ExactResume", "StopAtStep", "use_epoch_stream"]
+from slotsweep.errors import SlotsweepError
+
+__all__ = ["EpochStream", "ExactResume", "StopAtStep", "kept_global_rng", "use_epoch_stream"]
 
 
 def _global_rng_state() -> dict[str, Any]:
@@ -55,6 +58,17 @@ def _set_global_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal.tolist()), gauss_next))
+
+
+@contextlib.contextmanager
+def kept_global_rng() -> Iterator[None]:
+    """Whatever the block draws from the global generators, they hold their state from before it
+    afterwards (a pool builds a joining head without moving the other heads' draws)."""
+    state = _global_rng_state()
+    try:
+        yield
+    finally:
+        _set_global_rng_state(state)
 
 
 class ExactResume(Callback):
@@ -177,17 +191,27 @@ def _n_batches(loader: DataLoader) -> int:
         return 0
 
 
-def use_epoch_stream(datamodule: L.LightningDataModule, trainer: L.Trainer, seed: int) -> None:
-    """Make the datamodule's train loader iterate as EpochStreams of `seed` at `trainer`'s step."""
+def use_epoch_stream(
+    datamodule: L.LightningDataModule, trainer: L.Trainer, seed: int, start_step: int = 0
+) -> None:
+    """Make the datamodule's train loader iterate as EpochStreams of `seed` at `trainer`'s step,
+    the stream entered at `start_step` (a trial pool's head that joined a running stream, and a
+    solo run of its config: `stream_start_step`)."""
     make_loader = datamodule.train_dataloader
 
     def train_dataloader() -> Any:
         loader = make_loader()
         if type(loader) is not DataLoader or not _n_batches(loader):  # an iterable stream: left as it is
+            if start_step:
+                raise SlotsweepError(
+                    f"stream_start_step={start_step}: this dataset's train loader is a stream "
+                    "without a length, which cannot be entered at a step; use stream_start_step=0"
+                )
             return loader
         loader.__class__ = _SteppedLoader
         loader._stream_seed = seed
-        loader._position = lambda: trainer.global_step * trainer.accumulate_grad_batches
+        accumulate = trainer.accumulate_grad_batches
+        loader._position = lambda: (start_step + trainer.global_step) * accumulate
         return loader
 
     datamodule.train_dataloader = train_dataloader

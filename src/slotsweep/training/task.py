@@ -290,7 +290,8 @@ def _train(
     trainer = None
     try:
         trainer = build_trainer(cfg, exp_id, directory, resolved, clock)
-        use_epoch_stream(datamodule, trainer, cfg.seed)  # data draws that a resume repeats exactly
+        # data draws that a resume repeats exactly, from where the run entered the seed's stream
+        use_epoch_stream(datamodule, trainer, cfg.seed, cfg.stream_start_step)
         tracking.define_best_summaries(trainer.logger)
         tracking.stamp_protocol(trainer.logger, results["protocol"])
         resume = resume_checkpoint(directory / "checkpoints")  # last.ckpt, or the newest readable
