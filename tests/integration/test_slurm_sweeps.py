@@ -363,3 +363,47 @@ def test_a_grid_prints_a_line_per_job_as_it_ends_and_no_sacct_noise(slurm_sweep:
     assert "grid: 2 SLURM jobs ended: 2 completed" in log
     assert "sacct" not in log, log[-4000:]
     assert re.search(r"mean ± std over seeds: python src/aggregate.py \S+/multirun/", log)
+
+
+def test_a_pool_is_one_slurm_job_and_a_requeue_resumes_every_head(
+    slurm_sweep: SlurmSweep, slurm_cluster: SlurmCluster
+):
+    """pool_size=2: two trials of one seed train as heads of one job; `scontrol requeue` once the pool
+    has a step checkpoint, and the requeued job resumes both heads from it to the planned step."""
+    steps, every = 16, 4
+    process = slurm_sweep.start(
+        "+sweep=loss_weights",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.pool_size=2",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={every}",
+        f"checkpoint_every_n_steps={every}",
+    )
+    sweep_dir = slurm_sweep.runs / "sweeps" / "loss_weights" / "shapes"
+
+    def pool_checkpoint() -> bool:  # not step0000000.ckpt, the initial weights
+        written = (sweep_dir / "pools").glob("*/checkpoints/step*.ckpt")
+        return bool(slurm_sweep.jobs()) and any(int(p.stem.removeprefix("step")) >= every for p in written)
+
+    wait_until("a pool job with a checkpoint after training", pool_checkpoint, slurm_sweep.log)
+    (job_id,) = slurm_sweep.jobs()  # one job for both trials
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+
+    assert process.wait(timeout=WAIT_BOUND_S) == 0, slurm_sweep.log.read_text()[-4000:]
+    trials = load_study(sweep_dir, "loss_weights").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {job["job_id"] for t in trials for job in t.user_attrs["jobs"]} == {job_id}
+    results = slurm_sweep.results()
+    assert len(results) == 2 and {r["pool"]["ticket"] for r in results} == {
+        "trial00000-seed0",
+        "trial00001-seed0",
+    }
+    for trial in trials:
+        (run,) = runs_of(trial, results)
+        assert run["status"] == "completed" and run["step"] == steps
+        assert run["segments"][0]["started"] == "requeued" and run["segments"][0]["from_step"] >= every
+        assert trial.value == pytest.approx(run["metrics"][OBJECTIVE])
+    log = (sweep_dir / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+    assert "resuming from" in log
