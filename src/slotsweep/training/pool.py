@@ -372,6 +372,12 @@ class PoolModule(L.LightningModule):
         for k in self.active():
             try:
                 self._head_step(k, batch)
+            except torch.OutOfMemoryError as error:  # the pool's: fewer heads would fit
+                raise SlotsweepError(
+                    f"the device ran out of memory with {len(self.active())} heads in pool "
+                    f"{self.pool_id} (pool size {self.queue.size()}): lower hydra.sweeper.pool_size "
+                    "(python src/estimate.py ... pool_size=<K> says what fits)"
+                ) from error
             except Exception as error:  # this head's: the others train on
                 self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
         if self.encoder is not None:
