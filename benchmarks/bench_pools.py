@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from _common import _StepClock, compose_train, time_training_steps, write_table
 
 from slotsweep.build import build_model
-from slotsweep.training.pool import HeadRun, PoolModule, build_pool
+from slotsweep.training.pool import run_pool
 
 SIZE = [
     "encoder=dino_vits8",
@@ -47,28 +49,33 @@ TRIALS = (  # four trials of one seed: the hyperparameters a sweep would vary
 
 
 def pool_step_times(n_steps: int, warmup: int = 1) -> list[float]:
-    """Wall seconds of each timed step of a pool of the four TRIALS."""
-    cfgs = [compose_train(*SIZE, *trial) for trial in TRIALS]
-    datamodule, heads = build_pool(cfgs)
-    runs = [HeadRun(cfg, f"trial{k}", None, None) for k, cfg in enumerate(cfgs)]
-    pool = PoolModule(heads, runs, {"id": "bench", "size": len(cfgs)})
-    clock = _StepClock()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=warmup + n_steps + 1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
-    trainer.fit(pool, datamodule=datamodule)
-    assert pool.encoder.calls == warmup + n_steps + 1, "one encoder forward per batch"
+    """Wall seconds of each timed step of a pool of the four TRIALS (run_pool in a temporary runs
+    dir: the heads' run dirs are written as in a sweep; validation only once, after the last step)."""
+    length = warmup + n_steps + 1  # +1: a step's duration is the gap to the previous mark
+    untimed = [
+        f"trainer.max_steps={length}",
+        f"trainer.val_check_interval={length}",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        f"checkpoint_every_n_steps={length}",
+    ]
+    clock = _EncoderCalls()
+    with tempfile.TemporaryDirectory(prefix="bench_pools_") as runs_dir:
+        cfgs = [compose_train(*SIZE, *trial, *untimed, f"paths.runs_dir={runs_dir}") for trial in TRIALS]
+        run_pool(cfgs, Path(runs_dir) / "pool", callbacks=[clock])
+    assert clock.calls == length, "one encoder forward per batch"
     marks = [wall for wall, _ in clock.marks[warmup:]]
     return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+
+class _EncoderCalls(_StepClock):
+    """The step clock, and the pool's encoder forwards of training (read at the end of fit)."""
+
+    calls = 0
+
+    def on_train_end(self, trainer: L.Trainer, pool: L.LightningModule) -> None:
+        self.calls = pool.encoder.calls - pool.encoder_calls_at_start
 
 
 def encoder_share(step_s: float, repeats: int = 5) -> tuple[float, float]:

@@ -129,6 +129,10 @@ def check_config(cfg: DictConfig) -> None:
         raise SlotsweepError(f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps} must be >= 1")
     if not cfg.objective:
         raise SlotsweepError(f"objective=[] must name at least one metric, e.g. [{DEFAULT_OBJECTIVE}]")
+    if cfg.get("stream_start_step", 0) < 0:
+        raise SlotsweepError(
+            f"stream_start_step={cfg.stream_start_step} must be >= 0 (0: the seed's data from the start)"
+        )
 
 
 def check_paths(cfg: DictConfig) -> None:

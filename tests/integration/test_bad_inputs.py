@@ -108,6 +108,18 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
     ("no objective", "train.py", lambda w: ["objective=[]"], ["objective=[]"]),
     ("pause before the first step", "train.py", lambda w: ["pause_at_step=0"], ["pause_at_step=0"]),
     (
+        "a stream entered before its start",
+        "train.py",
+        lambda w: ["stream_start_step=-2"],
+        ["stream_start_step=-2"],
+    ),
+    (
+        "a pool dir that is no pool's",
+        "train.py",
+        lambda w: [f"pool_dir={w.completed}"],
+        ["pool_dir=", "pool_size"],
+    ),
+    (
         "run_dir of another config",
         "train.py",
         lambda w: [f"run_dir={w.completed}", "decoder=mlp"],

@@ -7,8 +7,10 @@ stop the sweep before any job starts.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -20,19 +22,24 @@ from slotsweep.training import task
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD_S = 1800  # only stops a hung sweep from blocking CI; no test asserts a duration
 POOL_TOL = 1e-5  # relative: the same math in another order of kernel launches
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
 
-def _sweep(
-    tmp_path: Path, data_dir: Path, debug_overrides: list[str], *extra: str
-) -> subprocess.CompletedProcess:
-    command = [
+SPACE = "optim.base_lr=choice(0.0004, 1e30, 0.001)"  # the second one's loss turns NaN at once
+
+
+def _command(
+    tmp_path: Path, data_dir: Path, debug_overrides: list[str], *extra: str, space: str = SPACE
+) -> list[str]:
+    """A pooled-able sweep of real training jobs on tiny data (local launcher), `extra` last."""
+    return [
         sys.executable,
         str(REPO / "src" / "train.py"),
         "-m",
         "hydra/sweeper=optuna",
         "hydra/sweeper/sampler=grid",
         "hydra/launcher=local",
-        "optim.base_lr=choice(0.0004, 1e30, 0.001)",  # the second one's loss turns NaN at once
+        space,
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.seeds=[0]",
@@ -47,9 +54,14 @@ def _sweep(
         "trainer.limit_val_batches=1",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+def _sweep(
+    tmp_path: Path, data_dir: Path, debug_overrides: list[str], *extra: str
+) -> subprocess.CompletedProcess:
+    command = _command(tmp_path, data_dir, debug_overrides, *extra)
     return subprocess.run(
-        command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S
+        command, capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=HANG_GUARD_S
     )
 
 
@@ -115,3 +127,46 @@ def test_pool_size_below_one_is_refused(data_dir: Path, tmp_path: Path, debug_ov
 
     assert run.returncode == 2
     assert "error: hydra.sweeper.pool_size=0 must be >= 1" in run.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_sweeper_relaunched_follows_its_running_pool_and_starts_no_other(
+    data_dir: Path, tmp_path: Path, debug_overrides: list[str]
+):
+    """SIGKILL the sweeper once its pool job trains two heads; the pool job trains on, and the
+    relaunched sweeper adopts it (no second pool job) and tells both trials their values."""
+    command = _command(
+        tmp_path,
+        data_dir,
+        debug_overrides,
+        "hydra.sweeper.pool_size=2",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_steps=12",
+        space="optim.base_lr=choice(0.0004, 0.001)",
+    )
+    sweeper = subprocess.Popen(
+        command, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    heads = tmp_path / "sweep" / "pools"
+    while sweeper.poll() is None and len(list(heads.glob("*/heads/*.json"))) < 2:
+        time.sleep(0.1)
+    assert sweeper.poll() is None, sweeper.stderr.read().decode()[-2000:]
+    sweeper.send_signal(signal.SIGKILL)
+    sweeper.wait()
+    (pool_dir,) = heads.iterdir()
+
+    relaunched = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=HANG_GUARD_S
+    )
+
+    assert relaunched.returncode == 0, relaunched.stderr[-3000:]
+    assert "adopting job(s)" in relaunched.stdout + relaunched.stderr
+    assert list(heads.iterdir()) == [pool_dir], "no second pool job"
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        (job,) = trial.user_attrs["jobs"]
+        results = json.loads((Path(job["run_dir"]) / "results.json").read_text())
+        assert results["status"] == "completed" and results["step"] == 12
+        assert results["pool"]["id"] == pool_dir.name
+        assert trial.value == pytest.approx(results["metrics"]["val/video_fg_ari"])

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -589,13 +590,16 @@ def join_every(cfg: DictConfig) -> int | None:
     return None
 
 
-def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float | tuple[float, ...]]:
+def run_pool(
+    cfgs: list[DictConfig], pool_dir: Path | None = None, callbacks: Sequence[L.Callback] = ()
+) -> list[float | tuple[float, ...]]:
     """Train the configs as the heads of one pool; return each one's objective(s), in order.
 
     Args:
         cfgs: composed training configs with equal `stream_keys` (same seed, data, encoder, trainer).
         pool_dir: the pool's tickets and checkpoints; default <paths.runs_dir>/pools/<pool id>.
             Launched again with the same configs, a killed pool resumes every head.
+        callbacks: more Lightning callbacks for the pool's Trainer (a benchmark's step clock).
     """
     check_stream(cfgs)
     for cfg in cfgs:
@@ -610,7 +614,7 @@ def run_pool(cfgs: list[DictConfig], pool_dir: Path | None = None) -> list[float
     if fresh:
         for ticket, cfg in zip(tickets, cfgs, strict=True):
             queue.submit(ticket, cfg)
-    serve_pool(cfgs[0], directory)
+    serve_pool(cfgs[0], directory, callbacks=callbacks)
     outcomes = [queue.accepted(ticket) for ticket in tickets]
     return [_as_objective(outcome) for outcome in outcomes]
 
@@ -622,7 +626,9 @@ def _as_objective(outcome: dict[str, Any] | None) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
-def serve_pool(cfg: DictConfig, pool_dir: Path, job: bool = False) -> None:
+def serve_pool(
+    cfg: DictConfig, pool_dir: Path, job: bool = False, callbacks: Sequence[L.Callback] = ()
+) -> None:
     """Run the pool at pool_dir (its tickets: runs/pool_queue.py) until no head trains and none
     waits. `cfg` is the job's config (its stream's trainer, data and seed: its first ticket's).
 
@@ -635,7 +641,8 @@ def serve_pool(cfg: DictConfig, pool_dir: Path, job: bool = False) -> None:
     queue = PoolQueue(pool_dir)
     if not queue.heads.is_dir():
         raise SlotsweepError(
-            f"pool_dir={pool_dir} is not a pool's folder (runs/pool_queue.py): the sweeper makes it"
+            f"pool_dir={pool_dir} is not a trial pool's folder (runs/pool_queue.py): a sweep with "
+            "hydra.sweeper.pool_size > 1 sets it; for given heads use src/pool.py"
         )
     apply_cpu_share()
     resolved = located.resolved  # trainer.precision=auto, as a solo run resolves it
@@ -644,7 +651,7 @@ def serve_pool(cfg: DictConfig, pool_dir: Path, job: bool = False) -> None:
     every = join_every(cfg)
     datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("fit")
-    trainer = _pool_trainer(cfg, queue.directory, resolved, every)
+    trainer = _pool_trainer(cfg, queue.directory, resolved, every, callbacks)
     on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
     pool = PoolModule(datamodule, queue, resolved, every, on_gpu, from_process_start=job)
     try:
@@ -694,7 +701,11 @@ def _add_first_heads(pool: PoolModule, queue: PoolQueue, resume: Path | None, al
 
 
 def _pool_trainer(
-    cfg: DictConfig, directory: Path, resolved: numerics.Numerics, every: int | None
+    cfg: DictConfig,
+    directory: Path,
+    resolved: numerics.Numerics,
+    every: int | None,
+    callbacks: Sequence[L.Callback],
 ) -> L.Trainer:
     """The Trainer of a pool: a solo run's (build_trainer) without the per-run callbacks, which the
     pool does per head, and without clipping, which it does per head too. A pool that takes new
@@ -709,7 +720,7 @@ def _pool_trainer(
     return instantiate(cfg.trainer)(
         precision=resolved.precision,
         default_root_dir=directory,
-        callbacks=[checkpoints, ExactResume(), *progress],  # training draws as in a solo run
+        callbacks=[checkpoints, ExactResume(), *progress, *callbacks],  # training draws as in a solo run
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in progress),
         logger=False,
         gradient_clip_val=None,
