@@ -1,8 +1,8 @@
 """An 8-trial sweep with hydra.sweeper.pool_size=4 against the same sweep with pool_size=1.
 
 Both sweeps run the same grid of 8 configurations (4 learning rates x 2 temperatures of the
-temporal similarity loss) on seed 0, with 4 trials in flight, local jobs, at bench_pools.py's size
-(a random DINO ViT-S/8 at 128 px: the frozen encoder is most of a step). With pool_size=1 every
+temporal similarity loss) on seed 0, with 4 trials in flight, local jobs, at a size where the
+frozen encoder is most of a step (a random DINO ViT-S/8 at 128 px). With pool_size=1 every
 trial is a job of its own; with pool_size=4 the trials are heads of pool jobs (training/pool.py),
 one encoder forward per batch for up to 4 of them. Rounds alternate the two ways; the table gives
 per way the median wall seconds and device-seconds (CPU-seconds here: what every job's results.json
@@ -15,7 +15,9 @@ says, summed over the trials) with their spread, and how far apart the two ways'
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,19 +25,47 @@ from pathlib import Path
 
 import optuna
 from _common import REPO, write_table
-from bench_pools import SIZE
-from bench_sweeps import run_local_sweep
 
+# a random DINO ViT-S/8 at 128 px (256 patches), batch 2 x 4 frames, 7 slots of 64, timesim: its
+# encoder is ~64% of a solo step on a 2-core CPU (benchmarks/results/pools.md, earlier table), and
+# a trial of 20 steps takes about a minute there
+SIZE = [
+    "encoder=dino_vits8",
+    "encoder.pretrained=false",
+    "encoder.img_size=128",
+    "dataset.resolution=128",
+    "dataset.n_frames=4",
+    "dataset.train_clip_frames=4",
+    "dataset.n_train_clips=8",
+    "dataset.n_val_clips=1",
+    "dataset.batch_size=2",
+    "dataset.num_workers=0",
+    "grouper.n_slots=7",
+    "grouper.slot_dim=64",
+    "loss=timesim",
+]
 GRID = ["optim.base_lr=choice(0.0001, 0.0002, 0.0004, 0.0008)", "loss.timesim.temperature=choice(0.05, 0.1)"]
 WAYS = {"pool_size=1": 1, "pool_size=4": 4}
 
 
 def sweep(pool_size: int, steps: int, data_dir: str, sweep_dir: Path) -> dict:
     """One sweep of the grid; {wall_s, device_s, values: {params: value}}."""
-    overrides = [
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
         "hydra/sweeper/sampler=grid",
+        "hydra/launcher=local",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.n_jobs=4",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.poll_s=1",
         f"hydra.sweeper.pool_size={pool_size}",
         "hydra.sweeper.forecast_gpu=null",
+        f"paths.runs_dir={sweep_dir / 'runs'}",
+        f"paths.data_dir={data_dir}",
         *SIZE,
         "logger=none",
         "visualize=null",
@@ -46,17 +76,23 @@ def sweep(pool_size: int, steps: int, data_dir: str, sweep_dir: Path) -> dict:
         f"checkpoint_every_n_steps={steps}",
         *GRID,
     ]
-    run, _, wall_s = run_local_sweep(overrides, sweep_dir, data_dir, trials=8, n_jobs=4, seeds=1)
+    # the sweeper sizes each job's threads to its share of the cores: no thread count from outside
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    wall_s = time.perf_counter() - start
     if run.returncode != 0:
         raise SystemExit(f"pool_size={pool_size} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     trials = [t for t in study.trials if t.state.name == "COMPLETE"]
     if len(trials) != 8:
         raise SystemExit(f"pool_size={pool_size}: {len(trials)} of 8 trials completed")
+    log = run.stdout + run.stderr
     return {
         "wall_s": wall_s,
         "device_s": sum(t.user_attrs["device_seconds"] for t in trials),
         "values": {tuple(sorted(t.params.items())): t.value for t in trials},
+        "summary": log[log.index("Sweep summary:\n") :].split("\n\n")[0].split("\n", 1)[1],
     }
 
 
@@ -100,8 +136,8 @@ def main() -> None:
             "",
             f"Command: `python benchmarks/bench_pool_sweep.py --rounds {args.rounds} --steps {args.steps}`. "
             f"Grid {GRID} (8 trials), seed 0, n_jobs=4, local jobs; {args.steps} steps a trial, "
-            "validated twice on 1 batch; size of bench_pools.py (random DINO ViT-S/8 at 128 px, "
-            "batch 2 x 4 frames). Device-seconds: CPU-seconds of the jobs (results.json), summed.",
+            "validated twice on 1 batch; random DINO ViT-S/8 at 128 px, batch 2 x 4 frames "
+            "(encoder ~64% of a solo step). Device-seconds: CPU-seconds of the jobs (results.json), summed.",
             "",
             "| way | wall s, median | spread | device-s, median | spread |",
             "| --- | ---: | --- | ---: | --- |",
@@ -110,6 +146,10 @@ def main() -> None:
             f"pool_size=4 / pool_size=1: **{wall_ratio:.2f}x** less wall time, **{device_ratio:.2f}x** "
             f"fewer device-seconds (medians of {args.rounds} alternating rounds). Largest relative "
             f"difference of a trial's value between the two ways: {deviation:.1e}.",
+            "",
+            "The pool_size=4 sweep's summary (last round), as the sweeper printed it:",
+            "",
+            pooled[-1]["summary"],
         ]
     )
     print(table)

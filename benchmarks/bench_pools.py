@@ -70,11 +70,12 @@ def pool_step_times(n_steps: int, warmup: int = 1) -> list[float]:
 
 
 class _EncoderCalls(_StepClock):
-    """The step clock, and the pool's encoder forwards of training (read at the end of fit)."""
+    """The step clock, and the pool's encoder forwards of training so far (validation not counted)."""
 
     calls = 0
 
-    def on_train_end(self, trainer: L.Trainer, pool: L.LightningModule) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pool: L.LightningModule, *args) -> None:
+        super().on_train_batch_end()
         self.calls = pool.encoder.calls - pool.encoder_calls_at_start
 
 

@@ -103,7 +103,12 @@ def test_pooled_trials_equal_solo_runs_and_a_failed_head_frees_its_place(
     # the pool had ended before the sweeper handed it over: never a pool per trial
     pool_dirs = {path.name for path in (tmp_path / "sweep" / "pools").iterdir()}
     assert pools <= pool_dirs and len(pool_dirs) <= 2
-    assert "trial00001-seed0 joins pool" in run.stdout + run.stderr
+    printed = run.stdout + run.stderr
+    assert "trial00001-seed0 joins pool" in printed and "| pool@step |" in printed
+    # the summary's column: every completed trial's pool and stream step
+    for lr in (0.0004, 0.001):
+        results = json.loads((Path(states[lr].user_attrs["jobs"][0]["run_dir"]) / "results.json").read_text())
+        assert f"| {results['pool']['id']}@{results['pool']['start_step']} |" in printed
 
 
 def test_pool_size_with_fp16_stops_before_any_trial(

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from slotsweep.runs.pool_queue import PoolQueue
+
 if TYPE_CHECKING:
     import optuna
 
@@ -39,8 +41,22 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "seeds": sum(job.get("run_dir") is not None for job in trial.user_attrs.get("jobs", [])),
         "steps": trial.user_attrs.get("steps", 0),
         "device_hours": trial.user_attrs.get("device_seconds", 0.0) / 3600,
+        "pools": _pools(trial),
         "params": trial.params,
     }
+
+
+def _pools(trial: optuna.trial.FrozenTrial) -> list[str] | None:
+    """`<pool>@<step>` per seed of a pooled trial (hydra.sweeper.pool_size > 1): the pool that
+    trained it and the stream step it joined at ("?" before its pool accepted it); None unpooled."""
+    jobs = [job for job in trial.user_attrs.get("jobs", []) if job.get("ticket") is not None]
+    if not jobs:
+        return None
+    pools = []
+    for job in jobs:
+        record = PoolQueue(Path(job["pool_dir"])).accepted(job["ticket"]) or {}
+        pools.append(f"{Path(job['pool_dir']).name}@{record.get('start_step', '?')}")
+    return pools
 
 
 def _fmt(x: Any) -> str:
@@ -52,20 +68,25 @@ def _fmt(x: Any) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Markdown table of the trials, totals, budget line, and the confirmation ranking."""
+    """Markdown table of the trials (with the pool@step of each seed in a pooled sweep), totals,
+    budget line, and the confirmation ranking."""
+    pooled = any(row.get("pools") for row in summary["trials"])
+    header = "| trial | state | value | std | rung | seeds | steps | device-h |"
     lines = [
-        "| trial | state | value | std | rung | seeds | steps | device-h |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        header + (" pool@step |" if pooled else ""),
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if pooled else ""),
     ]
     for row in summary["trials"]:
         rung = "-" if row["rung"] is None else row["rung"]
+        pools = f" {', '.join(row.get('pools') or ['-'])} |" if pooled else ""
         lines.append(
             f"| {row['number']} | {row['state']} | {_fmt(row['value'])} | {_fmt(row['std'])} | {rung} "
-            f"| {row['seeds']} | {row['steps']} | {row['device_hours']:.4f} |"
+            f"| {row['seeds']} | {row['steps']} | {row['device_hours']:.4f} |{pools}"
         )
     total = summary["total"]
     lines.append(
         f"| total | {total['trials']} trials | | | | | {total['steps']} | {total['device_hours']:.4f} |"
+        + (" |" if pooled else "")
     )
     lines.append("")
     lines.append(summary["budget"]["note"])
