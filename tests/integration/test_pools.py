@@ -143,7 +143,12 @@ def test_a_pruned_head_is_replaced_by_one_that_joins_the_running_stream(
     assert start in (2, 4, 6, 8), "a head joins at a validation step"
     head = json.loads((Path(record["run_dir"]) / "results.json").read_text())
     assert head["pool"]["start_step"] == start and head["step"] == 4
-    assert json.loads((Path(queue.accepted("head001")["run_dir"]) / "results.json").read_text())["step"] == 2
+    pruned_results = Path(queue.accepted("head001")["run_dir"]) / "results.json"
+    assert json.loads(pruned_results.read_text())["step"] == 2
+    before = pruned_results.read_text()
+    with pytest.raises(SlotsweepError, match=r"head of trial pool .* pruned at step 2.*force=true"):
+        task.run(pruned)  # its checkpoint has no Trainer state to go on from: refused, not restarted
+    assert pruned_results.read_text() == before
     assert results_of(long)["step"] == 8 and results_of(long)["status"] == "completed"
     solo = composed(compose_train, tmp_path / "solo", "grouper.n_slots=3", f"stream_start_step={start}")
     task.run(solo)

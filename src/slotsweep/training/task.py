@@ -229,6 +229,14 @@ def run(
         if cfg.visualize is not None and rank_zero_only.rank == 0:
             _show_stored_report(cfg, directory, previous)
         return _objective(cfg, previous["metrics"])
+    if previous is not None and previous.get("pool") and previous["status"] == "pruned" and not cfg.force:
+        # its last.ckpt holds the head's weights, optimizer and schedule (what eval and infer read),
+        # not the Trainer's loop state a solo resume would need: training on would restart the steps
+        raise SlotsweepError(
+            f"{directory} was trained as a head of trial pool {previous['pool']['id']} and pruned at "
+            f"step {previous['step']}; a pool head cannot be trained on solo yet: force=true trains "
+            "this config from the start (the pruned run is kept beside it)"
+        )
     if previous is not None and previous["status"] == "pruned" and not cfg.force:
         # Deliberately not a finished run: launched again (outside the sweep that pruned it), it
         # resumes from its checkpoint and trains on to trainer.max_steps.
