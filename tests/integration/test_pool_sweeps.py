@@ -134,7 +134,7 @@ def test_pool_size_below_one_is_refused(data_dir: Path, tmp_path: Path, debug_ov
     assert "error: hydra.sweeper.pool_size=0 must be >= 1" in run.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # a minute; the solo jobs' adoption is in make test (test_sweeps.py)
 def test_a_killed_sweeper_relaunched_follows_its_running_pool_and_starts_no_other(
     data_dir: Path, tmp_path: Path, debug_overrides: list[str]
 ):
