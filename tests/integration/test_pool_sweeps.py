@@ -105,6 +105,7 @@ def test_pooled_trials_equal_solo_runs_and_a_failed_head_frees_its_place(
     assert pools <= pool_dirs and len(pool_dirs) <= 2
     printed = run.stdout + run.stderr
     assert "trial00001-seed0 joins pool" in printed and "| pool@step |" in printed
+    assert "pool of 2 heads on NVIDIA H100" in printed  # the start-of-sweep forecast's pool plan
     # the summary's column: every completed trial's pool and stream step
     for lr in (0.0004, 0.001):
         results = json.loads((Path(states[lr].user_attrs["jobs"][0]["run_dir"]) / "results.json").read_text())

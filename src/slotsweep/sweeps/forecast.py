@@ -15,10 +15,11 @@ __all__ = ["sweep_forecast"]
 _TRAINING_KEYS = ("encoder", "dataset", "trainer.max_steps")  # a config the forecast can price
 
 
-def sweep_forecast(cfg: DictConfig, gpu: str, n_trials: int, n_seeds: int) -> str | None:
+def sweep_forecast(cfg: DictConfig, gpu: str, n_trials: int, n_seeds: int, pool_size: int = 1) -> str | None:
     """The forecast block the sweeper logs at start, for `n_trials` x `n_seeds` runs of `cfg` (the
-    sweep's config, swept keys at their values there); None for a task that is not training (no
-    encoder, dataset or trainer.max_steps, e.g. a toy task).
+    sweep's config, swept keys at their values there), with the pool plan on `gpu` when trials are
+    pooled (hydra.sweeper.pool_size > 1); None for a task that is not training (no encoder,
+    dataset or trainer.max_steps, e.g. a toy task).
 
     Raises:
         SlotsweepError: `gpu` is not a device of conf/estimate/devices.yaml.
@@ -54,4 +55,12 @@ def sweep_forecast(cfg: DictConfig, gpu: str, n_trials: int, n_seeds: int) -> st
             f"  {forecast.device_name}, {fmt}: {forecast.step_seconds[fmt]:.3f} s/step, {hours:.2f} "
             f"device-hours a run, {hours * runs:.1f} in all{cores}"
         )
+    if pool_size > 1:
+        plan = estimate.pool_plan(cfg, gpu, pool_size, flops=flops, devices=devices)
+        lines.append(estimate.render_pool_text(plan))
+        if pool_size > plan.largest_pool:  # the GPU it runs on may differ: its pool job checks
+            lines.append(
+                f"  hydra.sweeper.pool_size={pool_size} does not fit {plan.device_name} (estimate): a pool "
+                f"job on such a GPU stops with an error line before training; {plan.largest_pool} fit"
+            )
     return "\n".join(lines)

@@ -301,7 +301,7 @@ class OptunaSweep:
         )
         with open_dict(job_cfg):
             del job_cfg["hydra"]  # the job's own hydra node (job num, ...) is not resolvable here
-        block = sweep_forecast(job_cfg, self.forecast_gpu, planned, len(self.seeds))
+        block = sweep_forecast(job_cfg, self.forecast_gpu, planned, len(self.seeds), self.pool_size)
         if block is not None:
             log.info(block)
 

@@ -71,6 +71,7 @@ from slotsweep.runs.trial_files import append_report, clear_stop_request, stop_r
 from slotsweep.training import tracking
 from slotsweep.training.callbacks import VerifiedCheckpoint
 from slotsweep.training.cost import DeviceClock
+from slotsweep.training.estimate import check_pool_fits
 from slotsweep.training.exact_resume import ExactResume, kept_global_rng, use_epoch_stream
 from slotsweep.training.job_cores import apply_cpu_share
 from slotsweep.training.module import NonFiniteLossError, model_inputs
@@ -653,6 +654,9 @@ def serve_pool(
     datamodule.setup("fit")
     trainer = _pool_trainer(cfg, queue.directory, resolved, every, callbacks)
     on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
+    if on_gpu:  # one error line naming pool_size, before any head's run dir is written
+        free_gib = torch.cuda.mem_get_info()[0] / 2**30
+        check_pool_fits(cfg, free_gib, queue.size(), resolved.precision)
     pool = PoolModule(datamodule, queue, resolved, every, on_gpu, from_process_start=job)
     try:
         resume = resume_checkpoint(queue.directory / "checkpoints")
