@@ -1,11 +1,17 @@
 """Trial pools: trial-steps per second of a 4-head pool against the same 4 trials run solo.
 
-Size: a randomly initialised DINO ViT-S/8 at 128 px (256 patches), batch 2 x 4 frames, 7 slots of
-64, temporal similarity: the frozen encoder is most of a training step here, as in every reference
-preset (the script measures and prints its share). Each round times the pool (one encoder forward
-per batch, four heads step on it) and then each of the four trials alone, one after another, in
-alternating rounds of >= 10 timed steps each; the table gives the median over all timed steps and
-their spread (min-max). No validation, checkpoints or logger on either side.
+Size: the reference's model (a randomly initialised DINO ViT-B/8 at 224 px, 784 patches, 11 slots
+of 128, SlotMixer, temporal similarity; `_common.REFERENCE_SIZE`) at batch 1 x 4 frames, fp32: the
+frozen encoder is most of a training step here, as in every reference preset (the script measures
+and prints its share). Each round times the pool (one encoder forward per batch, four heads step
+on it) and each of the four trials alone, one after another; the order of the two sides
+alternates between rounds, so a drift in the machine's load hits both. The table gives the median
+over all timed steps and their spread (min-max). No validation, checkpoints or logger on either side.
+
+Where the pool's step goes: inside the pool the script times the shared encoder's forward and each
+head's step (forward from the features, backward, clipping, optimizer), the rest of the step being
+the loader and Lightning's loop (the clock optimizer included). Against the solo step, that says
+how much each head costs beyond the trainable part of a solo step.
 
     python benchmarks/bench_pools.py [--rounds 2] [--steps 10]
 """
@@ -14,76 +20,84 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import lightning as L
 import torch
-from _common import _StepClock, compose_train, time_training_steps, write_table
+from _common import REFERENCE_SIZE, _StepClock, compose_train, time_training_steps, write_table
 
+from slotsweep import numerics
 from slotsweep.build import build_model
-from slotsweep.training.pool import run_pool
+from slotsweep.training.pool import HeadRun, PoolModule, build_pool
 
 SIZE = [
-    "encoder=dino_vits8",
-    "encoder.pretrained=false",
-    "encoder.img_size=128",
-    "dataset.resolution=128",
-    "dataset.n_frames=4",
-    "dataset.train_clip_frames=4",
-    "dataset.n_train_clips=8",
-    "dataset.n_val_clips=1",
-    "dataset.batch_size=2",
+    *REFERENCE_SIZE,
+    "dataset.batch_size=1",
     "dataset.num_workers=0",
-    "grouper.n_slots=7",
-    "grouper.slot_dim=64",
-    "loss=timesim",
+    "trainer.precision=32-true",  # the CPU's (auto resolves to it here; Lightning takes no "auto")
 ]
 TRIALS = (  # four trials of one seed: the hyperparameters a sweep would vary
     ["optim.base_lr=0.0004"],
     ["optim.base_lr=0.0002"],
-    ["grouper.n_slots=5"],
+    ["grouper.n_slots=9"],
     ["loss.timesim.temperature=0.1"],
 )
 
 
-def pool_step_times(n_steps: int, warmup: int = 1) -> list[float]:
-    """Wall seconds of each timed step of a pool of the four TRIALS (run_pool in a temporary runs
-    dir: the heads' run dirs are written as in a sweep; validation only once, after the last step)."""
-    length = warmup + n_steps + 1  # +1: a step's duration is the gap to the previous mark
-    untimed = [
-        f"trainer.max_steps={length}",
-        f"trainer.val_check_interval={length}",
-        "trainer.limit_val_batches=1",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false",
-        f"checkpoint_every_n_steps={length}",
-    ]
-    clock = _EncoderCalls()
-    with tempfile.TemporaryDirectory(prefix="bench_pools_") as runs_dir:
-        cfgs = [compose_train(*SIZE, *trial, *untimed, f"paths.runs_dir={runs_dir}") for trial in TRIALS]
-        run_pool(cfgs, Path(runs_dir) / "pool", callbacks=[clock])
-    assert clock.calls == length, "one encoder forward per batch"
+class _Timer:
+    """Wraps a callable and keeps the wall seconds of each call (the pool's encoder, its heads)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn, self.seconds = fn, []
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+
+def pool_step_times(n_steps: int, warmup: int = 1) -> tuple[list[float], list[float], list[float]]:
+    """For each timed step of a pool of the four TRIALS: its wall seconds, its encoder forward's, and
+    its heads' steps' (len(TRIALS) per step)."""
+    cfgs = [compose_train(*SIZE, *trial) for trial in TRIALS]
+    datamodule, heads = build_pool(cfgs)
+    runs = [HeadRun(cfg, f"trial{k}", None, None) for k, cfg in enumerate(cfgs)]
+    pool = PoolModule(heads, runs, {"id": "bench", "size": len(cfgs)}, numerics.resolve(cfgs[0]))
+    encoder = pool.encoder._forward = _Timer(pool.encoder._forward)
+    head = pool._head_step = _Timer(pool._head_step)
+    clock = _StepClock()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=warmup + n_steps + 1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    trainer.fit(pool, datamodule=datamodule)
+    assert pool.encoder.calls == warmup + n_steps + 1, "one encoder forward per batch"
     marks = [wall for wall, _ in clock.marks[warmup:]]
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    timed = range(warmup + 1, warmup + n_steps + 1)  # the batches whose steps the marks bound
+    k = len(TRIALS)
+    return (
+        [b - a for a, b in zip(marks, marks[1:], strict=False)],
+        [encoder.seconds[batch] for batch in timed],
+        [s for batch in timed for s in head.seconds[k * batch : k * (batch + 1)]],
+    )
 
 
-class _EncoderCalls(_StepClock):
-    """The step clock, and the pool's encoder forwards of training so far (validation not counted)."""
-
-    calls = 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pool: L.LightningModule, *args) -> None:
-        super().on_train_batch_end()
-        self.calls = pool.encoder.calls - pool.encoder_calls_at_start
-
-
-def encoder_share(step_s: float, repeats: int = 5) -> tuple[float, float]:
-    """(median seconds of the encoder's forward on one batch, its share of a solo step)."""
+def encoder_seconds(repeats: int = 5) -> float:
+    """Median seconds of the frozen encoder's forward on one solo batch, alone."""
     cfg = compose_train(*SIZE)
     model, _ = build_model(cfg)
-    frames = torch.randn(cfg.dataset.batch_size * cfg.dataset.train_clip_frames, 3, 128, 128)
+    S = model.encoder.img_size
+    frames = torch.randn(cfg.dataset.batch_size * cfg.dataset.train_clip_frames, 3, S, S)
     times = []
     with torch.no_grad():
         model.encoder(frames)
@@ -91,8 +105,7 @@ def encoder_share(step_s: float, repeats: int = 5) -> tuple[float, float]:
             start = time.perf_counter()
             model.encoder(frames)
             times.append(time.perf_counter() - start)
-    encoder_s = statistics.median(times)
-    return encoder_s, encoder_s / step_s
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -102,26 +115,50 @@ def main() -> None:
     args = parser.parse_args()
     pooled: list[float] = []  # seconds per pool step (= 4 trial-steps)
     solo: list[float] = []  # seconds per solo step (= 1 trial-step)
-    for round_ in range(args.rounds):
-        pooled += pool_step_times(args.steps)
+    pool_encoder: list[float] = []  # seconds of the encoder's forward in each timed pool step
+    pool_head: list[float] = []  # seconds of each head's step in them
+
+    def run_pool() -> None:
+        steps, encoder_s, head_s = pool_step_times(args.steps)
+        pooled.extend(steps), pool_encoder.extend(encoder_s), pool_head.extend(head_s)
+
+    def run_solo() -> None:
         for trial in TRIALS:
-            solo += time_training_steps(compose_train(*SIZE, *trial), args.steps).wall
-        pool_s, solo_s = statistics.median(pooled), statistics.median(solo)
-        print(f"round {round_ + 1}: pool {pool_s:.2f} s/step, solo {solo_s:.2f} s/step")
+            solo.extend(time_training_steps(compose_train(*SIZE, *trial), args.steps).wall)
+
+    for round_ in range(args.rounds):
+        for side in (run_pool, run_solo) if round_ % 2 == 0 else (run_solo, run_pool):
+            side()
+        print(
+            f"round {round_ + 1}: pool {statistics.median(pooled):.2f} s/step, "
+            f"solo {statistics.median(solo):.2f} s/step",
+            flush=True,
+        )
     k = len(TRIALS)
     pool_rate = [k / s for s in pooled]
     solo_rate = [1 / s for s in solo]
-    encoder_s, share = encoder_share(statistics.median(solo))
+    pool_s, solo_s = statistics.median(pooled), statistics.median(solo)
+    encoder_s = encoder_seconds()
+    share = encoder_s / solo_s
+    bound = k / (1 + (k - 1) * (1 - share))
     speedup = statistics.median(pool_rate) / statistics.median(solo_rate)
+    in_pool_encoder, in_pool_head = statistics.median(pool_encoder), statistics.median(pool_head)
+    # what is neither the encoder nor a head, step by step (medians of parts need not add up)
+    rest = statistics.median(
+        step - encoder - sum(pool_head[k * i : k * (i + 1)])
+        for i, (step, encoder) in enumerate(zip(pooled, pool_encoder, strict=True))
+    )
+    solo_rest = solo_s - encoder_s  # the trainable part, loader and loop of a solo step
     table = "\n".join(
         [
             "# Trial pools: 4 heads over one encoder forward vs 4 solo runs",
             "",
             f"Command: `python benchmarks/bench_pools.py --rounds {args.rounds} --steps {args.steps}`. "
-            "Random DINO ViT-S/8 at 128 px (256 patches), batch 2 x 4 frames, 7 slots of 64, timesim; "
-            f"CPU. The encoder's forward on one batch takes {encoder_s:.2f} s, **{share:.0%} of a solo "
-            f"step**. {args.rounds} alternating rounds; each side {args.steps} timed steps per round "
-            "(per trial for solo).",
+            "The reference's model (random DINO ViT-B/8 at 224 px, 784 patches, 11 slots of 128, "
+            "SlotMixer, timesim) at batch 1 x 4 frames, fp32, CPU. The encoder's forward on one batch "
+            f"takes {encoder_s:.2f} s, **{share:.0%} of a solo step** ({solo_s:.2f} s). "
+            f"{args.rounds} rounds, the sides' order alternating; each side {args.steps} timed steps "
+            "per round (per trial for solo).",
             "",
             "| way | trial-steps/s, median | spread (min-max) | timed steps |",
             "|---|---|---|---|",
@@ -130,7 +167,19 @@ def main() -> None:
             f"| one pool of 4 heads | {statistics.median(pool_rate):.3f} | "
             f"{min(pool_rate):.3f}-{max(pool_rate):.3f} | {len(pooled)} |",
             "",
-            f"Pool / solo: **{speedup:.2f}x** trial-steps per second (medians).",
+            f"Pool / solo: **{speedup:.2f}x** trial-steps per second (medians). The bound at this "
+            f"encoder share, K / (1 + (K - 1)(1 - share)) for K = {k} heads that each cost a solo "
+            f"step's non-encoder part, is {bound:.2f}x.",
+            "",
+            "Where a pool step goes (medians, seconds):",
+            "",
+            "| part | pool step | solo step |",
+            "|---|---|---|",
+            f"| frozen encoder forward | {in_pool_encoder:.2f} (once) | {encoder_s:.2f} (timed alone) |",
+            f"| each head: forward from the features, backward, clip, Adam | {in_pool_head:.2f} x {k} | "
+            f"{solo_rest:.2f} (the step less the encoder: also the loader and Lightning's loop) |",
+            f"| the rest: loader, Lightning's loop, clock optimizer | {rest:.2f} | (in the line above) |",
+            f"| whole step | {pool_s:.2f} | {solo_s:.2f} |",
         ]
     )
     print(table)
