@@ -1,11 +1,12 @@
 """Trial pools: trial-steps per second of a 4-head pool against the same 4 trials run solo.
 
-Size: the reference's model (a randomly initialised DINO ViT-B/8 at 224 px, 784 patches, 11 slots
-of 128, SlotMixer, temporal similarity; `_common.REFERENCE_SIZE`) at batch 1 x 4 frames, fp32: the
-frozen encoder is most of a training step here, as in every reference preset (the script measures
-and prints its share). Each round times the pool (one encoder forward per batch, four heads step
-on it) and each of the four trials alone, one after another; the order of the two sides
-alternates between rounds, so a drift in the machine's load hits both. The table gives the median
+Size: the reference's model (a randomly initialised DINO ViT-B/8, 11 slots of 128, SlotMixer,
+temporal similarity; `_common.REFERENCE_SIZE`) at 160 px (400 patches) and batch 1 x 4 frames,
+fp32: the frozen encoder is most of a training step here, as in every reference preset (the script
+measures and prints its share; at 224 px it is the same, ~83%, and a run takes twice as long).
+Each round times the pool (one encoder forward per batch, four heads step on it) and each of the
+four trials alone, one after another; the order of the two sides alternates between rounds, so a
+drift in the machine's load hits both. The table gives the median
 over all timed steps and their spread (min-max). No validation, checkpoints or logger on either side.
 
 Where the pool's step goes: inside the pool the script times the shared encoder's forward and each
@@ -19,20 +20,22 @@ how much each head costs beyond the trainable part of a solo step.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from statistics import median
 
 import lightning as L
-import torch
-from _common import REFERENCE_SIZE, _StepClock, compose_train, time_training_steps, write_table
+from _common import REFERENCE_SIZE, _StepClock, compose_train, write_table
 
 from slotsweep import numerics
-from slotsweep.build import build_model
+from slotsweep.training import task
 from slotsweep.training.pool import HeadRun, PoolModule, build_pool
 
 SIZE = [
-    *REFERENCE_SIZE,
+    *REFERENCE_SIZE,  # at 224 px; the later keys win
+    "encoder.img_size=160",
+    "dataset.resolution=160",
     "dataset.batch_size=1",
     "dataset.num_workers=0",
     "trainer.precision=32-true",  # the CPU's (auto resolves to it here; Lightning takes no "auto")
@@ -46,7 +49,7 @@ TRIALS = (  # four trials of one seed: the hyperparameters a sweep would vary
 
 
 class _Timer:
-    """Wraps a callable and keeps the wall seconds of each call (the pool's encoder, its heads)."""
+    """Wraps a callable and keeps the wall seconds of each call."""
 
     def __init__(self, fn: Callable) -> None:
         self.fn, self.seconds = fn, []
@@ -58,17 +61,36 @@ class _Timer:
         return out
 
 
-def pool_step_times(n_steps: int, warmup: int = 1) -> tuple[list[float], list[float], list[float]]:
-    """For each timed step of a pool of the four TRIALS: its wall seconds, its encoder forward's, and
-    its heads' steps' (len(TRIALS) per step)."""
-    cfgs = [compose_train(*SIZE, *trial) for trial in TRIALS]
-    datamodule, heads = build_pool(cfgs)
-    runs = [HeadRun(cfg, f"trial{k}", None, None) for k, cfg in enumerate(cfgs)]
-    pool = PoolModule(heads, runs, {"id": "bench", "size": len(cfgs)}, numerics.resolve(cfgs[0]))
-    encoder = pool.encoder._forward = _Timer(pool.encoder._forward)
-    head = pool._head_step = _Timer(pool._head_step)
+@dataclass
+class Steps:
+    """Per timed step (seconds): the whole step, its encoder forward, and each head's update (its
+    forward from the features, backward, clipping and Adam, the encoder's time taken out)."""
+
+    wall: list[float] = field(default_factory=list)
+    encoder: list[float] = field(default_factory=list)
+    heads: list[list[float]] = field(default_factory=list)
+
+    def extend(self, other: Steps) -> None:
+        self.wall += other.wall
+        self.encoder += other.encoder
+        self.heads += other.heads
+
+    def rest(self) -> list[float]:
+        """What is neither the encoder nor a head: the loader, Lightning's loop, the schedule."""
+        return [w - e - sum(h) for w, e, h in zip(self.wall, self.encoder, self.heads, strict=True)]
+
+
+def _timed_fit(
+    module: L.LightningModule, datamodule, encoder_timer: _Timer, update: str, n_steps: int, **trainer
+) -> Steps:
+    """Fit `module` for warm-up + n_steps + 1 steps (the first mark starts the first timed step),
+    timing the module's method `update` (a head's whole update, the encoder forward included where
+    it runs inside it); `encoder_timer` wraps the encoder's computing forward."""
+    warmup = 1
+    update_timer = _Timer(getattr(module, update))
+    setattr(module, update, update_timer)
     clock = _StepClock()
-    trainer = L.Trainer(
+    L.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=warmup + n_steps + 1,
@@ -79,33 +101,46 @@ def pool_step_times(n_steps: int, warmup: int = 1) -> tuple[list[float], list[fl
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[clock],
-    )
-    trainer.fit(pool, datamodule=datamodule)
-    assert pool.encoder.calls == warmup + n_steps + 1, "one encoder forward per batch"
+        **trainer,
+    ).fit(module, datamodule=datamodule)
+    assert len(encoder_timer.seconds) == warmup + n_steps + 1, "one encoder forward per batch"
+    k = len(update_timer.seconds) // len(encoder_timer.seconds)  # updates per batch: the heads
     marks = [wall for wall, _ in clock.marks[warmup:]]
-    timed = range(warmup + 1, warmup + n_steps + 1)  # the batches whose steps the marks bound
-    k = len(TRIALS)
-    return (
-        [b - a for a, b in zip(marks, marks[1:], strict=False)],
-        [encoder.seconds[batch] for batch in timed],
-        [s for batch in timed for s in head.seconds[k * batch : k * (batch + 1)]],
+    steps = Steps(wall=[b - a for a, b in zip(marks, marks[1:], strict=False)])
+    for batch in range(warmup + 1, warmup + n_steps + 1):  # the batches whose steps the marks bound
+        updates = update_timer.seconds[k * batch : k * (batch + 1)]
+        steps.encoder.append(encoder_timer.seconds[batch])
+        steps.heads.append([updates[0] - encoder_timer.seconds[batch], *updates[1:]])  # the first runs it
+    return steps
+
+
+def pool_steps(n_steps: int) -> Steps:
+    """A pool of the four TRIALS: one encoder forward per batch, each head's _head_step on it."""
+    cfgs = [compose_train(*SIZE, *trial) for trial in TRIALS]
+    datamodule, heads = build_pool(cfgs)
+    runs = [HeadRun(cfg, f"trial{k}", None, None) for k, cfg in enumerate(cfgs)]
+    pool = PoolModule(heads, runs, {"id": "bench", "size": len(cfgs)}, numerics.resolve(cfgs[0]))
+    encoder = pool.encoder._forward = _Timer(pool.encoder._forward)  # what runs once per batch
+    # the pool clips each head itself; its Trainer runs at the numerics' precision
+    return _timed_fit(pool, datamodule, encoder, "_head_step", n_steps, precision="32-true")
+
+
+def solo_steps(trial: list[str], n_steps: int) -> Steps:
+    """One trial alone, as a solo run's Trainer drives it: optimizer_step holds its update (its
+    training_step with the encoder forward, backward, clipping and Adam)."""
+    cfg = compose_train(*SIZE, *trial)
+    datamodule, module = task.build_task(cfg)
+    frozen = module.model.encoder
+    encoder = frozen.forward = _Timer(frozen.forward)  # an instance attribute: nn.Module.__call__ finds it
+    return _timed_fit(
+        module,
+        datamodule,
+        encoder,
+        "optimizer_step",
+        n_steps,
+        precision=cfg.trainer.precision,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
     )
-
-
-def encoder_seconds(repeats: int = 5) -> float:
-    """Median seconds of the frozen encoder's forward on one solo batch, alone."""
-    cfg = compose_train(*SIZE)
-    model, _ = build_model(cfg)
-    S = model.encoder.img_size
-    frames = torch.randn(cfg.dataset.batch_size * cfg.dataset.train_clip_frames, 3, S, S)
-    times = []
-    with torch.no_grad():
-        model.encoder(frames)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model.encoder(frames)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -113,72 +148,61 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
     args = parser.parse_args()
-    pooled: list[float] = []  # seconds per pool step (= 4 trial-steps)
-    solo: list[float] = []  # seconds per solo step (= 1 trial-step)
-    pool_encoder: list[float] = []  # seconds of the encoder's forward in each timed pool step
-    pool_head: list[float] = []  # seconds of each head's step in them
+    pooled, solo = Steps(), Steps()  # a pool step is 4 trial-steps, a solo step 1
 
     def run_pool() -> None:
-        steps, encoder_s, head_s = pool_step_times(args.steps)
-        pooled.extend(steps), pool_encoder.extend(encoder_s), pool_head.extend(head_s)
+        pooled.extend(pool_steps(args.steps))
 
     def run_solo() -> None:
         for trial in TRIALS:
-            solo.extend(time_training_steps(compose_train(*SIZE, *trial), args.steps).wall)
+            solo.extend(solo_steps(trial, args.steps))
 
     for round_ in range(args.rounds):
         for side in (run_pool, run_solo) if round_ % 2 == 0 else (run_solo, run_pool):
             side()
         print(
-            f"round {round_ + 1}: pool {statistics.median(pooled):.2f} s/step, "
-            f"solo {statistics.median(solo):.2f} s/step",
+            f"round {round_ + 1}: pool {median(pooled.wall):.2f} s/step, solo {median(solo.wall):.2f} s/step",
             flush=True,
         )
     k = len(TRIALS)
-    pool_rate = [k / s for s in pooled]
-    solo_rate = [1 / s for s in solo]
-    pool_s, solo_s = statistics.median(pooled), statistics.median(solo)
-    encoder_s = encoder_seconds()
-    share = encoder_s / solo_s
+    pool_rate = [k / s for s in pooled.wall]
+    solo_rate = [1 / s for s in solo.wall]
+    pool_s, solo_s = median(pooled.wall), median(solo.wall)
+    share = median(solo.encoder) / solo_s
     bound = k / (1 + (k - 1) * (1 - share))
-    speedup = statistics.median(pool_rate) / statistics.median(solo_rate)
-    in_pool_encoder, in_pool_head = statistics.median(pool_encoder), statistics.median(pool_head)
-    # what is neither the encoder nor a head, step by step (medians of parts need not add up)
-    rest = statistics.median(
-        step - encoder - sum(pool_head[k * i : k * (i + 1)])
-        for i, (step, encoder) in enumerate(zip(pooled, pool_encoder, strict=True))
-    )
-    solo_rest = solo_s - encoder_s  # the trainable part, loader and loop of a solo step
+    speedup = median(pool_rate) / median(solo_rate)
+    pool_head = median([h for heads in pooled.heads for h in heads])
     table = "\n".join(
         [
             "# Trial pools: 4 heads over one encoder forward vs 4 solo runs",
             "",
             f"Command: `python benchmarks/bench_pools.py --rounds {args.rounds} --steps {args.steps}`. "
-            "The reference's model (random DINO ViT-B/8 at 224 px, 784 patches, 11 slots of 128, "
-            "SlotMixer, timesim) at batch 1 x 4 frames, fp32, CPU. The encoder's forward on one batch "
-            f"takes {encoder_s:.2f} s, **{share:.0%} of a solo step** ({solo_s:.2f} s). "
-            f"{args.rounds} rounds, the sides' order alternating; each side {args.steps} timed steps "
-            "per round (per trial for solo).",
+            "The reference's model (random DINO ViT-B/8, 11 slots of 128, SlotMixer, timesim) at "
+            "160 px (400 patches), batch 1 x 4 frames, fp32, CPU. The encoder's forward is "
+            f"**{share:.0%} of a solo step** (medians of the solo steps: {median(solo.encoder):.2f} s "
+            f"of {solo_s:.2f} s). {args.rounds} rounds, the sides' order alternating; each side "
+            f"{args.steps} timed steps per round (per trial for solo).",
             "",
             "| way | trial-steps/s, median | spread (min-max) | timed steps |",
             "|---|---|---|---|",
-            f"| 4 trials solo, one after another | {statistics.median(solo_rate):.3f} | "
-            f"{min(solo_rate):.3f}-{max(solo_rate):.3f} | {len(solo)} |",
-            f"| one pool of 4 heads | {statistics.median(pool_rate):.3f} | "
-            f"{min(pool_rate):.3f}-{max(pool_rate):.3f} | {len(pooled)} |",
+            f"| 4 trials solo, one after another | {median(solo_rate):.3f} | "
+            f"{min(solo_rate):.3f}-{max(solo_rate):.3f} | {len(solo.wall)} |",
+            f"| one pool of 4 heads | {median(pool_rate):.3f} | "
+            f"{min(pool_rate):.3f}-{max(pool_rate):.3f} | {len(pooled.wall)} |",
             "",
-            f"Pool / solo: **{speedup:.2f}x** trial-steps per second (medians). The bound at this "
-            f"encoder share, K / (1 + (K - 1)(1 - share)) for K = {k} heads that each cost a solo "
-            f"step's non-encoder part, is {bound:.2f}x.",
+            f"Pool / solo: **{speedup:.2f}x** trial-steps per second (medians). At this encoder share, "
+            f"{k} heads that each cost what a solo step costs beyond its encoder would give "
+            f"K / (1 + (K - 1)(1 - share)) = {bound:.2f}x.",
             "",
-            "Where a pool step goes (medians, seconds):",
+            "Where a step goes (medians over the timed steps, seconds; a head's update is its forward "
+            "from the features, backward, clipping and Adam):",
             "",
             "| part | pool step | solo step |",
             "|---|---|---|",
-            f"| frozen encoder forward | {in_pool_encoder:.2f} (once) | {encoder_s:.2f} (timed alone) |",
-            f"| each head: forward from the features, backward, clip, Adam | {in_pool_head:.2f} x {k} | "
-            f"{solo_rest:.2f} (the step less the encoder: also the loader and Lightning's loop) |",
-            f"| the rest: loader, Lightning's loop, clock optimizer | {rest:.2f} | (in the line above) |",
+            f"| frozen encoder forward | {median(pooled.encoder):.2f} (once) | {median(solo.encoder):.2f} |",
+            f"| a head's update | {pool_head:.2f} x {k} | {median([h[0] for h in solo.heads]):.2f} |",
+            f"| the rest: loader, Lightning's loop, schedule | {median(pooled.rest()):.2f} | "
+            f"{median(solo.rest()):.2f} |",
             f"| whole step | {pool_s:.2f} | {solo_s:.2f} |",
         ]
     )

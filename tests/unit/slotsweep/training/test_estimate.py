@@ -264,3 +264,51 @@ def test_estimate_prints_the_pool_block():
     assert pool["memory"]["batch"] == 512 * 3 * 224 * 224 * 4
     assert pool["head_bytes"] >= 16 * pool["memory"]["trainable_parameters"]
     assert pool["gain"] > 2.5  # the encoder is ~85% of a step's FLOPs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pool_memory_against_a_pool_measured_on_cuda(compose_train):
+    """The fake-tensor count against torch.cuda.max_memory_allocated: K heads on one encoder (as
+    pool.build_pool shares it), its forward once, then each head's bf16 step in turn (forward,
+    gradients set to None, backward, Adam: as pool.py's _head_step), two pool steps so the second
+    runs at steady state. The slope from 1 to 3 heads is two heads' state; one head's pool is the
+    count to within what the count leaves out (cuBLAS workspaces, the allocator's rounding)."""
+    cfg = compose_train("dataset.batch_size=8", "trainer.precision=bf16-mixed")
+    memory = estimate.count_memory(cfg, "bf16")
+
+    def measured(heads: int) -> int:
+        torch.cuda.empty_cache()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        built = [build_model(cfg) for _ in range(heads)]
+        for model, losses in built:
+            model.encoder = built[0][0].encoder
+            model.cuda(), losses.cuda()
+        optimizers = [
+            torch.optim.Adam(
+                [p for m in (model, *losses.values()) for p in m.parameters() if p.requires_grad]
+            )
+            for model, losses in built
+        ]
+        S = built[0][0].encoder.img_size
+        video = torch.randn(cfg.dataset.batch_size, cfg.dataset.train_clip_frames, 3, S, S, device="cuda")
+        for _ in range(2):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                features = built[0][0].encode(video)
+            for (model, losses), optimizer in zip(built, optimizers, strict=True):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    total = estimate._training_loss(model, losses, features)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                del total
+            del features
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - start
+        del built, optimizers, video
+        return peak
+
+    one, three = measured(1), measured(3)
+    assert 0.75 < (three - one) / (2 * memory.head_state) < 1.25
+    assert 0.7 < one / estimate.pool_bytes(memory, 1)[2] < 1.5
