@@ -4,15 +4,16 @@ Size: the reference's model (a randomly initialised DINO ViT-B/8, 11 slots of 12
 temporal similarity; `_common.REFERENCE_SIZE`) at 160 px (400 patches) and batch 1 x 4 frames,
 fp32: the frozen encoder is most of a training step here, as in every reference preset (the script
 measures and prints its share; at 224 px it is the same, ~83%, and a run takes twice as long).
-Each round times the pool (one encoder forward per batch, four heads step on it) and each of the
-four trials alone, one after another; the order of the two sides alternates between rounds, so a
-drift in the machine's load hits both. The table gives the median
-over all timed steps and their spread (min-max). No validation, checkpoints or logger on either side.
+Each round times the pool (src/pool.py's run_pool: one encoder forward per batch, four heads step
+on it) and each of the four trials alone, one after another; the order of the two sides alternates
+between rounds, so a drift in the machine's load hits both. The table gives the median over all
+timed steps and their spread (min-max). No validation, checkpoint or logger in a timed step.
 
-Where the pool's step goes: inside the pool the script times the shared encoder's forward and each
-head's step (forward from the features, backward, clipping, optimizer), the rest of the step being
-the loader and Lightning's loop (the clock optimizer included). Against the solo step, that says
-how much each head costs beyond the trainable part of a solo step.
+Where a step goes: on both sides the script times the frozen encoder's forward and each head's
+update (its forward from the features, backward, clipping and Adam: the pool's _head_step, a solo
+module's optimizer_step, less the encoder's time where it runs inside), the rest of the step being
+the loader and Lightning's loop. Side by side, that says what a head costs in a pool against the
+same work in a solo run.
 
     python benchmarks/bench_pools.py [--rounds 2] [--steps 10]
 """
@@ -20,17 +21,18 @@ how much each head costs beyond the trainable part of a solo step.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import median
 
 import lightning as L
-from _common import REFERENCE_SIZE, _StepClock, compose_train, write_table
+from _common import REFERENCE_SIZE, compose_train, write_table
 
-from slotsweep import numerics
 from slotsweep.training import task
-from slotsweep.training.pool import HeadRun, PoolModule, build_pool
+from slotsweep.training.pool import run_pool
 
 SIZE = [
     *REFERENCE_SIZE,  # at 224 px; the later keys win
@@ -49,7 +51,7 @@ TRIALS = (  # four trials of one seed: the hyperparameters a sweep would vary
 
 
 class _Timer:
-    """Wraps a callable and keeps the wall seconds of each call."""
+    """Wraps a callable and keeps the wall seconds of each call, until taken."""
 
     def __init__(self, fn: Callable) -> None:
         self.fn, self.seconds = fn, []
@@ -59,6 +61,26 @@ class _Timer:
         out = self.fn(*args, **kwargs)
         self.seconds.append(time.perf_counter() - start)
         return out
+
+    def take(self) -> list[float]:
+        taken, self.seconds = self.seconds, []
+        return taken
+
+
+class _StepTimers(L.Callback):
+    """At each training batch's end: the wall clock, and the encoder forwards and head updates timed
+    in that batch. `install(module)` wraps the module's encoder forward and update in _Timers when
+    training starts (a pool has its heads and their shared encoder by then)."""
+
+    def __init__(self, install: Callable[[L.LightningModule], tuple[_Timer, _Timer]]) -> None:
+        self.install = install
+        self.batches: list[tuple[float, list[float], list[float]]] = []
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.encoder, self.update = self.install(module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        self.batches.append((time.perf_counter(), self.encoder.take(), self.update.take()))
 
 
 @dataclass
@@ -70,6 +92,19 @@ class Steps:
     encoder: list[float] = field(default_factory=list)
     heads: list[list[float]] = field(default_factory=list)
 
+    @classmethod
+    def timed(cls, timers: _StepTimers, warmup: int = 1) -> Steps:
+        """The steps after `warmup` batches: a step lasts from the previous batch's end to its own."""
+        steps = cls()
+        for (before, _, _), (end, encoder, updates) in zip(
+            timers.batches[warmup:], timers.batches[warmup + 1 :], strict=False
+        ):
+            assert len(encoder) == 1, "one encoder forward per batch"
+            steps.wall.append(end - before)
+            steps.encoder.append(encoder[0])
+            steps.heads.append([updates[0] - encoder[0], *updates[1:]])  # the first update runs the encoder
+        return steps
+
     def extend(self, other: Steps) -> None:
         self.wall += other.wall
         self.encoder += other.encoder
@@ -80,67 +115,59 @@ class Steps:
         return [w - e - sum(h) for w, e, h in zip(self.wall, self.encoder, self.heads, strict=True)]
 
 
-def _timed_fit(
-    module: L.LightningModule, datamodule, encoder_timer: _Timer, update: str, n_steps: int, **trainer
-) -> Steps:
-    """Fit `module` for warm-up + n_steps + 1 steps (the first mark starts the first timed step),
-    timing the module's method `update` (a head's whole update, the encoder forward included where
-    it runs inside it); `encoder_timer` wraps the encoder's computing forward."""
-    warmup = 1
-    update_timer = _Timer(getattr(module, update))
-    setattr(module, update, update_timer)
-    clock = _StepClock()
+def _time_pool(pool: L.LightningModule) -> tuple[_Timer, _Timer]:
+    encoder = pool.encoder._forward = _Timer(pool.encoder._forward)  # what computes, once per batch
+    update = pool._head_step = _Timer(pool._head_step)
+    return encoder, update
+
+
+def _time_solo(module: L.LightningModule) -> tuple[_Timer, _Timer]:
+    frozen = module.model.encoder
+    encoder = frozen.forward = _Timer(frozen.forward)  # an instance attribute: nn.Module.__call__ finds it
+    # optimizer_step holds a solo run's update: the closure (training_step, backward), clipping, Adam
+    update = module.optimizer_step = _Timer(module.optimizer_step)
+    return encoder, update
+
+
+def pool_steps(n_steps: int, warmup: int = 1) -> Steps:
+    """A pool of the four TRIALS through run_pool, in a temporary runs dir (the heads' run dirs are
+    written as in a sweep; one validation batch and the checkpoint after the last, untimed, step)."""
+    length = warmup + n_steps + 1  # +1: a step's duration is the gap to the previous batch's end
+    untimed = [
+        f"trainer.max_steps={length}",
+        f"trainer.val_check_interval={length}",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        f"checkpoint_every_n_steps={length}",
+    ]
+    timers = _StepTimers(_time_pool)
+    with tempfile.TemporaryDirectory(prefix="bench_pools_") as runs_dir:
+        cfgs = [compose_train(*SIZE, *trial, *untimed, f"paths.runs_dir={runs_dir}") for trial in TRIALS]
+        run_pool(cfgs, Path(runs_dir) / "pool", callbacks=[timers])
+    return Steps.timed(timers, warmup)
+
+
+def solo_steps(trial: list[str], n_steps: int, warmup: int = 1) -> Steps:
+    """One trial alone, its model and loop as a solo run's (no validation, checkpoints or logger)."""
+    cfg = compose_train(*SIZE, *trial)
+    datamodule, module = task.build_task(cfg)
+    timers = _StepTimers(_time_solo)
     L.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=warmup + n_steps + 1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        precision=cfg.trainer.precision,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
-        **trainer,
+        callbacks=[timers],
     ).fit(module, datamodule=datamodule)
-    assert len(encoder_timer.seconds) == warmup + n_steps + 1, "one encoder forward per batch"
-    k = len(update_timer.seconds) // len(encoder_timer.seconds)  # updates per batch: the heads
-    marks = [wall for wall, _ in clock.marks[warmup:]]
-    steps = Steps(wall=[b - a for a, b in zip(marks, marks[1:], strict=False)])
-    for batch in range(warmup + 1, warmup + n_steps + 1):  # the batches whose steps the marks bound
-        updates = update_timer.seconds[k * batch : k * (batch + 1)]
-        steps.encoder.append(encoder_timer.seconds[batch])
-        steps.heads.append([updates[0] - encoder_timer.seconds[batch], *updates[1:]])  # the first runs it
-    return steps
-
-
-def pool_steps(n_steps: int) -> Steps:
-    """A pool of the four TRIALS: one encoder forward per batch, each head's _head_step on it."""
-    cfgs = [compose_train(*SIZE, *trial) for trial in TRIALS]
-    datamodule, heads = build_pool(cfgs)
-    runs = [HeadRun(cfg, f"trial{k}", None, None) for k, cfg in enumerate(cfgs)]
-    pool = PoolModule(heads, runs, {"id": "bench", "size": len(cfgs)}, numerics.resolve(cfgs[0]))
-    encoder = pool.encoder._forward = _Timer(pool.encoder._forward)  # what runs once per batch
-    # the pool clips each head itself; its Trainer runs at the numerics' precision
-    return _timed_fit(pool, datamodule, encoder, "_head_step", n_steps, precision="32-true")
-
-
-def solo_steps(trial: list[str], n_steps: int) -> Steps:
-    """One trial alone, as a solo run's Trainer drives it: optimizer_step holds its update (its
-    training_step with the encoder forward, backward, clipping and Adam)."""
-    cfg = compose_train(*SIZE, *trial)
-    datamodule, module = task.build_task(cfg)
-    frozen = module.model.encoder
-    encoder = frozen.forward = _Timer(frozen.forward)  # an instance attribute: nn.Module.__call__ finds it
-    return _timed_fit(
-        module,
-        datamodule,
-        encoder,
-        "optimizer_step",
-        n_steps,
-        precision=cfg.trainer.precision,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-    )
+    return Steps.timed(timers, warmup)
 
 
 def main() -> None:
