@@ -269,8 +269,8 @@ def test_estimate_prints_the_pool_block():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pool_memory_against_a_pool_measured_on_cuda(compose_train):
-    """The fake-tensor count against torch.cuda.max_memory_allocated: K heads on one encoder (as
-    pool.build_pool shares it), its forward once, then each head's bf16 step in turn (forward,
+    """The fake-tensor count against torch.cuda.max_memory_allocated: K heads on one encoder (as a
+    pool shares it), its forward once, then each head's bf16 step in turn (forward,
     gradients set to None, backward, Adam: as pool.py's _head_step), two pool steps so the second
     runs at steady state. The slope from 1 to 3 heads is two heads' state; one head's pool is the
     count to within what the count leaves out (cuBLAS workspaces, the allocator's rounding)."""
@@ -284,7 +284,8 @@ def test_pool_memory_against_a_pool_measured_on_cuda(compose_train):
         built = [build_model(cfg) for _ in range(heads)]
         for model, losses in built:
             model.encoder = built[0][0].encoder
-            model.cuda(), losses.cuda()
+            for part in (model, *losses.values()):  # losses: a dict of modules
+                part.cuda()
         optimizers = [
             torch.optim.Adam(
                 [p for m in (model, *losses.values()) for p in m.parameters() if p.requires_grad]
