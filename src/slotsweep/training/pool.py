@@ -371,9 +371,10 @@ class PoolModule(L.LightningModule):
         self.join_waiting()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        losses: dict[int, Tensor] = {}
         for k in self.active():
             try:
-                self._head_step(k, batch)
+                losses[k] = self._head_step(k, batch)
             except torch.OutOfMemoryError as error:  # the pool's: fewer heads would fit
                 raise SlotsweepError(
                     f"the device ran out of memory with {len(self.active())} heads in pool "
@@ -381,6 +382,17 @@ class PoolModule(L.LightningModule):
                     "(python src/estimate.py ... pool_size=<K> says what fits)"
                 ) from error
             except Exception as error:  # this head's: the others train on
+                self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
+        # One look at the losses per step, after every head has queued its work: a check per head
+        # would make the host wait for the device K times a step. A head whose loss was NaN/inf
+        # stepped on it, but its weights are not kept (a failed head's run dir gets no checkpoint).
+        finite = torch.isfinite(torch.stack(list(losses.values()))).tolist() if losses else []
+        for (k, loss), ok in zip(losses.items(), finite, strict=True):
+            if not ok:
+                error = NonFiniteLossError(
+                    f"training loss is {loss.item()} at step {self.runs[k].local_step(self.global_step)}; "
+                    "lower optim.base_lr, or clip gradients (trainer.gradient_clip_val)"
+                )
                 self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
         if self.encoder is not None:
             self.encoder.forget()
@@ -402,16 +414,12 @@ class PoolModule(L.LightningModule):
             self.queue.close()
         return bool(self.queue.waiting())
 
-    def _head_step(self, k: int, batch: dict[str, Tensor]) -> None:
+    def _head_step(self, k: int, batch: dict[str, Tensor]) -> Tensor:
+        """Head k's training step on the batch; its loss (checked for NaN/inf by the caller)."""
         head, run = self.heads[k], self.runs[k]
         optimizer, schedule = self.head_optimizers[k]
         values = head.compute_losses(head.model(**model_inputs(batch), generator=head.train_generator()))
         step = run.local_step(self.global_step)
-        if not torch.isfinite(values["loss"]):
-            raise NonFiniteLossError(
-                f"training loss is {values['loss'].item()} at step {step}; lower optim.base_lr, or "
-                "clip gradients (trainer.gradient_clip_val)"
-            )
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(values["loss"])
         clip = run.cfg.trainer.get("gradient_clip_val")
@@ -420,8 +428,9 @@ class PoolModule(L.LightningModule):
         optimizer.step()
         schedule.step()
         if run.logger and (step + 1) % run.cfg.trainer.log_every_n_steps == 0:
-            values = {f"train/{n}": float(v.detach()) for n, v in values.items()}
-            run.logger.log_metrics(values, step=step)
+            logged = {f"train/{n}": float(v.detach()) for n, v in values.items()}
+            run.logger.log_metrics(logged, step=step)
+        return values["loss"].detach()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         for k in self.active():
