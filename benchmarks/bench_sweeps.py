@@ -102,10 +102,16 @@ def warm_data(args: argparse.Namespace, root: Path) -> None:
 
 
 def run_local_sweep(
-    overrides: list[str], sweep_dir: Path, data_dir: str, trials: int, n_jobs: int, seeds: int
+    overrides: list[str],
+    sweep_dir: Path,
+    data_dir: str,
+    trials: int,
+    n_jobs: int,
+    seeds: int,
+    sampler_seed: int = 0,
 ) -> tuple[subprocess.CompletedProcess, list[str], float]:
-    """`src/train.py -m` with local jobs, the random sampler (seed 0) and `overrides` last, in its
-    own sweep and runs dir; (the finished process, its command, wall seconds)."""
+    """`src/train.py -m` with local jobs, the random sampler (`sampler_seed`) and `overrides` last,
+    in its own sweep and runs dir; (the finished process, its command, wall seconds)."""
     command = [
         sys.executable,
         str(REPO / "src" / "train.py"),
@@ -118,7 +124,7 @@ def run_local_sweep(
         f"hydra.sweeper.n_jobs={n_jobs}",
         f"hydra.sweeper.seeds={list(range(seeds))}",
         "hydra/sweeper/sampler=random",
-        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweeper.sampler.seed={sampler_seed}",
         "hydra.sweeper.poll_s=1",
         *overrides,
     ]

@@ -123,9 +123,24 @@ def optuna_policy(make_pruner: Callable[[], optuna.pruners.BasePruner]) -> Polic
     return run
 
 
-def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: bool = True) -> Policy:
-    """slotsweep's pause-and-promote scheduler, one segment at a time; `noise` false: without the
-    seed-noise allowance (the plain top 1/eta)."""
+def _promotion_per_rung(
+    by_rung: dict[int, list[RungResult]], eta: int, maximize: bool, finishing: bool
+) -> RungResult | None:
+    """next_promotion with each rung's own pooled seed-std (it looks at the rungs one at a time,
+    highest first, so asking it rung by rung decides the same but for the std)."""
+    for rung in sorted(by_rung, reverse=True):
+        std = pooled_seed_std(by_rung[rung])
+        promoted = next_promotion({rung: by_rung[rung]}, eta, maximize, std, finishing)
+        if promoted is not None:
+            return promoted
+    return None
+
+
+def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: str = "study") -> Policy:
+    """slotsweep's pause-and-promote scheduler, one segment at a time. `noise`: the seed-noise
+    allowance as the sweeper measures it ("study": one std pooled over every rung's results with
+    several seeds), "rung" (each rung's own pooled std: not what the sweeper does, replayed to show
+    what it would change) or "none" (the plain top 1/eta)."""
 
     def run(draw: Draw, maximize: bool, rng: random.Random) -> tuple[int | None, float]:
         last = draw.steps[-1]
@@ -160,8 +175,11 @@ def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: bool =
                         paused = at.get(trial) == rung
                         by_rung.setdefault(rung, []).append(RungResult(trial, rung, result.values, paused))
             finishing = started == len(draw.configs)
-            seed_std = pooled_seed_std(everything) if noise else None
-            promoted = next_promotion(by_rung, eta, maximize, seed_std, finishing)
+            if noise == "rung":
+                promoted = _promotion_per_rung(by_rung, eta, maximize, finishing)
+            else:
+                seed_std = pooled_seed_std(everything) if noise == "study" else None
+                promoted = next_promotion(by_rung, eta, maximize, seed_std, finishing)
             if promoted is not None:
                 segment(promoted.trial, promoted.rung + 1)
             elif started < len(draw.configs):
@@ -175,38 +193,62 @@ def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: bool =
     return run
 
 
-def policies(steps: list[int]) -> dict[str, Policy]:
-    """The replayed policies by name. Rungs and warm-up at validation steps of the recording."""
+def at_validation(steps: list[int], step: float) -> int:
+    """The first validation step at or after `step` (rungs can only be where values were recorded)."""
+    return next((s for s in steps if s >= step), steps[-1])
+
+
+def rung_settings(steps: list[int]) -> list[tuple[int, int]]:
+    """(first rung, eta) of the replayed asha policies: rungs 1/9, 1/3 and 1/4 of the way in, so that
+    the first rung is early, where the objective has begun to move, and half-way to the end."""
     last = steps[-1]
-    r_small, r_large = steps[0], steps[len(steps) // 5]  # the first validation, and ~1/5 in
+    settings = [(at_validation(steps, last / 9), 3), (at_validation(steps, last / 3), 3)]
+    settings.append((at_validation(steps, last / 4), 2))
+    recorded = set(steps)
+    for r, eta in settings:  # a rung between two validations would have no recorded value
+        missing = [step for step in Rungs(r, eta, last).steps if step not in recorded]
+        if missing:
+            raise SystemExit(
+                f"error: rungs {missing} (r={r}, eta={eta}) are not validation steps of the pool"
+            )
+    return settings
+
+
+def policies(steps: list[int]) -> dict[str, Policy]:
+    """The replayed policies by name. Rungs, warm-ups and minimum resources at validation steps."""
+    last = steps[-1]
+    r_first, r_quarter = steps[0], at_validation(steps, last / 4)
+    asha = {}
+    for r, eta in rung_settings(steps):
+        for fidelity in (True, False):
+            name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
+            asha[name] = asha_policy(r, eta, fidelity)
+    r, eta = rung_settings(steps)[0]
+    variants = {"rung": "noise allowance per rung (not the sweeper's)", "none": "no noise allowance"}
+    for noise, described in variants.items():
+        for fidelity in (True, False):
+            name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
+            asha[f"{name}, {described}"] = asha_policy(r, eta, fidelity, noise)
     return {
         "none (full sweep)": full,
         "random 3 trained fully": lambda d, m, rng: full(d, m, rng, subset=3),
-        f"Optuna median (5 startup trials, warm-up {r_large})": optuna_policy(
-            lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=r_large)
+        f"Optuna median (5 startup trials, warm-up {r_quarter})": optuna_policy(
+            lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=r_quarter)
         ),
-        f"Optuna successive halving (r={r_large}, eta=3)": optuna_policy(
-            lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=r_large, reduction_factor=3)
+        f"Optuna successive halving (r={r_quarter}, eta=3)": optuna_policy(
+            lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=r_quarter, reduction_factor=3)
         ),
-        f"Optuna hyperband (r={r_small}, max {last}, eta=3)": optuna_policy(
-            lambda: optuna.pruners.HyperbandPruner(r_small, max_resource=last, reduction_factor=3)
+        f"Optuna hyperband (r={r_first}, max {last}, eta=3)": optuna_policy(
+            lambda: optuna.pruners.HyperbandPruner(r_first, max_resource=last, reduction_factor=3)
         ),
         "Optuna wilcoxon (p=0.1)": optuna_policy(lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1)),
-        **{
-            f"asha r={r} eta={eta}" + (", seeds as fidelity" if fidelity else ", every seed"): asha_policy(
-                r, eta, fidelity
-            )
-            for r, eta in ((r_small, 3), (r_large, 3), (r_small, 2))
-            for fidelity in (True, False)
-        },
-        f"asha r={r_small} eta=3, seeds as fidelity, no noise allowance": asha_policy(
-            r_small, 3, True, noise=False
-        ),
+        **asha,
     }
 
 
 def replay(path: Path, n_draws: int, seed: int) -> tuple[list[dict], dict]:
-    """Per policy {policy, fraction, p_within, regret}; and the pool's description."""
+    """Per policy {policy, fraction, p_within, p_within_mean_std, regret, no_winner}; and the pool's
+    description."""
     configs, seeds, steps, maximize = load_pool(path)
     sign = 1 if maximize else -1
     last = steps[-1]
@@ -215,7 +257,7 @@ def replay(path: Path, n_draws: int, seed: int) -> tuple[list[dict], dict]:
     variances = [statistics.variance([c.values[s][last] for s in seeds]) for c in configs]
     std = math.sqrt(statistics.fmean(variances))
     named = policies(steps)
-    totals = {name: {"fraction": [], "within": [], "regret": [], "none": 0} for name in named}
+    totals = {name: {"fraction": [], "within": [], "close": [], "regret": [], "none": 0} for name in named}
     rng = random.Random(seed)
     for _ in range(n_draws):
         chosen = rng.sample(range(len(configs)), DRAWN)
@@ -231,18 +273,30 @@ def replay(path: Path, n_draws: int, seed: int) -> tuple[list[dict], dict]:
                 continue
             regret = (best - sign * finals[chosen[winner]]) / std
             totals[name]["within"].append(regret <= 1.0)
+            # one std of a mean over every recorded seed: the noise in the full sweep's own ranking
+            totals[name]["close"].append(regret <= 1.0 / math.sqrt(len(seeds)))
             totals[name]["regret"].append(regret)
     rows = [
         {
             "policy": name,
             "fraction": statistics.fmean(t["fraction"]),
             "p_within": sum(t["within"]) / n_draws,  # a draw without a winner counts as a miss
+            "p_within_mean_std": sum(t["close"]) / n_draws,
             "regret": statistics.fmean(t["regret"]) if t["regret"] else math.nan,
             "no_winner": t["none"],
         }
         for name, t in totals.items()
     ]
-    about = {"configs": len(configs), "seeds": len(seeds), "steps": steps, "seed_std": std, "draws": n_draws}
+    about = {
+        "configs": len(configs),
+        "seeds": len(seeds),
+        "steps": steps,
+        "seed_std": std,
+        "config_std": statistics.stdev(finals),  # how far apart the configurations' seed means are
+        "per_step_s": statistics.fmean(c.per_step for c in configs),
+        "per_start_s": statistics.fmean(c.per_start for c in configs),
+        "draws": n_draws,
+    }
     return rows, about
 
 
@@ -270,21 +324,34 @@ def main() -> None:
             print(json.dumps(row))
         return
     pool = json.loads(args.curves.read_text())
+    recorded_s = sum(part["wall_s"] for part in pool["parts"])
+    machine = pool["machine"].removeprefix("Machine: ").rstrip(".")
     lines = [
         "# Sweep policies replayed on recorded curves",
         "",
-        f"Pool: {about['configs']} configurations x {about['seeds']} seeds of `{pool['sweep']}` on "
-        f"`{pool['preset']}`, validated every {pool['validation_every']} steps to step "
-        f"{about['steps'][-1]} ({Path(args.curves).name}, recorded in {pool['wall_s']} s on "
-        f"{pool['machine']}). {about['draws']} draws of {DRAWN} configurations and a seed order; "
-        f"pooled seed-std of the final value {about['seed_std']:.4f}. Fraction: device-hours over "
-        "the full sweep's (every configuration and seed to the end), each job paying its start-up. "
-        "Within: P(the winner's all-seed mean is within one seed-std of the full sweep's best). "
-        f"Regret: mean, in seed-stds. Replayed in {elapsed:.1f} s.",
+        f"Pool ({Path(args.curves).name}): {about['configs']} configurations x {about['seeds']} seeds "
+        f"of `{pool['sweep']}` on `{pool['preset']}`, validated every {pool['validation_every']} "
+        f"steps to step {about['steps'][-1]}, recorded in {recorded_s} s ({len(pool['parts'])} "
+        f"part(s)) on {machine}. A job cost {about['per_step_s']:.3f} device-s a step and "
+        f"{about['per_start_s']:.1f} device-s to start (means over the configurations). Pooled "
+        f"seed-std of the final value {about['seed_std']:.4f}; std of the configurations' "
+        f"{about['seeds']}-seed means {about['config_std']:.4f}.",
         "",
-        "| policy | fraction of device-hours | P(within one seed-std) | mean regret (seed-stds) |",
-        "|---|---:|---:|---:|",
-        *(f"| {r['policy']} | {r['fraction']:.0%} | {r['p_within']:.0%} | {r['regret']:.2f} |" for r in rows),
+        f"{about['draws']} draws of {DRAWN} configurations and a seed order (`--seed {args.seed}`), "
+        f"replayed in {elapsed:.1f} s. Fraction: device-hours over the full sweep's (every "
+        "configuration and seed to the end), each job paying its start-up. P(within): the probability "
+        "that the winner's all-seed mean is within one seed-std of the full sweep's best, and within "
+        f"one std of a {about['seeds']}-seed mean (seed-std / {math.sqrt(about['seeds']):.0f}). "
+        "Regret: mean, in seed-stds.",
+        "",
+        f"| policy | fraction of device-hours | P(within one seed-std) | P(within one std of a "
+        f"{about['seeds']}-seed mean) | mean regret (seed-stds) |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r['policy']} | {r['fraction']:.0%} | {r['p_within']:.0%} | {r['p_within_mean_std']:.0%} "
+            f"| {r['regret']:.2f} |"
+            for r in rows
+        ),
     ]
     table = "\n".join(lines)
     print(table)
