@@ -344,6 +344,15 @@ def main() -> None:
         f"one std of a {about['seeds']}-seed mean (seed-std / {math.sqrt(about['seeds']):.0f}). "
         "Regret: mean, in seed-stds.",
         "",
+        "```bash",
+        "# recorded with (each part under the CPU lock; the second adds to the first):",
+        "python benchmarks/record_sweep_curves.py --configs 12 --seeds 4 --steps 300 --every 25",
+        "python benchmarks/record_sweep_curves.py --configs 12 --seeds 4 --steps 300 --every 25 "
+        "--sampler-seed 1 --append",
+        "# this table:",
+        f"python benchmarks/bench_sweeps_replay.py --draws {about['draws']} --seed {args.seed}",
+        "```",
+        "",
         f"| policy | fraction of device-hours | P(within one seed-std) | P(within one std of a "
         f"{about['seeds']}-seed mean) | mean regret (seed-stds) |",
         "|---|---:|---:|---:|---:|",

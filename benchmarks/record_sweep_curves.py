@@ -11,10 +11,12 @@ step and per job start (a line through the device-seconds each job reported at i
 the start-up that every extra job pays is known).
 
 Why 300 steps, every 25: on this preset the objective is ~0 until step ~125 and rises through step
-1000; at 200 steps the configurations barely differ, at 300 they do (0 to ~0.3 FG-ARI), and 24 x 4
-jobs of 300 steps take ~25 minutes of the 2 cores (~0.09 CPU-s a step, ~5 s a job start). The
-pool ranks the configurations by how fast they learn, not by where they end after 1000 steps.
-CPU-heavy: each part (12 configurations x 4 seeds) takes ~13 minutes of both cores.
+1000; at 200 steps most seeds have not moved yet, at 300 the 4-seed means spread over 0.06-0.30
+FG-ARI, and 24 x 4 jobs of 300 steps cost ~0.09 CPU-s a step and ~5 s a job start: ~35 minutes
+of the 2 cores in all (1000 steps would be ~2 hours). The pool ranks the configurations by how
+fast they learn, not by where they end after 1000 steps; when a seed takes off varies more than
+the configurations do (the replay's table gives both spreads).
+CPU-heavy: each part (12 configurations x 4 seeds) took 14-20 minutes of the 2 cores (shared).
 """
 
 from __future__ import annotations

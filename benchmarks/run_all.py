@@ -21,6 +21,7 @@ BENCHMARKS = [
     "bench_input.py",
     "bench_gpu.py",
     "bench_sweeps.py",
+    "bench_sweeps_replay.py",  # ~40 s: replays the committed curves (record_sweep_curves.py records them)
     "bench_pools.py",
 ]
 
