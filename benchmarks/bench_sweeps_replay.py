@@ -100,7 +100,10 @@ def optuna_policy(make_pruner: Callable[[], optuna.pruners.BasePruner]) -> Polic
     """A sequential Optuna study with this pruner over the draw's configurations, every seed."""
 
     def run(draw: Draw, maximize: bool, rng: random.Random) -> tuple[int | None, float]:
-        study = optuna.create_study(direction="maximize" if maximize else "minimize", pruner=make_pruner())
+        # a fixed name: hyperband assigns brackets by a hash of the study name and trial number, so
+        # an auto-generated (random) name would make the table differ from run to run
+        direction = "maximize" if maximize else "minimize"
+        study = optuna.create_study(study_name="replay", direction=direction, pruner=make_pruner())
         cost, finals = 0.0, {}
         for index, config in enumerate(draw.configs):
             trial = study.ask()
