@@ -41,10 +41,11 @@ from omegaconf import OmegaConf
 
 def ways(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
     """{sweep dir name: (row name, sweep overrides)}, in the order they are run."""
-    # Successive halving, not the median pruner of `+sweep=loss_weights_pruned`: this preset's
-    # trials differ little (final FG-ARI 0.34-0.55), so the median of the completed trials is
-    # close to every trial and the median pruner stopped them late (steps 250-950 of 1000 in a run
-    # of this benchmark: ~60% of the unpruned steps). Successive halving keeps a fixed share.
+    # Successive halving, not the median pruner (`+sweep=loss_weights_pruned`'s before the replay
+    # chose hyperband): this preset's trials differ little (final FG-ARI 0.34-0.55), so the median
+    # of the completed trials is close to every trial and the median pruner stopped them late
+    # (steps 250-950 of 1000 in a run of this benchmark: ~60% of the unpruned steps). Successive
+    # halving keeps a fixed share.
     halving = [
         "+sweep=loss_weights",
         "hydra/sweeper/pruner=successive_halving",
