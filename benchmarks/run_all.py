@@ -1,7 +1,7 @@
 """Run every benchmark (`make bench`); each prints its table and writes benchmarks/results/<name>.md.
 
 Each runs in its own process, so one's settings (the metrics benchmark's single thread) do not leak
-into the next. About 16 minutes on 2 loaded cores. The GPU benchmark refuses to run without CUDA,
+into the next. About 35 minutes on 2 loaded cores. The GPU benchmark refuses to run without CUDA,
 so it is skipped here on a machine without it.
 """
 
@@ -22,7 +22,8 @@ BENCHMARKS = [
     "bench_gpu.py",
     "bench_sweeps.py",
     "bench_sweeps_replay.py",  # ~40 s: replays the committed curves (record_sweep_curves.py records them)
-    "bench_pools.py",
+    "bench_pools.py",  # ~6 min: a pool of 4 heads against the 4 trials solo
+    "bench_pool_sweep.py",  # ~12 min: an 8-trial sweep at pool_size=4 against pool_size=1
 ]
 
 GPU_ONLY = {"bench_gpu.py"}
