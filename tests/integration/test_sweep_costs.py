@@ -36,7 +36,7 @@ def reaped_children_cpu_s(process: subprocess.Popen) -> float:
     raise AssertionError(f"the sweep did not end within {HANG_GUARD_S} s")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # a known gap (xfail): make test-all keeps it in view without costing make test a minute
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
 @pytest.mark.xfail(
     strict=True,  # passes once the gap is closed: then this marker goes
