@@ -57,6 +57,12 @@ class Jobs(Protocol):
     def cancel(self, job_id: str) -> None:
         """Stop the job now (scancel, or SIGTERM to the process)."""
 
+    def measured_cpu_seconds(self, job_id: str) -> float | None:
+        """CPU-seconds of an ended job's whole process tree as the OS counted them when it was
+        reaped (what the job's own count misses: the launcher's wrapper process, the job's exit
+        after results.json); None where that is not known (SLURM, a job adopted from a killed
+        sweeper)."""
+
 
 class _SubmititJobs:
     """What both backends share: submit through an executor, results from submitit's pickles."""
@@ -78,6 +84,9 @@ class _SubmititJobs:
 
     def _submitted(self, job: Any) -> None:
         """Hook for what a backend keeps of a job it started."""
+
+    def measured_cpu_seconds(self, job_id: str) -> float | None:
+        return None
 
     def paths(self, job_id: str) -> Any:
         from submitit.core.utils import JobPaths
@@ -171,6 +180,7 @@ class LocalJobs(_SubmititJobs):
         super().__init__(executor, launcher, folder)
         self.processes: dict[str, subprocess.Popen] = {}  # the jobs this sweeper started
         self.slots: dict[str, int] = {}  # their job slots (sweeps/local_shares.py)
+        self.measured: dict[str, float] = {}  # CPU-seconds of the ended ones, from their reaping
         self.n_slots = n_slots  # n_jobs trials x their seeds: the jobs in flight at once
         self.split = split  # hydra.sweeper.split_local_devices
 
@@ -204,11 +214,29 @@ class LocalJobs(_SubmititJobs):
     def states(self, job_ids: list[str]) -> dict[str, str]:
         states = {}  # a subprocess starts at once: never pending
         for job_id in job_ids:
-            # Our own child: poll() also reaps it. A killed sweeper's: reparented, reaped by init.
+            # Our own child: reaped here. A killed sweeper's: reparented, reaped by init.
             process = self.processes.get(job_id)
-            alive = process.poll() is None if process is not None else self._is_job(int(job_id))
+            alive = self._running(job_id, process) if process is not None else self._is_job(int(job_id))
             states[job_id] = "running" if alive else "ended"
         return states
+
+    def _running(self, job_id: str, process: subprocess.Popen) -> bool:
+        """Whether our child job still runs; once it has ended, reap it with wait4, whose resource
+        usage covers its whole process tree (the controller and the task it waited for)."""
+        if process.returncode is not None:
+            return False
+        try:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (by Popen): its usage is gone
+            return process.poll() is None
+        if pid == 0:
+            return True
+        process.returncode = os.waitstatus_to_exitcode(status)
+        self.measured[job_id] = usage.ru_utime + usage.ru_stime
+        return False
+
+    def measured_cpu_seconds(self, job_id: str) -> float | None:
+        return self.measured.get(job_id)
 
     def cancel(self, job_id: str) -> None:
         # submitit's local controller forwards SIGTERM to the task, then kills it.

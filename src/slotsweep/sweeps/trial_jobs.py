@@ -47,6 +47,8 @@ class SeedJob:
     state: str = "pending"  # as the backend last said: pending, running or ended
     outcome: tuple[float, ...] | str | None = None
     cancelled: bool = False  # by this sweeper (a pruned trial's late or pending job)
+    # device-seconds its run dir held when it was submitted (the job's own count is the rest)
+    previous_seconds: float = 0.0
     task_cfg: DictConfig | None = None  # its composed config (a pooled head's ticket); not stored
     ticket: str | None = None  # a pooled head's ticket in pool_dir (runs/pool_queue.py)
     pool_dir: Path | None = None
@@ -109,6 +111,8 @@ class TrialJobs:
                     job.ticket, job.task_cfg, job.overrides, job_num, ended
                 )
             else:
+                earlier = experiment.read_results(job.run_dir) if job.run_dir is not None else None
+                job.previous_seconds = float((earlier or {}).get("device_seconds", 0.0))
                 job.job_id = backend.submit(job.overrides, job_num)
             job.kind = backend.kind
             self.save([j.as_attr() for j in self.jobs])  # at once: a kill now must not lose the id
@@ -130,6 +134,7 @@ class TrialJobs:
             job.state = states[job.job_id]
             if job.state != "ended":
                 continue
+            self._count_from_outside(job, backend)
             if job.cancelled:  # killed by scancel/SIGTERM: no result is coming, do not wait for one
                 job.outcome = "cancelled"
                 continue
@@ -137,6 +142,24 @@ class TrialJobs:
                 job.outcome = self.as_values(backend.result(job.job_id).return_value)
             except Exception as error:  # the job's own exception, re-raised by JobReturn
                 job.outcome = f"{type(error).__name__}: {error}"
+
+    def _count_from_outside(self, job: SeedJob, backend: Jobs) -> None:
+        """Where the OS measured an ended CPU job (a local job: its reaped process tree), that is
+        its session's cost: its run dir's results.json gets it as device_seconds (the job's own
+        count, which misses the launcher's wrapper and the exit after it wrote, is kept as
+        device_seconds_by_job), so the trial, the budget and a later session of the run dir count
+        every second once."""
+        measured = backend.measured_cpu_seconds(job.job_id)
+        if measured is None or job.run_dir is None:
+            return
+        results = experiment.read_results(job.run_dir)
+        if results is None or results.get("device_kind") != "cpu":  # a GPU's cost is its wall time
+            return
+        own = float(results["device_seconds"])
+        if job.previous_seconds + measured > own:
+            results["device_seconds_by_job"] = own
+            results["device_seconds"] = job.previous_seconds + measured
+            experiment.write_results(job.run_dir, results)
 
     def _collect_head(self, job: SeedJob, backend: Jobs, pool_state: str) -> None:
         """A pooled head: its run dir once accepted, its outcome once its pool recorded one."""
