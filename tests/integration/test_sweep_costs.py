@@ -37,26 +37,35 @@ def reaped_children_cpu_s(process: subprocess.Popen) -> float:
     raise AssertionError(f"the sweep did not end within {HANG_GUARD_S} s")
 
 
+def slot_counts_sweep(
+    tmp_path: Path, data_dir: Path, debug_overrides: list[str], *settings: str, steps: int
+) -> list[str]:
+    """`+sweep=slot_counts` of real training jobs on tiny data, 2 trials in flight, local jobs,
+    validated every 2 of `steps` steps on one batch; `settings` (hydra.sweeper.*) last."""
+    return [
+        *TRAIN_MULTIRUN,
+        "+sweep=slot_counts",
+        "hydra/launcher=local",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.poll_s=0.5",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.data_dir={data_dir}",
+        *debug_overrides,
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        *settings,
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
 def test_the_summary_costs_add_up_to_the_jobs_measured_cpu_seconds_within_5_percent(
     data_dir: Path, tmp_path: Path, debug_overrides: list[str]
 ):
-    command = [
-        *TRAIN_MULTIRUN,
-        "+sweep=slot_counts",
-        "hydra/launcher=local",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.seeds=[0,1]",
-        "hydra.sweeper.poll_s=0.5",
-        f"paths.runs_dir={tmp_path / 'runs'}",
-        f"paths.data_dir={data_dir}",
-        *debug_overrides,
-        "trainer.max_steps=6",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-    ]
+    command = slot_counts_sweep(
+        tmp_path, data_dir, debug_overrides, "hydra.sweeper.n_trials=2", "hydra.sweeper.seeds=[0,1]", steps=6
+    )
     env = {**os.environ, "WANDB_MODE": "offline"}
     log = tmp_path / "sweep.log"
     with log.open("w") as out:
@@ -85,22 +94,15 @@ def test_a_budget_spent_by_running_jobs_stops_the_sweep_before_any_trial_has_end
 ):
     """Two trials start together; a tiny budget is spent as soon as their jobs report a cost at a
     validation, while both still run: no third trial starts, and the two in flight finish."""
-    command = [
-        *TRAIN_MULTIRUN,
-        "+sweep=slot_counts",
-        "hydra/launcher=local",
+    command = slot_counts_sweep(
+        tmp_path,
+        data_dir,
+        debug_overrides,
         "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.seeds=[0]",
-        "hydra.sweeper.poll_s=0.5",
         "hydra.sweeper.budget_hours=1e-6",  # 3.6 ms: spent by the first validation's report
-        f"paths.runs_dir={tmp_path / 'runs'}",
-        f"paths.data_dir={data_dir}",
-        *debug_overrides,
-        "trainer.max_steps=40",  # seconds of training after the first report at step 2
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-    ]
+        steps=40,  # seconds of training after the first report at step 2
+    )
     env = {**os.environ, "WANDB_MODE": "offline"}
 
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=HANG_GUARD_S)
