@@ -443,6 +443,8 @@ class PoolModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        if fitting:
+            self._share_cost()  # the validation's time, before the heads report their cost
         for k in self.active():
             run, results = self.runs[k], self.heads[k].validation_results()
             if self.trainer.sanity_checking:
@@ -453,7 +455,6 @@ class PoolModule(L.LightningModule):
                 run.logger.log_metrics(results, step=step)
             if not fitting:
                 continue
-            self._share_cost()
             objective = list(run.cfg.objective)
             if all(key in results for key in objective):
                 values = [results[key] for key in objective]
