@@ -57,6 +57,10 @@ class SeedJob:
     def name(self) -> str:
         return "job" if self.seed is None else f"seed={self.seed}"
 
+    def ended(self) -> bool:
+        """Whether its outcome is in (a pool counts its open places by this)."""
+        return self.outcome is not None
+
     def as_attr(self) -> dict[str, Any]:
         run_dir = None if self.run_dir is None else str(self.run_dir)
         attr = {"seed": self.seed, "job_id": self.job_id, "kind": self.kind, "run_dir": run_dir}
@@ -97,18 +101,15 @@ class TrialJobs:
         for index, job in enumerate(self.jobs):
             if job.job_id is not None and job.kind == backend.kind:
                 if self.pools is not None and job.ticket is not None:
-                    self.pools.adopt(
-                        job.pool_dir, job.job_id, job.ticket, lambda j=job: j.outcome is not None
-                    )
+                    self.pools.adopt(job.pool_dir, job.job_id, job.ticket, job.ended)
                 continue
             job_num = 1000 * self.number + index
             if self.pools is not None:
                 assert job.task_cfg is not None, "a pooled head is placed with its composed config"
                 job.ticket = f"trial{self.number:05d}-seed{job.seed}"
                 job.run_dir = None  # the head's run dir is known once its pool has accepted it
-                ended = lambda j=job: j.outcome is not None  # noqa: E731
                 job.pool_dir, job.job_id = self.pools.place(
-                    job.ticket, job.task_cfg, job.overrides, job_num, ended
+                    job.ticket, job.task_cfg, job.overrides, job_num, job.ended
                 )
             else:
                 earlier = experiment.read_results(job.run_dir) if job.run_dir is not None else None

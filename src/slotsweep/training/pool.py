@@ -251,8 +251,8 @@ class PoolModule(L.LightningModule):
                 head = build_module(cfg, self.datamodule_)
         except Exception as error:  # this ticket's: the pool goes on
             self.queue.accept(ticket, start_step, run.directory)
-            self._end_record(run, "failed", f"{type(error).__name__}: {error}")
-            run.status, run.error = "failed", f"{type(error).__name__}: {error}"
+            run.status, run.error = "failed", _described(error)
+            self._end_record(run)
             log.warning(f"pool {self.pool_id}: ticket {ticket} failed to build: {run.error}")
             return
         if self.encoder is None:
@@ -276,7 +276,7 @@ class PoolModule(L.LightningModule):
             # a solo run (or an earlier pool) finished this config already: its result stands
             run.status, run.last_metrics = "completed", dict(previous["metrics"])
             run.stopped_at = previous["step"]
-            self._end_record(run, "completed", None)
+            self._end_record(run)
             self._release(k)
             return
         if self._trainer is not None:  # joined a running stream (configure_optimizers has run)
@@ -311,7 +311,7 @@ class PoolModule(L.LightningModule):
         )
         self._share_cost()
         write_head_results(self, k)
-        self._end_record(run, status, error)
+        self._end_record(run)
         self._release(k)
 
     def _release(self, k: int) -> None:
@@ -323,13 +323,13 @@ class PoolModule(L.LightningModule):
             run.lock.release()
             run.lock = None
 
-    def _end_record(self, run: HeadRun, status: str, error: str | None) -> None:
-        """The head's outcome in the pool dir, where the sweeper reads it (its job's return value)."""
+    def _end_record(self, run: HeadRun) -> None:
+        """The ended head's outcome in the pool dir, where the sweeper reads it (its job's return value)."""
         objective = None
-        if status != "failed":
+        if run.status != "failed":
             value = _objective(run.cfg, run.last_metrics)
             objective = list(value) if isinstance(value, tuple) else [value]
-        self.queue.finish(run.ticket, status, objective, error)
+        self.queue.finish(run.ticket, run.status, objective, run.error)
 
     # -- cost ----------------------------------------------------------------------------------
     def _share_cost(self) -> None:
@@ -382,7 +382,7 @@ class PoolModule(L.LightningModule):
                     "(python src/estimate.py ... pool_size=<K> says what fits)"
                 ) from error
             except Exception as error:  # this head's: the others train on
-                self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
+                self.stop_head(k, "failed", _described(error))
         # One look at the losses per step, after every head has queued its work: a check per head
         # would make the host wait for the device K times a step. A head whose loss was NaN/inf
         # stepped on it, but its weights are not kept (a failed head's run dir gets no checkpoint).
@@ -393,7 +393,7 @@ class PoolModule(L.LightningModule):
                     f"training loss is {loss.item()} at step {self.runs[k].local_step(self.global_step)}; "
                     "lower optim.base_lr, or clip gradients (trainer.gradient_clip_val)"
                 )
-                self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
+                self.stop_head(k, "failed", _described(error))
         if self.encoder is not None:
             self.encoder.forget()
         self.optimizers().step()  # the clock: global_step + 1
@@ -437,7 +437,7 @@ class PoolModule(L.LightningModule):
             try:
                 self.heads[k].validation_step(batch, batch_idx)
             except Exception as error:
-                self.stop_head(k, "failed", f"{type(error).__name__}: {error}")
+                self.stop_head(k, "failed", _described(error))
         if self.encoder is not None:
             self.encoder.forget()
 
@@ -561,6 +561,11 @@ def write_head_results(pool: PoolModule, k: int) -> dict[str, Any]:
         run.logger.finalize("failed" if run.status == "failed" else "success")  # csv: writes its rows
     tracking.finish_wandb(run.logger, exit_code=0 if run.status != "failed" else 1)
     return results
+
+
+def _described(error: BaseException) -> str:
+    """A head's error as results.json and the sweeper show it: `<class>: <message>`."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _check_same_stream(first: DictConfig, cfg: DictConfig, k: int) -> None:
