@@ -38,7 +38,7 @@ from pathlib import Path
 
 import optuna
 
-from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion, pooled_seed_std
+from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_table  # noqa: E402
@@ -126,24 +126,9 @@ def optuna_policy(make_pruner: Callable[[], optuna.pruners.BasePruner]) -> Polic
     return run
 
 
-def _promotion_per_rung(
-    by_rung: dict[int, list[RungResult]], eta: int, maximize: bool, finishing: bool
-) -> RungResult | None:
-    """next_promotion with each rung's own pooled seed-std (it looks at the rungs one at a time,
-    highest first, so asking it rung by rung decides the same but for the std)."""
-    for rung in sorted(by_rung, reverse=True):
-        std = pooled_seed_std(by_rung[rung])
-        promoted = next_promotion({rung: by_rung[rung]}, eta, maximize, std, finishing)
-        if promoted is not None:
-            return promoted
-    return None
-
-
-def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: str = "study") -> Policy:
-    """slotsweep's pause-and-promote scheduler, one segment at a time. `noise`: the seed-noise
-    allowance as the sweeper measures it ("study": one std pooled over every rung's results with
-    several seeds), "rung" (each rung's own pooled std: not what the sweeper does, replayed to show
-    what it would change) or "none" (the plain top 1/eta)."""
+def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise_allowance: bool = True) -> Policy:
+    """slotsweep's pause-and-promote scheduler, one segment at a time; without `noise_allowance`
+    the plain top 1/eta of each rung goes on."""
 
     def run(draw: Draw, maximize: bool, rng: random.Random) -> tuple[int | None, float]:
         last = draw.steps[-1]
@@ -170,7 +155,6 @@ def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: str = 
             results.setdefault(trial, {})[rung] = RungResult(trial, rung, values, rung < len(steps) - 1)
 
         while True:
-            everything = [r for by_rung in results.values() for r in by_rung.values()]
             by_rung: dict[int, list[RungResult]] = {}
             for trial, rungs_reached in results.items():
                 for rung, result in rungs_reached.items():
@@ -178,11 +162,7 @@ def asha_policy(min_steps: int, eta: int, seeds_as_fidelity: bool, noise: str = 
                         paused = at.get(trial) == rung
                         by_rung.setdefault(rung, []).append(RungResult(trial, rung, result.values, paused))
             finishing = started == len(draw.configs)
-            if noise == "rung":
-                promoted = _promotion_per_rung(by_rung, eta, maximize, finishing)
-            else:
-                seed_std = pooled_seed_std(everything) if noise == "study" else None
-                promoted = next_promotion(by_rung, eta, maximize, seed_std, finishing)
+            promoted = next_promotion(by_rung, eta, maximize, noise_allowance, finishing)
             if promoted is not None:
                 segment(promoted.trial, promoted.rung + 1)
             elif started < len(draw.configs):
@@ -227,11 +207,9 @@ def policies(steps: list[int]) -> dict[str, Policy]:
             name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
             asha[name] = asha_policy(r, eta, fidelity)
     r, eta = rung_settings(steps)[0]
-    variants = {"rung": "noise allowance per rung (not the sweeper's)", "none": "no noise allowance"}
-    for noise, described in variants.items():
-        for fidelity in (True, False):
-            name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
-            asha[f"{name}, {described}"] = asha_policy(r, eta, fidelity, noise)
+    for fidelity in (True, False):
+        name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
+        asha[f"{name}, no noise allowance"] = asha_policy(r, eta, fidelity, noise_allowance=False)
     return {
         "none (full sweep)": full,
         "random 3 trained fully": lambda d, m, rng: full(d, m, rng, subset=3),

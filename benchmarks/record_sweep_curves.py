@@ -43,7 +43,20 @@ def _fit_cost(curve: list[list]) -> tuple[float, float]:
     return slope.slope, slope.intercept
 
 
-SWEPT = ("loss.timesim.weight", "loss.featrec.weight", "loss.timesim.temperature", "grouper.n_slots")
+SWEPT = (
+    "loss.timesim.weight",
+    "loss.featrec.weight",
+    "loss.timesim.temperature",
+    "grouper.n_slots",
+    "optim.base_lr",
+)
+# --space: what the sweep searches besides loss_weights' space and the preset's slot counts, and the
+# pool file it writes. `lr` adds the learning rate (3x either side of the preset's 4e-3): trials
+# that differ more, since a rate too low or too high keeps a seed from taking off by step 300.
+SPACES = {
+    "loss_weights": ([], CURVES),
+    "lr": (["optim.base_lr=tag(log, interval(1.5e-3, 1.2e-2))"], RESULTS_DIR / "sweeps_curves_lr.json"),
+}
 
 
 def _config(experiment_dir: Path) -> dict:
@@ -97,12 +110,16 @@ def main() -> None:
         help="add the configurations to the recorded pool (same preset, steps and seeds) instead of "
         "replacing it: a pool recorded in parts, each under ~15 minutes of the cores",
     )
+    parser.add_argument("--space", choices=sorted(SPACES), default="loss_weights")
     parser.add_argument("--data-dir", default=str(REPO / "data"))
     args = parser.parse_args()
+    searched, curves = SPACES[args.space]
     overrides = [
         o if not o.startswith("trainer.val_check_interval=") else f"trainer.val_check_interval={args.every}"
         for o in preset(args.steps, lengths=False)
+        if not (searched and o.startswith("optim.base_lr="))  # the space's range replaces the rate
     ]
+    overrides += searched
     with tempfile.TemporaryDirectory(prefix="slotsweep-record-curves-") as root:
         sweep_dir = Path(root) / "sweep"
         warm_data(argparse.Namespace(steps=args.steps, lengths=False, data_dir=args.data_dir), Path(root))
@@ -116,7 +133,7 @@ def main() -> None:
     part = {"sampler_seed": args.sampler_seed, "configs": len(configs), "wall_s": round(wall_s)}
     pool = {
         "preset": " ".join(overrides),
-        "sweep": "+sweep=loss_weights, random sampler",
+        "sweep": "+sweep=loss_weights, random sampler" + (f", --space {args.space}" if searched else ""),
         "objective": "val/video_fg_ari",
         "direction": "maximize",
         "steps": args.steps,
@@ -127,9 +144,9 @@ def main() -> None:
         "configs": configs,
     }
     if args.append:
-        pool = _appended(json.loads(CURVES.read_text()), pool)
-    CURVES.write_text(json.dumps(pool, separators=(",", ":")) + "\n")
-    print(f"{len(configs)} configurations x {args.seeds} seeds in {wall_s:.0f} s: {CURVES}")
+        pool = _appended(json.loads(curves.read_text()), pool)
+    curves.write_text(json.dumps(pool, separators=(",", ":")) + "\n")
+    print(f"{len(configs)} configurations x {args.seeds} seeds in {wall_s:.0f} s: {curves}")
 
 
 if __name__ == "__main__":

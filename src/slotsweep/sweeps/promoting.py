@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from slotsweep.sweeps.jobs import Jobs
-from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion, pooled_seed_std
+from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion
 from slotsweep.sweeps.search_space import SearchSpace, override_string
 from slotsweep.sweeps.trial_jobs import JOBS_ATTR, SeedJob, TrialJobs, spent_hours
 
@@ -175,16 +175,15 @@ class PromotionLoop:
 
     def _next_promotion(self, finishing: bool) -> RungResult | None:
         results: dict[int, list[RungResult]] = {}
-        everything: list[RungResult] = []
         for trial in self.study.get_trials(deepcopy=False):
             if trial.state == TrialState.FAIL:
                 continue
             paused_at = trial.user_attrs.get(RUNG_ATTR) if trial.user_attrs.get(PAUSED_ATTR) else None
             paused_at = paused_at if trial.state == TrialState.RUNNING else None
             for rung, values in trial.user_attrs.get(RUNG_VALUES_ATTR, {}).items():
-                result = RungResult(trial.number, int(rung), tuple(values.values()), int(rung) == paused_at)
-                everything.append(result)
-                if result.rung < len(self.steps) - 1:
+                if int(rung) < len(self.steps) - 1:
+                    # values in the sweep's seed order, as seed_noise pairs them across trials
+                    ordered = tuple(values[str(seed)] for seed in self.sweep.seeds if str(seed) in values)
+                    result = RungResult(trial.number, int(rung), ordered, int(rung) == paused_at)
                     results.setdefault(result.rung, []).append(result)
-        seed_std = pooled_seed_std(everything)
-        return next_promotion(results, self.rungs.eta, self.maximize, seed_std, finishing)
+        return next_promotion(results, self.rungs.eta, self.maximize, finishing=finishing)

@@ -7,9 +7,15 @@ the same decisions on recorded learning curves.
 
 Rung k is at step min(min_steps * eta**k, max_steps); the last rung is max_steps. A trial at rung k
 is promotable when its seed mean is among the best 1/eta of the trials that reached rung k, or
-short of the last of those by less than the seed noise: the pooled std of single seeds measured in
-the study (trials with several seeds at a rung), scaled to the difference of two means. So a trial
-is never cut by a difference that the seeds alone make.
+short of the last of those by less than the seed noise at that rung (`seed_noise`), scaled to the
+difference of two means. So a trial is never cut by a difference that the seeds alone make.
+
+The noise is measured per rung because it grows with the values: early, when every seed is near
+its start, a study-wide std (dominated by the late rungs) would let every trial through. And it is
+the noise of a *paired* difference: every trial at a rung ran the same seeds (the first
+`seeds_at(k)` of the sweep's list), so what a seed does to every configuration alike (its data
+order, its initialisation taking off early) cancels in the difference of two trials' means; what
+is left is how differently the seeds treat the two configurations.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["Rungs", "RungResult", "next_promotion", "pooled_seed_std"]
+__all__ = ["Rungs", "RungResult", "next_promotion", "seed_noise"]
 
 
 @dataclass(frozen=True)
@@ -83,21 +89,38 @@ class RungResult:
         return sum(self.values) / len(self.values)
 
 
-def pooled_seed_std(results: Sequence[RungResult]) -> float | None:
-    """The std of one seed's value, pooled over the results with >= 2 seeds; None without any."""
+def seed_noise(results: Sequence[RungResult]) -> float | None:
+    """The std of one seed's value in the difference of two trials that ran the same seeds.
+
+    `results`: one rung's results; their values are per seed in the sweep's seed order (all start
+    with the same seeds). With two or more trials of several seeds: the residual std of a two-way
+    fit (trial + seed) over their common seeds, i.e. the trial x seed interaction. With one: that
+    trial's plain std (an upper bound: it still holds what each seed does to every trial). None
+    without any trial of several finite seeds.
+    """
     groups = [r.values for r in results if len(r.values) >= 2 and all(math.isfinite(v) for v in r.values)]
-    dof = sum(len(g) - 1 for g in groups)
-    if dof == 0:
+    if not groups:
         return None
-    squares = sum(sum((v - sum(g) / len(g)) ** 2 for v in g) for g in groups)  # floats: called often
-    return math.sqrt(squares / dof)
+    n_seeds = min(len(g) for g in groups)
+    rows = [g[:n_seeds] for g in groups]
+    row_means = [sum(row) / n_seeds for row in rows]
+    if len(rows) == 1:
+        return math.sqrt(sum((v - row_means[0]) ** 2 for v in rows[0]) / (n_seeds - 1))
+    grand = sum(row_means) / len(rows)
+    seed_effects = [sum(row[j] for row in rows) / len(rows) - grand for j in range(n_seeds)]
+    squares = sum(
+        (v - mean - effect) ** 2
+        for row, mean in zip(rows, row_means, strict=True)
+        for v, effect in zip(row, seed_effects, strict=True)
+    )
+    return math.sqrt(squares / ((len(rows) - 1) * (n_seeds - 1)))
 
 
 def next_promotion(
     results: Mapping[int, Sequence[RungResult]],
     eta: int,
     maximize: bool,
-    seed_std: float | None,
+    noise_allowance: bool = True,
     finishing: bool = False,
 ) -> RungResult | None:
     """The paused trial to resume next, or None (start a new trial).
@@ -109,7 +132,7 @@ def next_promotion(
         results: {rung: every trial's result at that rung} for the rungs below the last.
         eta: the reduction factor.
         maximize: the direction of the objective.
-        seed_std: the pooled std of one seed (None: not measured yet, no allowance).
+        noise_allowance: false: the plain top 1/eta, however small the gap (the replay's baseline).
         finishing: no new trial will start: a rung keeps ceil(n / eta) of its n trials instead of
             floor, so that fewer than eta trials at a high rung still send their best on and the
             sweep ends with a trial that ran the last rung.
@@ -122,6 +145,7 @@ def next_promotion(
             continue
         ranked = sorted(reached, key=lambda r: sign * r.mean, reverse=True)
         last_kept = ranked[n_top - 1]
+        seed_std = seed_noise(reached) if noise_allowance else None
         candidates = []
         for result in ranked:
             if not result.paused:
