@@ -407,3 +407,42 @@ def test_a_pool_is_one_slurm_job_and_a_requeue_resumes_every_head(
         assert trial.value == pytest.approx(run["metrics"][OBJECTIVE])
     log = (sweep_dir / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
     assert "resuming from" in log
+
+
+def test_asha_pauses_a_trial_in_its_slurm_job_and_a_later_job_resumes_it_by_promotion(
+    slurm_sweep: SlurmSweep,
+):
+    # rung 0 at step 2 with seed 0, the last rung at step 4 with seeds 0 and 1
+    slurm_sweep.run(
+        "+sweep=slot_counts",
+        "hydra/sweeper/pruner=asha",
+        "hydra.sweeper.pruner.min_steps=2",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seeds=[0,1]",
+        "hydra.sweeper.poll_s=1",
+        "trainer.max_steps=4",
+    )
+
+    sweep_dir = slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes"
+    trials = load_study(sweep_dir, "slot_counts").trials
+    assert "COMPLETE" in {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert {job["kind"] for t in trials for job in t.user_attrs["jobs"]} == {"slurm"}
+    results = slurm_sweep.results()
+    segments = [segment for r in results for segment in r["segments"]]
+    assert len(jobs_that_ran(sweep_dir)) == len(segments)  # one SLURM job per segment, no other
+    for trial in trials:
+        runs = sorted(runs_of(trial, results), key=lambda r: r["seed"])
+        if trial.state.name == "PRUNED":  # left paused at rung 0: its checkpoint waits in its run dir
+            (paused,) = runs
+            assert (paused["status"], paused["step"], paused["seed"]) == ("paused", 2, 0)
+            continue
+        first, gained = runs
+        assert [(s["from_step"], s["to_step"], s["started"], s["ended"]) for s in first["segments"]] == [
+            (0, 2, "new", "paused"),
+            (2, 4, "promoted", "completed"),
+        ]
+        assert [(s["from_step"], s["started"]) for s in gained["segments"]] == [(0, "new")]
+        assert first["steps"] == 4 and first["status"] == gained["status"] == "completed"
+        assert trial.value == pytest.approx(statistics.fmean(r["metrics"][OBJECTIVE] for r in runs))
