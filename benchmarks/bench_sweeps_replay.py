@@ -283,34 +283,54 @@ def replay(path: Path, n_draws: int, seed: int) -> tuple[list[dict], dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--curves", type=Path, default=CURVES)
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        action="append",
+        help="a recorded pool (repeatable; default: every committed results/sweeps_curves*.json)",
+    )
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object per policy")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per pool and policy")
     args = parser.parse_args()
-    if not args.curves.is_file():
+    pools = args.curves or sorted(CURVES.parent.glob(f"{CURVES.stem}*.json"))
+    missing = [path for path in pools if not path.is_file()]
+    if missing or not pools:
         print(
-            f"error: no recorded pool at {args.curves}: record one first with "
+            f"error: no recorded pool at {missing[0] if missing else CURVES}: record one first with "
             "benchmarks/record_sweep_curves.py, or give --curves <file>",
             file=sys.stderr,
         )
         sys.exit(2)
     optuna.logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    start = time.perf_counter()
-    rows, about = replay(args.curves, args.draws, args.seed)
-    elapsed = time.perf_counter() - start
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-        return
-    pool = json.loads(args.curves.read_text())
+    for path in pools:
+        start = time.perf_counter()
+        rows, about = replay(path, args.draws, args.seed)
+        elapsed = time.perf_counter() - start
+        if args.json:
+            for row in rows:
+                print(json.dumps({"pool": path.name, **row}))
+            continue
+        table = render(path, rows, about, elapsed, args)
+        print(table)
+        # sweeps_curves<suffix>.json -> sweeps_replay<suffix>.md
+        print(f"\nwritten to {write_table('sweeps_replay' + path.stem.removeprefix(CURVES.stem), table)}\n")
+
+
+def render(path: Path, rows: list[dict], about: dict, elapsed: float, args: argparse.Namespace) -> str:
+    """The markdown table of one pool's replay, with how the pool was recorded."""
+    pool = json.loads(path.read_text())
     recorded_s = sum(part["wall_s"] for part in pool["parts"])
     machine = pool["machine"].removeprefix("Machine: ").rstrip(".")
+    space = pool.get("space", "loss_weights")  # pools recorded before --space existed
+    record = "python benchmarks/record_sweep_curves.py --configs 12 --seeds 4 --steps 300 --every 25" + (
+        "" if space == "loss_weights" else f" --space {space}"
+    )
     lines = [
-        "# Sweep policies replayed on recorded curves",
+        f"# Sweep policies replayed on recorded curves ({path.name})",
         "",
-        f"Pool ({Path(args.curves).name}): {about['configs']} configurations x {about['seeds']} seeds "
+        f"Pool ({path.name}): {about['configs']} configurations x {about['seeds']} seeds "
         f"of `{pool['sweep']}` on `{pool['preset']}`, validated every {pool['validation_every']} "
         f"steps to step {about['steps'][-1]}, recorded in {recorded_s} s ({len(pool['parts'])} "
         f"part(s)) on {machine}. A job cost {about['per_step_s']:.3f} device-s a step and "
@@ -327,11 +347,11 @@ def main() -> None:
         "",
         "```bash",
         "# recorded with (each part under the CPU lock; the second adds to the first):",
-        "python benchmarks/record_sweep_curves.py --configs 12 --seeds 4 --steps 300 --every 25",
-        "python benchmarks/record_sweep_curves.py --configs 12 --seeds 4 --steps 300 --every 25 "
-        "--sampler-seed 1 --append",
+        record,
+        f"{record} --sampler-seed 1 --append",
         "# this table:",
-        f"python benchmarks/bench_sweeps_replay.py --draws {about['draws']} --seed {args.seed}",
+        f"python benchmarks/bench_sweeps_replay.py --curves benchmarks/results/{path.name} "
+        f"--draws {about['draws']} --seed {args.seed}",
         "```",
         "",
         f"| policy | fraction of device-hours | P(within one seed-std) | P(within one std of a "
@@ -343,9 +363,7 @@ def main() -> None:
             for r in rows
         ),
     ]
-    table = "\n".join(lines)
-    print(table)
-    print(f"\nwritten to {write_table('sweeps_replay', table)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,17 @@ SPACES = {
 }
 
 
+def pool_overrides(space: str, steps: int, every: int) -> list[str]:
+    """The sweep's overrides (besides +sweep=loss_weights) of a pool of this --space."""
+    searched = SPACES[space][0]
+    overrides = [
+        o if not o.startswith("trainer.val_check_interval=") else f"trainer.val_check_interval={every}"
+        for o in preset(steps, lengths=False)
+        if not (searched and o.startswith("optim.base_lr="))  # the space's range replaces the rate
+    ]
+    return overrides + searched
+
+
 def _config(experiment_dir: Path) -> dict:
     """One configuration's entry: its swept values, per seed [[step, value], ...], and its cost."""
     seeds, per_step, at_start, params = {}, [], [], {}
@@ -94,7 +105,13 @@ def _appended(pool: dict, part: dict) -> dict:
             raise SystemExit(f"error: --append: the pool's {key} is {pool.get(key)!r}, not {part[key]!r}")
     if any(p["sampler_seed"] == part["parts"][0]["sampler_seed"] for p in pool["parts"]):
         raise SystemExit("error: --append: a part with this --sampler-seed is in the pool already")
-    return {**pool, "parts": pool["parts"] + part["parts"], "configs": pool["configs"] + part["configs"]}
+    newer = {key: value for key, value in part.items() if key not in pool}  # keys the pool predates
+    return {
+        **pool,
+        **newer,
+        "parts": pool["parts"] + part["parts"],
+        "configs": pool["configs"] + part["configs"],
+    }
 
 
 def main() -> None:
@@ -113,13 +130,7 @@ def main() -> None:
     parser.add_argument("--space", choices=sorted(SPACES), default="loss_weights")
     parser.add_argument("--data-dir", default=str(REPO / "data"))
     args = parser.parse_args()
-    searched, curves = SPACES[args.space]
-    overrides = [
-        o if not o.startswith("trainer.val_check_interval=") else f"trainer.val_check_interval={args.every}"
-        for o in preset(args.steps, lengths=False)
-        if not (searched and o.startswith("optim.base_lr="))  # the space's range replaces the rate
-    ]
-    overrides += searched
+    overrides, curves = pool_overrides(args.space, args.steps, args.every), SPACES[args.space][1]
     with tempfile.TemporaryDirectory(prefix="slotsweep-record-curves-") as root:
         sweep_dir = Path(root) / "sweep"
         warm_data(argparse.Namespace(steps=args.steps, lengths=False, data_dir=args.data_dir), Path(root))
@@ -133,7 +144,9 @@ def main() -> None:
     part = {"sampler_seed": args.sampler_seed, "configs": len(configs), "wall_s": round(wall_s)}
     pool = {
         "preset": " ".join(overrides),
-        "sweep": "+sweep=loss_weights, random sampler" + (f", --space {args.space}" if searched else ""),
+        "sweep": "+sweep=loss_weights, random sampler"
+        + (f", --space {args.space}" if args.space != "loss_weights" else ""),
+        "space": args.space,
         "objective": "val/video_fg_ari",
         "direction": "maximize",
         "steps": args.steps,
