@@ -1,8 +1,9 @@
 """Sweep policies replayed on recorded learning curves: their device-hours and the winners they pick.
 
-Run: `.venv/bin/python benchmarks/bench_sweeps_replay.py [--draws 500] [--json]`. Reads the pool
-that record_sweep_curves.py wrote (benchmarks/results/sweeps_curves.json: configurations x seeds,
-the objective at every validation, each configuration's cost per step and per job start). Each
+Run: `.venv/bin/python benchmarks/bench_sweeps_replay.py [--draws 500] [--json]`. Reads each pool
+that record_sweep_curves.py wrote (benchmarks/results/sweeps_curves*.json, or `--curves <file>`:
+configurations x seeds, the objective at every validation, each configuration's cost per step and
+per job start). Each
 draw takes 12 configurations and an order of the seeds at random; every policy then runs a sweep
 of those 12 on the recorded values, one trial at a time:
 
@@ -11,14 +12,16 @@ of those 12 on the recorded values, one trial at a time:
 - Optuna's `median`, `successive halving`, `hyperband` and `wilcoxon` pruners, each in a real
   in-memory study: a trial reports its seed mean at each validation and stops at the next one once
   its pruner says so (the sweeper's stop lag), every seed from step 0;
-- `asha`: slotsweep.sweeps.promotion's decisions (the sweeper's own), at several rung settings,
-  with and without seeds as a fidelity, and once without the seed-noise allowance. A promoted
+- `asha`: slotsweep.sweeps.promotion's decisions (the sweeper's own), at several rung settings
+  (`rung_settings`), with and without seeds as a fidelity, and once without the seed-noise
+  allowance. A promoted
   trial's seeds resume where they paused; each segment pays one job start per seed.
 
 Per policy: its device-hours as a fraction of the full sweep's, the probability that its winner
 (best completed trial) is within one pooled seed-std of the full sweep's best (both judged on the
-mean over all recorded seeds at the last step), and the mean regret in seed-stds. Writes the table
-to benchmarks/results/sweeps_replay.md (not with --json, which prints one object per policy).
+mean over all recorded seeds at the last step), and the mean regret in seed-stds. Writes a table
+per pool, sweeps_curves<name>.json -> benchmarks/results/sweeps_replay<name>.md (not with --json,
+which prints one object per pool and policy).
 """
 
 from __future__ import annotations
@@ -181,20 +184,32 @@ def at_validation(steps: list[int], step: float) -> int:
     return next((s for s in steps if s >= step), steps[-1])
 
 
-def rung_settings(steps: list[int]) -> list[tuple[int, int]]:
-    """(first rung, eta) of the replayed asha policies: rungs 1/9, 1/3 and 1/4 of the way in, so that
-    the first rung is early, where the objective has begun to move, and half-way to the end."""
+def rung_settings(steps: list[int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(first rung, eta) of the replayed asha policies: (settings replayed with and without seeds as
+    a fidelity, settings replayed with it only).
+
+    The first: rungs 1/9, 1/3 and 1/4 of the way in, eta 3, 3 and 2 (textbook asha: several rungs,
+    the first early). The second, late and steep: one rung 2/3 of the way in keeping 1/4, and one
+    rung at 1/2, 7/12 or 2/3 keeping 1 of the draw's 12 (eta = 12: one seed per trial to the rung,
+    the best one confirmed on every seed), the shape a budget of a quarter of the sweep allows when
+    the objective only moves half-way in.
+    """
     last = steps[-1]
-    settings = [(at_validation(steps, last / 9), 3), (at_validation(steps, last / 3), 3)]
-    settings.append((at_validation(steps, last / 4), 2))
+    textbook = [
+        (at_validation(steps, last / 9), 3),
+        (at_validation(steps, last / 3), 3),
+        (at_validation(steps, last / 4), 2),
+    ]
+    steep = [(at_validation(steps, last * 2 / 3), 4)]
+    steep += [(at_validation(steps, last * share), DRAWN) for share in (1 / 2, 7 / 12, 2 / 3)]
     recorded = set(steps)
-    for r, eta in settings:  # a rung between two validations would have no recorded value
+    for r, eta in textbook + steep:  # a rung between two validations would have no recorded value
         missing = [step for step in Rungs(r, eta, last).steps if step not in recorded]
         if missing:
             raise SystemExit(
                 f"error: rungs {missing} (r={r}, eta={eta}) are not validation steps of the pool"
             )
-    return settings
+    return textbook, steep
 
 
 def policies(steps: list[int]) -> dict[str, Policy]:
@@ -202,11 +217,14 @@ def policies(steps: list[int]) -> dict[str, Policy]:
     last = steps[-1]
     r_first, r_quarter = steps[0], at_validation(steps, last / 4)
     asha = {}
-    for r, eta in rung_settings(steps):
+    textbook, steep = rung_settings(steps)
+    for r, eta in textbook:
         for fidelity in (True, False):
             name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
             asha[name] = asha_policy(r, eta, fidelity)
-    r, eta = rung_settings(steps)[0]
+    for r, eta in steep:
+        asha[f"asha r={r} eta={eta}, seeds as fidelity"] = asha_policy(r, eta, True)
+    r, eta = textbook[0]
     for fidelity in (True, False):
         name = f"asha r={r} eta={eta}, " + ("seeds as fidelity" if fidelity else "every seed")
         asha[f"{name}, no noise allowance"] = asha_policy(r, eta, fidelity, noise_allowance=False)

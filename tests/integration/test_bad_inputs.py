@@ -198,6 +198,26 @@ CASES: list[tuple[str, str, Args, list[str]]] = [
         ["hydra.sweeper.storage"],
     ),
     (
+        "asha: first rung past the end",
+        MULTIRUN,
+        lambda w: [
+            "+sweep=loss_weights",
+            "hydra/sweeper/pruner=asha",
+            "hydra.sweeper.pruner.min_fraction=1.5",
+        ],
+        ["hydra.sweeper.pruner.min_fraction=1.5", "(0, 1]"],
+    ),
+    (
+        "asha: reduction factor 1",
+        MULTIRUN,
+        lambda w: [
+            "+sweep=loss_weights",
+            "hydra/sweeper/pruner=asha",
+            "hydra.sweeper.pruner.reduction_factor=1",
+        ],
+        ["hydra.sweeper.pruner.reduction_factor=1", ">= 2"],
+    ),
+    (
         "every grid job fails",
         MULTIRUN,
         lambda w: ["grouper.n_slots=0,-1"],

@@ -565,6 +565,7 @@ def test_sweeper_killed_with_paused_and_running_asha_trials_keeps_both(toy, tmp_
     sweep_dir, times_dir = _enqueued_toy_study(tmp_path, [(0.9, 0), (0.3, 0), (0.5, 5), (0.35, 0), (0.7, 0)])
     args = (
         *ASHA,
+        "hydra.sweeper.pruner.min_fraction=0.25",  # of max_steps 8: the same first rung, step 2
         "x=interval(0, 1)",
         "sleep_s=choice(0, 5)",
         "hydra.sweeper.n_trials=5",

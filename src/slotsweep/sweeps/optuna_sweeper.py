@@ -135,8 +135,6 @@ class OptunaSweep:
         """Run (or resume) the study until it holds n_trials finished trials; return the summary."""
         self.config, self.config_loader = config, hydra_context.config_loader
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, sweep_dir / "multirun.yaml")
         space = parse_search_space(
             [*(f"{k}={v}" for k, v in self.params.items()), *arguments], self.config_loader
         )
@@ -151,6 +149,7 @@ class OptunaSweep:
             log.info(f"Grid of {n_points} points: {planned} trials")
         if self.forecast_gpu is not None:  # a bad device name fails here, before the study exists
             self._log_forecast(space, config, planned)
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be good
         storage, dashboard = open_storage(self.storage, sweep_dir)
         study_name = self.study_name or OmegaConf.select(config, "sweep") or sweep_dir.name
         sampler = (
@@ -167,6 +166,7 @@ class OptunaSweep:
             load_if_exists=True,
         )
         self._check_same_study(study, space, config, sweep_dir)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")  # a refused relaunch keeps the study's own
         objective = OmegaConf.select(config, "objective")
         if objective is not None:  # dashboards and plots name the objective(s)
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2, unchanged since
@@ -335,10 +335,17 @@ class OptunaSweep:
     def _rungs(self, config: DictConfig) -> Rungs:
         """The asha rungs of this sweep (trainer.max_steps is the last)."""
         assert self.rungs_cfg is not None
+        max_steps = int(config.trainer.max_steps)
+        fraction = self.rungs_cfg.min_fraction
+        if fraction is not None and not 0 < fraction <= 1:
+            raise SlotsweepError(
+                f"hydra.sweeper.pruner.min_fraction={fraction} must be in (0, 1]: the first rung's share "
+                "of trainer.max_steps (or null, and the first rung at hydra.sweeper.pruner.min_steps)"
+            )
         return Rungs(
-            min_steps=self.rungs_cfg.min_steps,
+            min_steps=self.rungs_cfg.min_steps if fraction is None else max(1, round(fraction * max_steps)),
             eta=self.rungs_cfg.reduction_factor,
-            max_steps=int(config.trainer.max_steps),
+            max_steps=max_steps,
             n_seeds=len(self.seeds),
             seeds_as_fidelity=self.rungs_cfg.seeds_as_fidelity,
         )

@@ -139,6 +139,9 @@ class AshaConf:
     # study itself has no pruner. Rungs at min_steps x reduction_factor^k and trainer.max_steps.
     _target_: str = "slotsweep.sweeps.promotion.Rungs"
     min_steps: int = 200  # the first rung: every trial trains this far
+    # the first rung as a fraction of trainer.max_steps instead (to the nearest step), so that a
+    # named sweep's rungs move with the experiment's length; null: min_steps
+    min_fraction: float | None = None
     reduction_factor: int = 3  # 1/reduction_factor of a rung's trials go on (or within seed noise)
     # true: hydra.sweeper.seeds are spread over the rungs (one seed at the low rungs, all at the last;
     # confirmation is the last rung); false: every rung runs every seed
