@@ -13,7 +13,7 @@ space, sampler seed, hence the same 12 configurations in the same order) with
 
 Both winners are judged like the replay judges them: the regret of the winner's mean over every
 recorded seed against the best of the 12, in pooled seed-stds. Writes
-benchmarks/results/sweeps_live.md.
+benchmarks/results/sweeps_live.md (`--name`: another file).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=150, help="asha's first rung")
     parser.add_argument("--eta", type=int, default=3, help="asha's reduction factor")
     parser.add_argument("--every-seed", action="store_true", help="every rung runs every seed")
+    parser.add_argument("--name", default="sweeps_live", help="the table: benchmarks/results/<name>.md")
     parser.add_argument("--data-dir", default=str(REPO / "data"))
     args = parser.parse_args()
     curves = SPACES[args.space][1]
@@ -132,7 +133,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    print(f"\nwritten to {write_table('sweeps_live', table)}")
+    print(f"\nwritten to {write_table(args.name, table)}")
 
 
 if __name__ == "__main__":
