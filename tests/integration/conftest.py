@@ -10,6 +10,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+# asha on slot_counts with two trials of two seeds: rung 0 at step 2 on seed 0, the last rung at
+# step 4 (trainer.max_steps=4) on seeds 0 and 1; the asha tests of the real task, local and SLURM
+ASHA_TWO_RUNGS = (
+    "+sweep=slot_counts",
+    "hydra/sweeper/pruner=asha",
+    "hydra.sweeper.pruner.min_steps=2",
+    "hydra.sweeper.pruner.reduction_factor=2",
+    "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.n_jobs=2",
+    "hydra.sweeper.seeds=[0,1]",
+)
+
 
 @dataclass
 class CLI:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import optuna
 import pytest
 from omegaconf import OmegaConf
+from tests.integration.conftest import ASHA_TWO_RUNGS
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster
@@ -412,18 +413,7 @@ def test_a_pool_is_one_slurm_job_and_a_requeue_resumes_every_head(
 def test_asha_pauses_a_trial_in_its_slurm_job_and_a_later_job_resumes_it_by_promotion(
     slurm_sweep: SlurmSweep,
 ):
-    # rung 0 at step 2 with seed 0, the last rung at step 4 with seeds 0 and 1
-    slurm_sweep.run(
-        "+sweep=slot_counts",
-        "hydra/sweeper/pruner=asha",
-        "hydra.sweeper.pruner.min_steps=2",
-        "hydra.sweeper.pruner.reduction_factor=2",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.seeds=[0,1]",
-        "hydra.sweeper.poll_s=1",
-        "trainer.max_steps=4",
-    )
+    slurm_sweep.run(*ASHA_TWO_RUNGS, "hydra.sweeper.poll_s=1", "trainer.max_steps=4")
 
     sweep_dir = slurm_sweep.runs / "sweeps" / "slot_counts" / "shapes"
     trials = load_study(sweep_dir, "slot_counts").trials

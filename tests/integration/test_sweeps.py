@@ -20,6 +20,7 @@ import sqlalchemy
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from tests.integration.conftest import ASHA_TWO_RUNGS
 
 import slotsweep.config  # noqa: F401  (registers the train schema)
 from slotsweep.sweeps.local_shares import share
@@ -654,14 +655,8 @@ def test_asha_on_the_training_task_resumes_paused_runs_and_counts_their_cost_onc
     count each run dir's seconds once."""
     command = [
         *TRAIN_MULTIRUN,
-        "+sweep=slot_counts",
+        *ASHA_TWO_RUNGS,
         "hydra/launcher=local",
-        "hydra/sweeper/pruner=asha",
-        "hydra.sweeper.pruner.min_steps=2",
-        "hydra.sweeper.pruner.reduction_factor=2",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.seeds=[0,1]",
         "hydra.sweeper.poll_s=0.5",
         f"paths.runs_dir={tmp_path / 'runs'}",
         f"paths.data_dir={data_dir}",
