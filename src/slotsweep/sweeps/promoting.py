@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from slotsweep.sweeps.jobs import Jobs
-from slotsweep.sweeps.promotion import RungResult, Rungs, next_promotion
+from slotsweep.sweeps.promotion import Promotion, RungResult, Rungs, next_promotion
 from slotsweep.sweeps.search_space import SearchSpace, override_string
 from slotsweep.sweeps.trial_jobs import JOBS_ATTR, SeedJob, TrialJobs, spent_hours
 
@@ -80,7 +80,7 @@ class PromotionLoop:
                 all_started = self._n_started() >= planned
                 promoted = self._next_promotion(finishing=all_started)
                 if promoted is not None:
-                    in_flight[promoted.trial] = self._launch(promoted.trial, promoted.rung + 1)
+                    in_flight[promoted.trial] = self._launch(promoted)
                     continue
                 if all_started:
                     break
@@ -115,11 +115,13 @@ class PromotionLoop:
         log.info(f"Launching trial {trial.number} to step {self.steps[0]}: params {trial.params}")
         return self._submit(trial.number, 0, jobs)
 
-    def _launch(self, number: int, rung: int) -> TrialJobs:
-        """Resume paused trial `number` to rung `rung` (its seeds resume, new seeds start)."""
-        params = self.study.trials[number].params
-        jobs = self._jobs(params, rung)
-        log.info(f"Promoting trial {number} to step {self.steps[rung]} with {len(jobs)} seed job(s)")
+    def _launch(self, promoted: Promotion) -> TrialJobs:
+        """Resume a paused trial to its next rung (its seeds resume, new seeds start)."""
+        number, rung = promoted.trial, promoted.rung + 1
+        jobs = self._jobs(self.study.trials[number].params, rung)
+        log.info(
+            f"Promoting trial {number} to step {self.steps[rung]} with {len(jobs)} seed job(s): {promoted}"
+        )
         return self._submit(number, rung, jobs)
 
     def _submit(self, number: int, rung: int, jobs: list[SeedJob]) -> TrialJobs:
@@ -173,7 +175,7 @@ class PromotionLoop:
             trial.set_user_attr(PAUSED_ATTR, True)
             log.info(f"Trial {number} paused at step {self.steps[rung]}: {mean:.4g} (mean of {len(values)})")
 
-    def _next_promotion(self, finishing: bool) -> RungResult | None:
+    def _next_promotion(self, finishing: bool) -> Promotion | None:
         results: dict[int, list[RungResult]] = {}
         for trial in self.study.get_trials(deepcopy=False):
             if trial.state == TrialState.FAIL:

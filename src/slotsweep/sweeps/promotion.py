@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from slotsweep.errors import SlotsweepError
 
-__all__ = ["Rungs", "RungResult", "next_promotion", "seed_noise"]
+__all__ = ["Promotion", "Rungs", "RungResult", "next_promotion", "seed_noise"]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,36 @@ def seed_noise(results: Sequence[RungResult]) -> float | None:
     return math.sqrt(squares / ((len(rows) - 1) * (n_seeds - 1)))
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """The paused trial to resume, and why: its place among the trials that reached its rung."""
+
+    trial: int
+    rung: int
+    mean: float
+    rank: int  # 1 = the best at its rung
+    reached: int  # trials at its rung
+    kept: int  # how many of them the rung keeps (its top 1/eta)
+    behind: float  # how far its mean trails the last one kept (0 when it is among them)
+    allowance: float  # the seed noise it was allowed to trail by
+
+    def __str__(self) -> str:
+        place = f"{self.mean:.4g} at rung {self.rung}, {self.rank} of {self.reached}"
+        if self.rank <= self.kept:
+            return f"{place} (the rung keeps {self.kept})"
+        return (
+            f"{place}: {self.behind:.3g} behind the rung's top {self.kept}, within the seed noise "
+            f"({self.allowance:.3g})"
+        )
+
+
 def next_promotion(
     results: Mapping[int, Sequence[RungResult]],
     eta: int,
     maximize: bool,
     noise_allowance: bool = True,
     finishing: bool = False,
-) -> RungResult | None:
+) -> Promotion | None:
     """The paused trial to resume next, or None (start a new trial).
 
     Highest rung first (it is closest to a result); within a rung the best mean among the paused
@@ -146,8 +169,7 @@ def next_promotion(
         ranked = sorted(reached, key=lambda r: sign * r.mean, reverse=True)
         last_kept = ranked[n_top - 1]
         seed_std = seed_noise(reached) if noise_allowance else None
-        candidates = []
-        for result in ranked:
+        for rank, result in enumerate(ranked, 1):  # the best first: the first promotable one goes on
             if not result.paused:
                 continue
             gap = sign * (last_kept.mean - result.mean)  # > 0: worse than the last one kept
@@ -156,8 +178,7 @@ def next_promotion(
                 if seed_std is None
                 else seed_std * math.sqrt(1 / len(result.values) + 1 / len(last_kept.values))
             )
-            if ranked.index(result) < n_top or gap < noise:
-                candidates.append(result)
-        if candidates:
-            return candidates[0]
+            if rank <= n_top or gap < noise:
+                behind = max(0.0, gap) if rank > n_top else 0.0
+                return Promotion(result.trial, rung, result.mean, rank, len(ranked), n_top, behind, noise)
     return None
