@@ -68,9 +68,19 @@ def test_a_head_whose_loss_turns_nan_stops_alone(compose_train: Callable[..., Di
     assert healthy["status"] == "completed" and healthy["step"] == 4 and healthy["metrics"]
 
 
-def test_heads_of_another_stream_are_refused(compose_train: Callable[..., DictConfig], tmp_path: Path):
-    heads = [composed(compose_train, tmp_path, "seed=0"), composed(compose_train, tmp_path, "seed=1")]
-    with pytest.raises(SlotsweepError, match=r"pool head 1 differs from head 0 in \['seed'\].*pool_size=1"):
+@pytest.mark.parametrize(
+    ("other", "key"),
+    [
+        ("seed=1", "seed"),
+        # a checkpoint may hold encoder weights: the head must not get head 0's encoder
+        ("load_weights=/elsewhere/weights.ckpt", "load_weights"),
+    ],
+)
+def test_heads_of_another_stream_are_refused(
+    compose_train: Callable[..., DictConfig], tmp_path: Path, other: str, key: str
+):
+    heads = [composed(compose_train, tmp_path, "seed=0"), composed(compose_train, tmp_path, "seed=0", other)]
+    with pytest.raises(SlotsweepError, match=rf"pool head 1 differs from head 0 in \['{key}'\].*pool_size=1"):
         run_pool(heads)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 

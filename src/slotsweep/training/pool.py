@@ -98,9 +98,19 @@ log = logging.getLogger(__name__)
 # what this Lightning warning about manual optimisation asks about.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
-# Keys whose values decide the batches the encoder sees, or how the Trainer drives the stream:
-# equal in every head of a pool. The other keys (model, losses, optim, clipping, length) are the heads'.
-_STREAM_KEYS = ("seed", "dataset", "encoder", "cache", "checkpoint_every_n_steps", "eval_seed")
+# Keys whose values decide the batches the encoder sees, its weights, or how the Trainer drives the
+# stream: equal in every head of a pool. The other keys (model, losses, optim, clipping, length) are
+# the heads'. load_weights is here because a checkpoint may hold encoder weights: a head loading
+# other ones must not be handed head 0's encoder (it would train on another config's features).
+_STREAM_KEYS = (
+    "seed",
+    "dataset",
+    "encoder",
+    "load_weights",
+    "cache",
+    "checkpoint_every_n_steps",
+    "eval_seed",
+)
 _HEAD_TRAINER_KEYS = ("gradient_clip_val", "max_steps")  # per head: the pool clips and ends each itself
 FINAL = ("completed", "pruned", "failed")  # a head's statuses once it has ended
 
