@@ -76,7 +76,11 @@ def main() -> None:
             raise SystemExit(f"the live sweep failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         summary = OmegaConf.to_container(OmegaConf.load(sweep_dir / "optimization_results.yaml"))
         log = run.stdout + run.stderr
-        printed = log[log.index("Sweep summary:\n") :].split("\n\n")[0].split("\n", 1)[1]
+        # the table, then its budget and unpruned-forecast lines (summary.format_table), up to the
+        # next log record
+        table, after = log[log.index("Sweep summary:\n") :].split("\n", 1)[1].split("\n\n", 1)
+        notes = [line for line in after.split("\n[", 1)[0].splitlines() if line.strip()]
+        printed = "\n\n".join([table, "\n".join(notes)])
 
     configs, seeds, steps, maximize = load_pool(curves)
     sign = 1 if maximize else -1
