@@ -179,6 +179,6 @@ def next_promotion(
                 else seed_std * math.sqrt(1 / len(result.values) + 1 / len(last_kept.values))
             )
             if rank <= n_top or gap < noise:
-                behind = max(0.0, gap) if rank > n_top else 0.0
+                behind = gap if rank > n_top else 0.0  # ranked: >= 0 outside the top
                 return Promotion(result.trial, rung, result.mean, rank, len(ranked), n_top, behind, noise)
     return None
