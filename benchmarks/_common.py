@@ -135,6 +135,25 @@ class _StepClock(L.Callback):
         self.marks.append((time.perf_counter(), time.process_time()))
 
 
+def bare_trainer(cfg: DictConfig, accelerator: str, max_steps: int, callbacks: list) -> L.Trainer:
+    """A Trainer for timing steps: no validation, checkpoints, logger or progress bar; precision
+    and gradient clipping as `cfg` says."""
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=max_steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision=cfg.trainer.precision,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
 def time_training_steps(
     cfg: DictConfig, n_steps: int, warmup: int = 1, accelerator: str = "cpu"
 ) -> StepTimes:
@@ -146,20 +165,8 @@ def time_training_steps(
     datamodule, module = task.build_task(cfg)
     build_s = time.perf_counter() - start
     clock = _StepClock()
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=warmup + n_steps + 1,  # +1: a step's duration is the gap to the previous mark
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision=cfg.trainer.precision,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
+    # +1: a step's duration is the gap to the previous mark
+    trainer = bare_trainer(cfg, accelerator, warmup + n_steps + 1, [clock])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, datamodule=datamodule)

@@ -29,7 +29,7 @@ from pathlib import Path
 from statistics import median
 
 import lightning as L
-from _common import REFERENCE_SIZE, compose_train, write_table
+from _common import REFERENCE_SIZE, bare_trainer, compose_train, write_table
 
 from slotsweep.training import task
 from slotsweep.training.pool import run_pool
@@ -153,20 +153,7 @@ def solo_steps(trial: list[str], n_steps: int, warmup: int = 1) -> Steps:
     cfg = compose_train(*SIZE, *trial)
     datamodule, module = task.build_task(cfg)
     timers = _StepTimers(_time_solo)
-    L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=warmup + n_steps + 1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        precision=cfg.trainer.precision,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timers],
-    ).fit(module, datamodule=datamodule)
+    bare_trainer(cfg, "cpu", warmup + n_steps + 1, [timers]).fit(module, datamodule=datamodule)
     return Steps.timed(timers, warmup)
 
 
